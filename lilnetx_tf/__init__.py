@@ -1,0 +1,47 @@
+"""LilNetX for TensorFlow/Keras: extreme model compression and structured sparsity.
+
+The three forms of a weight:
+- training: float latents in `LatentConv2D` / `LatentDepthwiseConv2D` /
+  `LatentDense`, decoded by shared decoders inside a `LilNetXModel`;
+- compressed: range-coded integer latents (`compress_latents`);
+- decompressed: plain float kernels in a stock Keras model
+  (`decompressed_model`).
+"""
+
+from lilnetx_tf._quiet import import_tensorflow_quietly as _import_tf
+
+_import_tf()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from lilnetx_tf.callbacks import CompressionLogger
+from lilnetx_tf.callbacks import RateWarmup
+from lilnetx_tf.codec import compress_latents
+from lilnetx_tf.codec import decompress_latents
+from lilnetx_tf.convert import compressible
+from lilnetx_tf.convert import decompressed_model
+from lilnetx_tf.decoders import KernelDecoder
+from lilnetx_tf.layers import LatentConv2D
+from lilnetx_tf.layers import LatentDense
+from lilnetx_tf.layers import LatentDepthwiseConv2D
+from lilnetx_tf.model import LilNetXModel
+from lilnetx_tf.priors import GroupPrior
+from lilnetx_tf.stats import compression_stats
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompressionLogger",
+    "GroupPrior",
+    "KernelDecoder",
+    "LatentConv2D",
+    "LatentDense",
+    "LatentDepthwiseConv2D",
+    "LilNetXModel",
+    "RateWarmup",
+    "compress_latents",
+    "compressible",
+    "compression_stats",
+    "decompress_latents",
+    "decompressed_model",
+]

@@ -1,0 +1,177 @@
+"""Conversions between plain Keras models and LilNetX models.
+
+`compressible` turns a plain Keras model into a `LilNetXModel` (training form:
+latents); `decompressed_model` turns a `LilNetXModel` back into a plain Keras
+model whose kernels are the decoded integer latents (decompressed form).
+"""
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from lilnetx_tf.layers import LATENT_LAYERS
+from lilnetx_tf.layers import _LatentKernelMixin
+from lilnetx_tf.model import LilNetXModel
+
+__all__ = ["compressible", "decompressed_model", "ConversionReport"]
+
+# Layers with kernels that LilNetX does not (yet) represent as latents.
+_KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel",
+                 "embeddings")
+
+
+@dataclasses.dataclass
+class ConversionReport:
+  """What `compressible` converted.
+
+  Attributes:
+    converted: Names of the layers now holding latent kernels.
+    skipped: Layer name -> reason, for layers with kernels left as they are.
+    dropped: Layer name -> kernel regularizer / constraint dropped (the latent
+      weight decay and sparsity priors act instead).
+  """
+  converted: list
+  skipped: dict
+  dropped: dict
+
+
+def _to_latent_class(layer):
+  for base, latent_cls in LATENT_LAYERS:
+    if type(layer) is base:  # pylint: disable=unidiomatic-typecheck
+      return latent_cls
+  return None
+
+
+def _clone(model, clone_function):
+  if not isinstance(model, (tf.keras.Sequential, tf.keras.Model)) or not (
+      isinstance(model, tf.keras.Sequential) or
+      getattr(model, "_is_graph_network", False)):
+    raise ValueError(
+        f"Model {model.name!r} is a subclassed Keras model; LilNetX converts "
+        "Sequential and functional models (build yours with the functional "
+        "API, or use LatentConv2D/LatentDense in it and wrap it in "
+        "LilNetXModel).")
+  return tf.keras.models.clone_model(model, clone_function=clone_function)
+
+
+def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
+  """Makes a plain Keras model compressible with LilNetX.
+
+  Every `Conv2D`, `DepthwiseConv2D` and `Dense` layer becomes its latent
+  counterpart (same configuration); every other layer is kept as it is. Shared
+  layers, nested models and multiple inputs/outputs are preserved. Layers with
+  kernels that cannot be converted (e.g. `SeparableConv2D`, `Conv1D`,
+  subclasses of the stock layers) are left as they are and reported.
+
+  Args:
+    model: A built Sequential or functional `tf.keras.Model`.
+    init_from_weights: Start the latents from the model's current weights
+      (fine-tuning a pretrained model into compressed form); all other layers'
+      weights are copied too. Otherwise latents get a fresh LilNetX init and
+      the other layers keep fresh initial weights.
+    skip: Names of layers to leave uncompressed.
+    **kwargs: Passed to `LilNetXModel` (lambda_rate, lambda_sparsity, ...).
+
+  Returns:
+    A `LilNetXModel`; its `conversion` attribute is a `ConversionReport`.
+
+  Raises:
+    ValueError: if the model is subclassed, unbuilt, or has no layer to
+      convert.
+  """
+  if not model.built:
+    raise ValueError(f"Model {model.name!r} must be built before conversion.")
+  skip = set(skip)
+  unknown = skip - {l.name for l in model._flatten_layers()}  # pylint: disable=protected-access
+  if unknown:
+    raise ValueError(f"Layers to skip not in the model: {sorted(unknown)}.")
+  report = ConversionReport(converted=[], skipped={}, dropped={})
+  pairs = []
+
+  def clone_function(layer):
+    if isinstance(layer, tf.keras.Model):
+      return _clone(layer, clone_function)
+    latent_cls = _to_latent_class(layer)
+    config = layer.get_config()
+    if latent_cls is not None and layer.name not in skip:
+      dropped = [k for k in ("kernel_regularizer", "depthwise_regularizer",
+                             "kernel_constraint", "depthwise_constraint")
+                 if config.get(k) is not None]
+      for k in dropped:
+        config[k] = None
+      if dropped:
+        report.dropped[layer.name] = dropped
+      new = latent_cls.from_config(config)
+      report.converted.append(layer.name)
+    else:
+      if any(hasattr(layer, a) for a in _KERNEL_ATTRS):
+        report.skipped[layer.name] = (
+            "skipped on request" if layer.name in skip else
+            f"{type(layer).__name__} has no latent counterpart")
+      new = layer.__class__.from_config(config)
+    pairs.append((layer, new))
+    return new
+
+  network = _clone(model, clone_function)
+  if not report.converted:
+    raise ValueError(f"Model {model.name!r} has no Conv2D, DepthwiseConv2D or "
+                     "Dense layer to convert.")
+  lilnetx = LilNetXModel(network, initialize=not init_from_weights,
+                         name=f"lilnetx_{model.name}", **kwargs)
+  if init_from_weights:
+    kernels = {}
+    for old, new in pairs:
+      if isinstance(new, _LatentKernelMixin):
+        weights = old.get_weights()
+        kernels[new.name] = weights[0]
+        for var, value in zip(new.weights[1:], weights[1:]):
+          var.assign(value)
+      elif old.weights and not isinstance(old, tf.keras.Model):
+        new.set_weights(old.get_weights())
+    lilnetx.initialize_latents(kernels)
+  lilnetx.conversion = report
+  for name, reason in report.skipped.items():
+    logging.warning("LilNetX: layer %r not converted: %s.", name, reason)
+  logging.info("LilNetX: converted %d layers.", len(report.converted))
+  return lilnetx
+
+
+def decompressed_model(model):
+  """A plain Keras model with the decoded weights of a `LilNetXModel`.
+
+  Args:
+    model: A `LilNetXModel`.
+
+  Returns:
+    A new functional/Sequential `tf.keras.Model` with stock `Conv2D`,
+    `DepthwiseConv2D` and `Dense` layers whose kernels are the decoded
+    rounded latents, and all other weights copied. Its outputs equal the
+    LilNetX model's in inference mode.
+  """
+  if not isinstance(model, LilNetXModel):
+    raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
+  plain_of = {latent_cls: base for base, latent_cls in LATENT_LAYERS}
+  pairs = []
+
+  def clone_function(layer):
+    if isinstance(layer, tf.keras.Model):
+      return _clone(layer, clone_function)
+    config = layer.get_config()
+    if isinstance(layer, _LatentKernelMixin):
+      config.pop("latent_initializer")
+      new = plain_of[type(layer)].from_config(config)
+    else:
+      new = layer.__class__.from_config(config)
+    pairs.append((layer, new))
+    return new
+
+  plain = _clone(model.network, clone_function)
+  for old, new in pairs:
+    if isinstance(old, _LatentKernelMixin):
+      kernel = old.decoded_kernel().numpy()
+      new.set_weights([kernel] + [np.asarray(w) for w in old.get_weights()[1:]])
+    elif old.weights and not isinstance(old, tf.keras.Model):
+      new.set_weights(old.get_weights())
+  return plain

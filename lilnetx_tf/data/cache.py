@@ -1,0 +1,146 @@
+"""An on-disk .npz cache of decoded arrays, tied to the source it came from.
+
+Decoding tens of thousands of small images takes many seconds; reading them
+back from an uncompressed .npz takes a fraction of one. Each cache file stores
+a fingerprint of its source (path, size and modification time), so a changed
+source is decoded again rather than served stale. Files are written to a
+temporary name and renamed into place, so an interrupted run never leaves a
+partial cache behind, and an unreadable cache is treated as missing.
+"""
+
+import hashlib
+import logging
+import os
+import tempfile
+import zipfile
+from typing import Dict, Iterable, Optional
+
+import numpy as np
+
+__all__ = ["cache_file", "default_cache_dir", "fingerprint", "read_cache",
+           "write_cache"]
+
+_LOG = logging.getLogger(__name__)
+
+# Bump when the layout of cached arrays changes, to invalidate old caches.
+_FORMAT = "lilnetx_tf-npz-1"
+_FINGERPRINT_KEY = "__fingerprint__"
+
+
+def fingerprint(paths: Iterable[str]) -> str:
+  """Summarises files by path, size and modification time.
+
+  Args:
+    paths: The files the cached arrays were derived from.
+
+  Returns:
+    A hex digest that changes when any file is added, removed or modified.
+  """
+  digest = hashlib.sha256(_FORMAT.encode())
+  for path in sorted(os.path.abspath(p) for p in paths):
+    stat = os.stat(path)
+    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()
+
+
+def _writable(directory: str) -> bool:
+  """True if `directory` exists writable or could be created."""
+  while not os.path.exists(directory):
+    parent = os.path.dirname(directory)
+    if parent == directory:
+      return False
+    directory = parent
+  return os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
+
+
+def default_cache_dir(source: str) -> str:
+  """Picks where to cache arrays decoded from `source`.
+
+  Args:
+    source: A file or directory holding the raw data.
+
+  Returns:
+    `.cache` next to the source (inside it for a directory) when that is
+    writable, else `$XDG_CACHE_HOME/lilnetx_tf` (default `~/.cache`).
+  """
+  source = os.path.abspath(source)
+  parent = source if os.path.isdir(source) else os.path.dirname(source)
+  local = os.path.join(parent, ".cache")
+  if _writable(local):
+    return local
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "lilnetx_tf")
+
+
+def cache_file(source: str, cache_dir: Optional[str] = None) -> str:
+  """Returns the cache path for `source`: readable name plus a path hash."""
+  source = os.path.abspath(source)
+  stem = os.path.basename(source.rstrip(os.sep)).split(".")[0] or "data"
+  tag = hashlib.sha1(source.encode()).hexdigest()[:12]
+  directory = cache_dir if cache_dir is not None else default_cache_dir(source)
+  return os.path.join(os.path.expanduser(directory), f"{stem}-{tag}.npz")
+
+
+def read_cache(path: str, expected_fingerprint: str
+               ) -> Optional[Dict[str, np.ndarray]]:
+  """Reads a cache written by `write_cache`.
+
+  Args:
+    path: The .npz file.
+    expected_fingerprint: `fingerprint()` of the current source.
+
+  Returns:
+    The stored arrays, or None when the file is missing, unreadable or was
+    made from a different source (the caller then rebuilds it).
+  """
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      # Reading every member checks each one's CRC, catching corruption now.
+      arrays = {key: npz[key] for key in npz.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    _LOG.warning("Ignoring unreadable cache %s (%s); rebuilding it.", path, e)
+    return None
+  stored = arrays.pop(_FINGERPRINT_KEY, None)
+  if stored is None or str(stored) != expected_fingerprint:
+    _LOG.info("Cache %s is for another version of its source; rebuilding.",
+              path)
+    return None
+  return arrays
+
+
+def write_cache(path: str, arrays: Dict[str, np.ndarray],
+                source_fingerprint: str) -> bool:
+  """Writes `arrays` to `path` atomically.
+
+  Args:
+    path: Destination .npz file; its directory is created if needed.
+    arrays: Named arrays (no object arrays).
+    source_fingerprint: `fingerprint()` of the source, stored alongside.
+
+  Returns:
+    True on success. A failure (read-only or full disk) is logged and returns
+    False: the caller already holds the arrays, only the speed-up is lost.
+  """
+  directory = os.path.dirname(path)
+  tmp = None
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path),
+                               suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays, **{_FINGERPRINT_KEY: np.array(source_fingerprint)})
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+    tmp = None
+    return True
+  except OSError as e:
+    _LOG.warning("Could not write cache %s (%s); continuing without it.",
+                 path, e)
+    return False
+  finally:  # Also on KeyboardInterrupt: leave no temporary file behind.
+    if tmp is not None and os.path.exists(tmp):
+      os.remove(tmp)

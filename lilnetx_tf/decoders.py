@@ -1,0 +1,101 @@
+"""The decoder a group of layers shares: latent integers to float weights.
+
+A k x k convolution group has one k^2 x k^2 matrix applied to every (in, out)
+slice; 1x1 convolutions and dense layers have a single scalar. There is no
+shift term, so a zero latent slice decodes to an exactly zero weight slice --
+the property that turns latent group sparsity into structured weight sparsity.
+"""
+
+import math
+
+import tensorflow as tf
+
+__all__ = ["KernelDecoder", "decode_kernel", "DECODER_INITIALIZERS"]
+
+DECODER_INITIALIZERS = ("uniform", "identity")
+
+
+def decode_kernel(latent, matrix):
+  """Decodes a kernel-shaped latent tensor with a decoder matrix.
+
+  Training, compression and decompression all decode through this one function
+  so that the decompressed weights equal the training model's bit for bit.
+
+  Args:
+    latent: Kernel-shaped tensor (`(kh, kw, in, out)` or `(in, out)`), usually
+      already rounded to integers.
+    matrix: `(positions, positions)` decoder matrix, `positions = kh * kw`
+      (1 for dense and 1x1 kernels).
+
+  Returns:
+    The decoded kernel, same shape as `latent`. Row-major (kh, kw) positions of
+    each slice are mixed: `w[p, n] = sum_q latent[q, n] * matrix[q, p]`.
+  """
+  latent = tf.convert_to_tensor(latent)
+  matrix = tf.cast(matrix, latent.dtype)
+  positions = matrix.shape[0]
+  if positions == 1:
+    return latent * matrix[0, 0]
+  shape = tf.shape(latent)
+  flat = tf.reshape(latent, (positions, -1))
+  return tf.reshape(tf.matmul(matrix, flat, transpose_a=True), shape)
+
+
+@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
+class KernelDecoder(tf.keras.layers.Layer):
+  """Decoder shared by all latent layers of one group.
+
+  Args:
+    positions: Kernel positions per slice (k*k; 1 for 1x1 convs and dense).
+    initializer: `"uniform"` (a random matrix) or `"identity"` (a scaled
+      identity). A scalar decoder is the same under both.
+    scale: Ratio of the decoded weights' standard deviation to the latents'.
+      Chosen by `LilNetXModel` so that decoded weights start with the variance
+      of a standard initializer.
+    seed: Optional seed of the uniform initializer.
+    **kwargs: Keras layer arguments.
+  """
+
+  def __init__(self, positions, initializer="uniform", scale=1.0, seed=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    if int(positions) < 1:
+      raise ValueError(f"`positions` must be >= 1, got {positions}.")
+    if initializer not in DECODER_INITIALIZERS:
+      raise ValueError(f"Unknown decoder initializer {initializer!r}; valid: "
+                       f"{', '.join(DECODER_INITIALIZERS)}.")
+    self.positions = int(positions)
+    self.initializer = initializer
+    self.scale = float(scale)
+    self.seed = seed
+
+  def _initial_value(self, shape=None, dtype=None):
+    del shape  # Always (positions, positions).
+    p = self.positions
+    if self.initializer == "identity" or p == 1:
+      return self.scale * tf.eye(p, dtype=dtype or tf.float32)
+    # var(w) = p * var(latent) * var(entry) = scale^2 * var(latent).
+    limit = self.scale * math.sqrt(3.0 / p)
+    return tf.random.uniform((p, p), -limit, limit, seed=self.seed,
+                             dtype=dtype or tf.float32)
+
+  def build(self, input_shape=None):
+    self.matrix = self.add_weight(
+        name="matrix", shape=(self.positions, self.positions),
+        initializer=self._initial_value, trainable=True)
+    super().build(input_shape)
+
+  def reset(self, scale):
+    """Re-initialises the matrix for a new `scale` (used before training)."""
+    self.scale = float(scale)
+    if self.built:
+      self.matrix.assign(self._initial_value())
+
+  def call(self, latent):
+    return decode_kernel(latent, self.matrix)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(positions=self.positions, initializer=self.initializer,
+                  scale=self.scale, seed=self.seed)
+    return config

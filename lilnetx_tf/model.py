@@ -1,0 +1,316 @@
+"""`LilNetXModel`: a Keras model trained with the LilNetX objective.
+
+The model wraps a network of latent layers, owns one shared decoder and one
+learned prior per group, and trains with plain `model.fit` on
+
+  task loss + lambda_rate * bits / #latents
+            + lambda_sparsity * sum of latent group norms
+            + weight_decay * ||latents||^2,
+
+with the priors on their own optimizer (Adam at 1e-4 by default) and the rest
+on the compiled one.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from lilnetx_tf import groups
+from lilnetx_tf import sparsity
+from lilnetx_tf.decoders import KernelDecoder
+from lilnetx_tf.layers import _LatentKernelMixin
+from lilnetx_tf.priors import GroupPrior
+
+__all__ = ["LilNetXModel", "latent_layers"]
+
+
+def latent_layers(network):
+  """The distinct latent layers of a network (nested models included)."""
+  if isinstance(network, _LatentKernelMixin):
+    return [network]
+  return [l for l in network._flatten_layers(include_self=False)  # pylint: disable=protected-access
+          if isinstance(l, _LatentKernelMixin)]
+
+
+def _kernel_shape(layer):
+  return tuple(int(d) for d in layer.latent.shape)
+
+
+@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LilNetXModel(tf.keras.Model):
+  """Trains a network of latent layers with the LilNetX objective.
+
+  Args:
+    network: A built Keras model (functional or Sequential) containing
+      `LatentConv2D`, `LatentDepthwiseConv2D` and/or `LatentDense` layers.
+      `lilnetx_tf.compressible` builds one from a plain Keras model.
+    lambda_rate: lambda_I, weight of the rate term (bits per latent). Raising
+      it makes the compressed model smaller. Held in a variable, so callbacks
+      (e.g. `RateWarmup`) can change it and a resumed run keeps it.
+    lambda_sparsity: lambda_rho, weight of the sum of latent group norms.
+      Raising it creates more zero slices / channels (less computation).
+    weight_decay: Weight of the squared L2 norm of the latents.
+    sparsity_structure: `"slice"`, `"out_channel"` or `"in_channel"`.
+    sparsity_norm: `"l2"`, `"l1"` or `"linf"`.
+    sparsity_groups: Groups the sparsity prior applies to; default: every
+      group with k x k kernels, k > 1 (`conv3x3`, `depthwise3x3`, ...).
+    decoder_initializer: `"uniform"` or `"identity"` (see `KernelDecoder`).
+    latent_init_bound: Latents start uniform in +-bound (times the ratio of the
+      layer's standard-init scale to its group's typical one), so they span
+      about 2 * bound + 1 integers.
+    prior_init_scale: Initial width of the priors' densities.
+    initialize: Re-initialise latents and decoders (False when restoring).
+    seed: Optional seed of that initialisation.
+    **kwargs: Keras model arguments (e.g. `name`).
+  """
+
+  # The network owns and checkpoints its layers; these are views of them.
+  # Class-level defaults keep Keras from tracking (and re-saving) them.
+  _latent_layers = ()
+  group_layers = None
+
+  def __init__(self, network, lambda_rate=1e-4, lambda_sparsity=0.0,
+               weight_decay=0.0, sparsity_structure="slice",
+               sparsity_norm="l2", sparsity_groups=None,
+               decoder_initializer="uniform", latent_init_bound=4.0,
+               prior_init_scale=10.0, initialize=True, seed=None, **kwargs):
+    super().__init__(**kwargs)
+    if not isinstance(network, tf.keras.Model):
+      raise TypeError(f"`network` must be a Keras model, got "
+                      f"{type(network).__name__}.")
+    if not network.built:
+      raise ValueError("`network` must be built (give it an input shape).")
+    self.network = network
+    layers = latent_layers(network)
+    if not layers:
+      raise ValueError(
+          f"Model {network.name!r} has no latent layers; convert it with "
+          "lilnetx_tf.compressible(model) first.")
+    # Fail early on bad names; sparsity.group_norms validates the same way.
+    sparsity.group_norms(tf.zeros((1, 1)), sparsity_structure, sparsity_norm)
+    for name, value in (("lambda_rate", lambda_rate),
+                        ("lambda_sparsity", lambda_sparsity),
+                        ("weight_decay", weight_decay),
+                        ("latent_init_bound", latent_init_bound)):
+      if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"`{name}` must be finite and >= 0, got {value}.")
+
+    group_layers = {}
+    for layer in layers:
+      group_layers.setdefault(layer.group, []).append(layer)
+    self._latent_layers = layers
+    self.group_layers = group_layers
+    present = sorted(self.group_layers)
+    positions = {g: groups.num_positions(_kernel_shape(ls[0]))
+                 for g, ls in self.group_layers.items()}
+    if sparsity_groups is None:
+      sparsity_groups = [g for g in present if positions[g] > 1]
+    unknown = sorted(set(sparsity_groups) - set(present))
+    if unknown:
+      raise ValueError(f"sparsity_groups {unknown} are not in this model; "
+                       f"its groups are {present}.")
+
+    self.lambda_rate_target = float(lambda_rate)
+    self.lambda_sparsity_target = float(lambda_sparsity)
+    self.weight_decay = float(weight_decay)
+    self.sparsity_structure = sparsity_structure
+    self.sparsity_norm = sparsity_norm
+    self.sparsity_groups = sorted(sparsity_groups)
+    self.decoder_initializer = decoder_initializer
+    self.latent_init_bound = float(latent_init_bound)
+    self.prior_init_scale = float(prior_init_scale)
+    self.seed = seed
+
+    self.decoders = {}
+    self.priors = {}
+    for g in present:
+      decoder = KernelDecoder(positions[g], initializer=decoder_initializer,
+                              seed=seed, name=f"decoder_{g}")
+      decoder.build()
+      prior = GroupPrior(positions[g], init_scale=prior_init_scale,
+                         name=f"prior_{g}")
+      prior.build()
+      self.decoders[g] = decoder
+      self.priors[g] = prior
+    for layer in layers:
+      layer.attach_decoder(self.decoders[layer.group])
+
+    self.lambda_rate = tf.Variable(float(lambda_rate), trainable=False,
+                                   dtype=tf.float32, name="lambda_rate")
+    self.lambda_sparsity = tf.Variable(float(lambda_sparsity), trainable=False,
+                                       dtype=tf.float32, name="lambda_sparsity")
+    self.num_latents = sum(int(np.prod(_kernel_shape(l))) for l in layers)
+    self._bits_tracker = tf.keras.metrics.Mean(name="bits_per_latent")
+    self._norm_tracker = tf.keras.metrics.Mean(name="group_norm")
+    self.prior_optimizer = None
+    if initialize:
+      self.initialize_latents()
+    self.built = True
+
+  # -- Initialisation -------------------------------------------------------
+
+  def initialize_latents(self, kernels=None):
+    """Initialises latents and decoders.
+
+    Without `kernels`, latents are uniform in +-`latent_init_bound` (scaled per
+    layer) and each decoder's scale is chosen so that decoded weights have the
+    standard deviation of the layer's own `kernel_initializer`. With
+    `kernels`, decoders become scaled identities and latents are the given
+    float kernels divided by the scale, so decoding the rounded latents gives
+    the kernels back up to the rounding step.
+
+    Args:
+      kernels: Optional dict, layer name -> float kernel (NumPy), for every
+        latent layer (e.g. the weights of a pretrained model).
+    """
+    rng = np.random.default_rng(self.seed)
+    bound = self.latent_init_bound
+    for g, layers in self.group_layers.items():
+      if kernels is not None:
+        missing = [l.name for l in layers if l.name not in kernels]
+        if missing:
+          raise ValueError(f"No kernel given for layers {missing}.")
+        stds = [float(np.std(kernels[l.name])) for l in layers]
+      else:
+        stds = [float(np.std(l.kernel_initializer(_kernel_shape(l))))
+                for l in layers]
+      stds = [max(s, 1e-8) for s in stds]
+      group_std = math.exp(sum(math.log(s) for s in stds) / len(stds))
+      # A uniform +-b latent has std b / sqrt(3).
+      scale = group_std * math.sqrt(3.0) / max(bound, 1e-8)
+      decoder = self.decoders[g]
+      decoder.reset(scale)
+      if kernels is not None:
+        decoder.matrix.assign(scale * np.eye(decoder.positions))
+      for layer, std in zip(layers, stds):
+        shape = _kernel_shape(layer)
+        if kernels is not None:
+          value = np.asarray(kernels[layer.name], np.float32) / scale
+        else:
+          b = bound * std / group_std
+          value = rng.uniform(-b, b, size=shape)
+        layer.latent.assign(value.astype(np.float32).reshape(shape))
+
+  # -- The objective --------------------------------------------------------
+
+  @property
+  def latent_layers(self):
+    return list(self._latent_layers)
+
+  def prior_variables(self):
+    return [v for p in self.priors.values() for v in p.trainable_weights]
+
+  def network_variables(self):
+    prior_ids = {id(v) for v in self.prior_variables()}
+    return [v for v in self.trainable_variables if id(v) not in prior_ids]
+
+  def total_bits(self, training=False):
+    """Bits of all latents under the priors (noisy bound or rounded)."""
+    bits = [self.priors[l.group].bits(groups.to_slices(l.latent), training)
+            for l in self._latent_layers]
+    return tf.add_n(bits)
+
+  def group_norm_sum(self):
+    """Sum of the latent group norms over the sparsity groups."""
+    norms = [tf.reduce_sum(sparsity.group_norms(
+        l.latent, self.sparsity_structure, self.sparsity_norm))
+             for l in self._latent_layers if l.group in self.sparsity_groups]
+    return tf.add_n(norms) if norms else tf.constant(0.0)
+
+  def latent_l2(self):
+    return tf.add_n([tf.reduce_sum(tf.square(l.latent))
+                     for l in self._latent_layers])
+
+  def compression_loss(self, training=True):
+    """The LilNetX terms added to the task loss, and the bits per latent."""
+    bits_per_latent = self.total_bits(training) / self.num_latents
+    norm_sum = self.group_norm_sum()
+    loss = self.lambda_rate * bits_per_latent
+    loss += self.lambda_sparsity * norm_sum
+    if self.weight_decay:
+      loss += self.weight_decay * self.latent_l2()
+    return loss, bits_per_latent, norm_sum
+
+  # -- Keras ----------------------------------------------------------------
+
+  def compile(self, optimizer="rmsprop", prior_optimizer=None, **kwargs):  # pylint: disable=arguments-differ
+    """Configures training; as `tf.keras.Model.compile` plus:
+
+    Args:
+      optimizer: Optimizer of latents, decoders and all other weights.
+      prior_optimizer: Optimizer of the priors; default Adam at 1e-4.
+      **kwargs: As `tf.keras.Model.compile`.
+    """
+    super().compile(optimizer=optimizer, **kwargs)
+    if prior_optimizer is None:
+      prior_optimizer = tf.keras.optimizers.Adam(1e-4)
+    self.prior_optimizer = tf.keras.optimizers.get(prior_optimizer)
+
+  def get_compile_config(self):
+    config = super().get_compile_config()
+    if config is not None and self.prior_optimizer is not None:
+      config = dict(config)
+      config["prior_optimizer"] = tf.keras.optimizers.serialize(
+          self.prior_optimizer)
+    return config
+
+  def compile_from_config(self, config):
+    config = dict(config)
+    prior_optimizer = config.pop("prior_optimizer", None)
+    config = tf.keras.saving.deserialize_keras_object(config)
+    if prior_optimizer is not None:
+      prior_optimizer = tf.keras.optimizers.deserialize(prior_optimizer)
+    self.compile(prior_optimizer=prior_optimizer, **config)
+    # Build both optimizers now so that their saved slots can be restored.
+    self.optimizer.build(self.network_variables())
+    self.prior_optimizer.build(self.prior_variables())
+
+  def call(self, inputs, training=None):
+    return self.network(inputs, training=training)
+
+  @property
+  def metrics(self):
+    return super().metrics + [self._bits_tracker, self._norm_tracker]
+
+  def train_step(self, data):
+    x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+    network_vars = self.network_variables()
+    prior_vars = self.prior_variables()
+    with tf.GradientTape() as tape:
+      y_pred = self(x, training=True)
+      task_loss = self.compute_loss(x, y, y_pred, sample_weight)
+      extra, bits_per_latent, norm_sum = self.compression_loss(training=True)
+      # Keras scales the task loss per replica so that summed gradients are a
+      # mean; the global terms must be scaled the same way.
+      loss = task_loss + extra / self.distribute_strategy.num_replicas_in_sync
+    grads = tape.gradient(loss, network_vars + prior_vars)
+    n = len(network_vars)
+    self.optimizer.apply_gradients(zip(grads[:n], network_vars))
+    self.prior_optimizer.apply_gradients(zip(grads[n:], prior_vars))
+    self._bits_tracker.update_state(bits_per_latent)
+    self._norm_tracker.update_state(norm_sum)
+    return self.compute_metrics(x, y, y_pred, sample_weight)
+
+  def get_config(self):
+    return dict(
+        name=self.name,
+        network=tf.keras.utils.serialize_keras_object(self.network),
+        lambda_rate=self.lambda_rate_target,
+        lambda_sparsity=self.lambda_sparsity_target,
+        weight_decay=self.weight_decay,
+        sparsity_structure=self.sparsity_structure,
+        sparsity_norm=self.sparsity_norm,
+        sparsity_groups=list(self.sparsity_groups),
+        decoder_initializer=self.decoder_initializer,
+        latent_init_bound=self.latent_init_bound,
+        prior_init_scale=self.prior_init_scale,
+        seed=self.seed,
+    )
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    network = tf.keras.layers.deserialize(
+        config.pop("network"), custom_objects=custom_objects)
+    return cls(network, initialize=False, **config)

@@ -1,0 +1,148 @@
+"""Learned entropy priors of the latent integers, one per group.
+
+Each group owns a tensorflow-compression deep factorized density with one
+density per kernel position (batch shape `positions`), convolved with unit
+uniform noise. During training the latents get uniform noise and the prior
+gives a differentiable upper bound on their bits; at evaluation they are
+rounded and the bits are their self-information; for compression the prior is
+turned into integer range-coding tables.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_compression as tfc
+
+__all__ = ["GroupPrior"]
+
+
+def _log_expm1(x):
+  return math.log(math.expm1(x))
+
+
+class _OwnedDeepFactorized(tfc.DeepFactorized):
+  """`tfc.DeepFactorized` on variables created and tracked by a Keras layer.
+
+  `tfc.DeepFactorized` makes its variables in its constructor; a Keras layer
+  must create weights in `build()` to be saved, restored and distributed like
+  any other weight. The density network itself is tensorflow-compression's.
+  """
+
+  def __init__(self, matrices, biases, factors, **kwargs):
+    self._owned = (list(matrices), list(biases), list(factors))
+    super().__init__(**kwargs)
+
+  def _make_variables(self):
+    self._matrices, self._biases, self._factors = self._owned
+
+
+@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
+class GroupPrior(tf.keras.layers.Layer):
+  """Deep factorized prior of one group's latent slices.
+
+  Args:
+    positions: Kernel positions per slice; the prior's batch shape.
+    num_filters: Hidden widths of the density network (tfc's default).
+    init_scale: Initial width of the density; should cover the initial
+      latents.
+    tail_mass: Probability mass coded with the range coder's overflow (Elias
+      gamma) escape instead of the tables.
+    range_coder_precision: Bits of precision of the range-coding tables.
+    **kwargs: Keras layer arguments.
+  """
+
+  def __init__(self, positions, num_filters=(3, 3), init_scale=10.0,
+               tail_mass=2**-8, range_coder_precision=16, **kwargs):
+    super().__init__(**kwargs)
+    self.positions = int(positions)
+    self.num_filters = tuple(int(f) for f in num_filters)
+    self.init_scale = float(init_scale)
+    self.tail_mass = float(tail_mass)
+    self.range_coder_precision = int(range_coder_precision)
+    if self.positions < 1:
+      raise ValueError(f"`positions` must be >= 1, got {positions}.")
+    if not 0 < self.tail_mass < 1:
+      raise ValueError(f"`tail_mass` must be in (0, 1), got {tail_mass}.")
+    if not 1 <= self.range_coder_precision <= 16:
+      raise ValueError("`range_coder_precision` must be in [1, 16], got "
+                       f"{range_coder_precision}.")
+
+  def build(self, input_shape=None):
+    # Same parameterisation and initial values as tfc.DeepFactorized.
+    channels = self.positions
+    filters = (1,) + self.num_filters + (1,)
+    scale = self.init_scale ** (1 / (len(self.num_filters) + 1))
+    self._matrices, self._biases, self._factors = [], [], []
+    for i in range(len(self.num_filters) + 1):
+      shape = (channels, filters[i + 1], filters[i])
+      self._matrices.append(self.add_weight(
+          name=f"matrix_{i}", shape=shape,
+          initializer=tf.keras.initializers.Constant(
+              _log_expm1(1 / scale / filters[i + 1]))))
+      self._biases.append(self.add_weight(
+          name=f"bias_{i}", shape=(channels, filters[i + 1], 1),
+          initializer=tf.keras.initializers.RandomUniform(-.5, .5)))
+      if i < len(self.num_filters):
+        self._factors.append(self.add_weight(
+            name=f"factor_{i}", shape=(channels, filters[i + 1], 1),
+            initializer="zeros"))
+    super().build(input_shape)
+
+  def distribution(self):
+    """The noisy deep factorized density (a tfp distribution)."""
+    if not self.built:
+      self.build()
+    base = _OwnedDeepFactorized(
+        self._matrices, self._biases, self._factors,
+        batch_shape=(self.positions,), num_filters=self.num_filters,
+        init_scale=self.init_scale)
+    return tfc.UniformNoiseAdapter(base)
+
+  def _entropy_model(self, compression=False):
+    return tfc.ContinuousBatchedEntropyModel(
+        self.distribution(), coding_rank=2, compression=compression,
+        stateless=True, tail_mass=self.tail_mass,
+        range_coder_precision=self.range_coder_precision,
+        offset_heuristic=False)
+
+  def bits(self, slices, training):
+    """Bits of a `(rows, positions)` slice matrix under this prior.
+
+    Args:
+      slices: Float latents in slice layout (see `groups.to_slices`).
+      training: With `True`, adds uniform noise and returns the
+        differentiable upper bound used for training; with `False`, rounds
+        and returns the self-information of the integers.
+
+    Returns:
+      A scalar float tensor.
+    """
+    _, bits = self._entropy_model()(slices, training=training)
+    return bits
+
+  def call(self, slices, training=None):
+    return self.bits(slices, bool(training))
+
+  # Graph mode: tfc's tail estimation loops are slow step by step in eager.
+  @tf.function(autograph=False)
+  def _tables(self):
+    model = self._entropy_model(compression=True)
+    return model.cdf, model.cdf_offset
+
+  def coding_tables(self):
+    """Integer range-coding tables derived from the current prior.
+
+    Returns:
+      `(cdf, cdf_offset)` as int32 NumPy arrays, the tables of
+      `tfc.ContinuousBatchedEntropyModel`; they embed the precision.
+    """
+    cdf, cdf_offset = self._tables()
+    return np.asarray(cdf, np.int32), np.asarray(cdf_offset, np.int32)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(positions=self.positions, num_filters=self.num_filters,
+                  init_scale=self.init_scale, tail_mass=self.tail_mass,
+                  range_coder_precision=self.range_coder_precision)
+    return config
