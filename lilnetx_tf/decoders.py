@@ -45,10 +45,16 @@ def decode_kernel(latent, matrix):
 class KernelDecoder(tf.keras.layers.Layer):
   """Decoder shared by all latent layers of one group.
 
+  The decoding matrix is `scale * unit_matrix`: a fixed scale (a
+  non-trainable weight, set at initialisation) times a trainable matrix of
+  order one. Optimisers with per-step updates of about their learning rate
+  (Adam at 1e-2, as in the reference) then change the decoder by a relative
+  amount of about the learning rate, whatever the weights' magnitude.
+
   Args:
     positions: Kernel positions per slice (k*k; 1 for 1x1 convs and dense).
-    initializer: `"uniform"` (a random matrix) or `"identity"` (a scaled
-      identity). A scalar decoder is the same under both.
+    initializer: `"uniform"` (a random matrix) or `"identity"`. A scalar
+      decoder is the same under both.
     scale: Ratio of the decoded weights' standard deviation to the latents'.
       Chosen by `LilNetXModel` so that decoded weights start with the variance
       of a standard initializer.
@@ -66,30 +72,47 @@ class KernelDecoder(tf.keras.layers.Layer):
                        f"{', '.join(DECODER_INITIALIZERS)}.")
     self.positions = int(positions)
     self.initializer = initializer
-    self.scale = float(scale)
+    self.initial_scale = float(scale)
     self.seed = seed
 
-  def _initial_value(self, shape=None, dtype=None):
+  def _unit_value(self, shape=None, dtype=None):
     del shape  # Always (positions, positions).
     p = self.positions
     if self.initializer == "identity" or p == 1:
-      return self.scale * tf.eye(p, dtype=dtype or tf.float32)
-    # var(w) = p * var(latent) * var(entry) = scale^2 * var(latent).
-    limit = self.scale * math.sqrt(3.0 / p)
+      return tf.eye(p, dtype=dtype or tf.float32)
+    # var(w) = p * var(latent) * var(entry): unit variance gain for 3 / p.
+    limit = math.sqrt(3.0 / p)
     return tf.random.uniform((p, p), -limit, limit, seed=self.seed,
                              dtype=dtype or tf.float32)
 
   def build(self, input_shape=None):
-    self.matrix = self.add_weight(
-        name="matrix", shape=(self.positions, self.positions),
-        initializer=self._initial_value, trainable=True)
+    self.unit_matrix = self.add_weight(
+        name="unit_matrix", shape=(self.positions, self.positions),
+        initializer=self._unit_value, trainable=True)
+    self.scale = self.add_weight(
+        name="scale", shape=(),
+        initializer=tf.keras.initializers.Constant(self.initial_scale),
+        trainable=False)
     super().build(input_shape)
 
-  def reset(self, scale):
-    """Re-initialises the matrix for a new `scale` (used before training)."""
-    self.scale = float(scale)
-    if self.built:
-      self.matrix.assign(self._initial_value())
+  @property
+  def matrix(self):
+    """The decoding matrix, `scale * unit_matrix` (a tensor)."""
+    return self.scale * self.unit_matrix
+
+  def reset(self, scale, identity=False):
+    """Re-initialises the decoder with a new scale (before training).
+
+    Args:
+      scale: The new scale.
+      identity: Use an identity unit matrix whatever the initializer.
+    """
+    self.initial_scale = float(scale)
+    if not self.built:
+      self.build()
+    self.scale.assign(self.initial_scale)
+    self.unit_matrix.assign(tf.eye(self.positions) if identity
+                            else self._unit_value())
 
   def call(self, latent):
     return decode_kernel(latent, self.matrix)
@@ -97,5 +120,5 @@ class KernelDecoder(tf.keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(positions=self.positions, initializer=self.initializer,
-                  scale=self.scale, seed=self.seed)
+                  scale=self.initial_scale, seed=self.seed)
     return config

@@ -89,7 +89,8 @@ class _Graph:
         a new layer on them.
 
     Returns:
-      A new `tf.keras.Model` with the same name, inputs and output structure.
+      A new `tf.keras.Model` with the same name and inputs, and the new
+      tensors of the old outputs (one tensor, or a flat list).
     """
     tensors = {}
     new_inputs = []

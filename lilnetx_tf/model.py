@@ -179,10 +179,7 @@ class LilNetXModel(tf.keras.Model):
       group_std = math.exp(sum(math.log(s) for s in stds) / len(stds))
       # A uniform +-b latent has std b / sqrt(3).
       scale = group_std * math.sqrt(3.0) / max(bound, 1e-8)
-      decoder = self.decoders[g]
-      decoder.reset(scale)
-      if kernels is not None:
-        decoder.matrix.assign(scale * np.eye(decoder.positions))
+      self.decoders[g].reset(scale, identity=kernels is not None)
       for layer, std in zip(layers, stds):
         shape = _kernel_shape(layer)
         if kernels is not None:

@@ -241,7 +241,7 @@ class _Analysis:
         needed = np.zeros(self.size, bool)
         needed[self.atoms[pinned | (self._read(keep) & ~self.zero)]] = True
         new_keep = needed[self.atoms]
-        if True:
+        if np.array_equal(new_keep, keep):
           break
         keep = new_keep
       emptied = [ix[0] for ix in self.index.values()

@@ -11,6 +11,7 @@ partial cache behind, and an unreadable cache is treated as missing.
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 import zipfile
 from typing import Dict, Iterable, Optional
@@ -44,13 +45,19 @@ def fingerprint(paths: Iterable[str]) -> str:
 
 
 def _writable(directory: str) -> bool:
-  """True if `directory` exists writable or could be created."""
+  """True if `directory` exists writable or could be created.
+
+  A directory with no write permission bit counts as read-only even for root,
+  whom `os.access` always allows: it marks data not to be written into.
+  """
   while not os.path.exists(directory):
     parent = os.path.dirname(directory)
     if parent == directory:
       return False
     directory = parent
-  return os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
+  write_bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+  return (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
+          and bool(os.stat(directory).st_mode & write_bits))
 
 
 def default_cache_dir(source: str) -> str:
@@ -82,33 +89,37 @@ def cache_file(source: str, cache_dir: Optional[str] = None) -> str:
   return os.path.join(os.path.expanduser(directory), f"{stem}-{tag}.npz")
 
 
-def read_cache(path: str, expected_fingerprint: str
+def read_cache(path: str, expected_fingerprint: str,
+               keys: Optional[Iterable[str]] = None
                ) -> Optional[Dict[str, np.ndarray]]:
   """Reads a cache written by `write_cache`.
 
   Args:
     path: The .npz file.
     expected_fingerprint: `fingerprint()` of the current source.
+    keys: The arrays to read (those stored, of these); default all.
 
   Returns:
-    The stored arrays, or None when the file is missing, unreadable or was
-    made from a different source (the caller then rebuilds it).
+    The arrays, or None when the file is missing, unreadable or was made from
+    a different source (the caller then rebuilds it).
   """
   if not os.path.exists(path):
     return None
   try:
     with np.load(path, allow_pickle=False) as npz:
-      # Reading every member checks each one's CRC, catching corruption now.
-      arrays = {key: npz[key] for key in npz.files}
+      stored = (str(npz[_FINGERPRINT_KEY])
+                if _FINGERPRINT_KEY in npz.files else None)
+      if stored != expected_fingerprint:
+        _LOG.info("Cache %s is for another version of its source; "
+                  "rebuilding.", path)
+        return None
+      wanted = npz.files if keys is None else keys
+      # Reading a member checks its CRC, catching corruption now.
+      return {key: npz[key] for key in wanted
+              if key in npz.files and key != _FINGERPRINT_KEY}
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     _LOG.warning("Ignoring unreadable cache %s (%s); rebuilding it.", path, e)
     return None
-  stored = arrays.pop(_FINGERPRINT_KEY, None)
-  if stored is None or str(stored) != expected_fingerprint:
-    _LOG.info("Cache %s is for another version of its source; rebuilding.",
-              path)
-    return None
-  return arrays
 
 
 def write_cache(path: str, arrays: Dict[str, np.ndarray],
@@ -134,6 +145,7 @@ def write_cache(path: str, arrays: Dict[str, np.ndarray],
       np.savez(f, **arrays, **{_FINGERPRINT_KEY: np.array(source_fingerprint)})
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache can be shared.
     os.replace(tmp, path)
     tmp = None
     return True

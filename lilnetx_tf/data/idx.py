@@ -92,8 +92,12 @@ def find_idx_file(directory: str, base: str) -> Optional[str]:
 
 
 def has_idx_files(directory: str) -> bool:
-  """True if `directory` holds the images and labels files of both splits."""
-  return os.path.isdir(directory) and all(
+  """True if `directory` holds any of the `IDX_FILES`.
+
+  Any one suffices: a directory that is meant to be an IDX source should fail
+  on its missing file, not be passed over for another source.
+  """
+  return os.path.isdir(directory) and any(
       find_idx_file(directory, base)
       for files in IDX_FILES.values() for base in files)
 
@@ -116,10 +120,10 @@ def load_idx_split(directory: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
   for base in IDX_FILES[split]:
     path = find_idx_file(directory, base)
     if path is None:
+      names = ", ".join(b for files in IDX_FILES.values() for b in files)
       raise FileNotFoundError(
           f"{os.path.join(directory, base)}(.gz) not found; an MNIST-style "
-          f"directory holds {', '.join(b for f in IDX_FILES.values() for b in f)}"
-          " (each optionally .gz).")
+          f"directory holds {names} (each optionally .gz).")
     paths.append(path)
   images, labels = (read_idx(p) for p in paths)
   if images.ndim != 3 or images.dtype != np.uint8:

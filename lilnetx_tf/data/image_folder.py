@@ -19,7 +19,7 @@ import os
 import tarfile
 import time
 import zlib
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import PIL.Image
@@ -38,7 +38,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "validation")}
 _SPLIT_OF_DIR = {d: s for s, dirs in SPLIT_DIRS.items() for d in dirs}
 
-# (split, class name, file name, where) of one image; `where` names it in errors.
+# (split, class name, file name, where) of an image; `where` names it in errors.
 _Entry = Tuple[str, str, str, str]
 
 
@@ -55,7 +55,8 @@ def _decode_image(data: bytes, channels: int, where: str) -> np.ndarray:
   """Decodes PNG/JPEG/... bytes to uint8 [H, W, channels]."""
   try:
     with PIL.Image.open(io.BytesIO(data)) as image:
-      array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+      mode = "L" if channels == 1 else "RGB"
+      array = np.asarray(image if image.mode == mode else image.convert(mode))
   except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
     raise ValueError(f"Cannot decode image {where}: {e}") from e
   return array.reshape(array.shape[:2] + (channels,))
@@ -84,8 +85,8 @@ def _archive_images(path: str) -> Iterator[Tuple[_Entry, bytes]]:
   """Streams (entry, bytes) of the images in a tar archive, in archive order."""
   split_dirs = {}
   try:
-    with tarfile.open(path, "r:*") as archive:
-      # Sequential iteration reads the (compressed) archive once.
+    # Stream mode reads the compressed archive once, front to back.
+    with tarfile.open(path, "r|*") as archive:
       for member in archive:
         parts = member.name.replace("\\", "/").strip("/").split("/")
         if (not member.isfile() or len(parts) < 3 or not _is_image(parts[-1])
@@ -124,7 +125,8 @@ def _round_robin(entries: Sequence[_Entry], class_names: Sequence[str]
   """Returns (order, labels) that interleave classes, files sorted in class."""
   index = {name: i for i, name in enumerate(class_names)}
   labels = np.array([index[e[1]] for e in entries], np.int64)
-  by_file = sorted(range(len(entries)), key=lambda i: (labels[i], entries[i][2]))
+  by_file = sorted(range(len(entries)),
+                   key=lambda i: (labels[i], entries[i][2]))
   rank = np.empty(len(entries), np.int64)
   seen = {}
   for i in by_file:
@@ -134,7 +136,8 @@ def _round_robin(entries: Sequence[_Entry], class_names: Sequence[str]
   return order, labels[order]
 
 
-def _decode_all(images, total: Optional[int], source: str, channels: int
+def _decode_all(images: Iterable[Tuple[_Entry, bytes]], total: Optional[int],
+                source: str, channels: int
                 ) -> Dict[str, np.ndarray]:
   """Decodes (entry, bytes) pairs into the arrays stored in the cache."""
   _LOG.info("Decoding images of %s (done once, then cached).", source)
@@ -204,15 +207,14 @@ def load_image_folder(source: str, split: str, *, channels: int = 3,
     images = ((entry, _read(path)) for entry, path in listed)
   path = cache.cache_file(source, cache_dir)
   stamp = f"{cache.fingerprint(files)}-channels{channels}"
-  arrays = cache.read_cache(path, stamp)
+  keys = ("class_names", f"{split}_x", f"{split}_y")
+  arrays = cache.read_cache(path, stamp, keys)
   if arrays is None:
     arrays = _decode_all(images, total, source, channels)
     cache.write_cache(path, arrays, stamp)
   if f"{split}_x" not in arrays:
-    found = [s for s in SPLIT_DIRS if f"{s}_x" in arrays]
-    raise ValueError(f"{source} has no {split!r} images (folders "
-                     f"{'/, '.join(SPLIT_DIRS[split])}/); splits found: "
-                     f"{', '.join(found)}.")
+    raise ValueError(f"{source} has no {split!r} images; expected "
+                     f"{'/ or '.join(SPLIT_DIRS[split])}/<class>/*.")
   class_names = tuple(str(c) for c in arrays["class_names"])
   return arrays[f"{split}_x"], arrays[f"{split}_y"], class_names
 

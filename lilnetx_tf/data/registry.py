@@ -75,6 +75,24 @@ class DatasetSpec:
       default_factory=lambda: {"train": "train", "test": "test"})
   streamed: bool = False
 
+  @property
+  def local_layout(self) -> str:
+    """Describes the local files a user can pass as `data_dir`."""
+    name = self.info.name
+    if self.local_format == "idx":
+      return (f"a directory (or its {name}/ subfolder) holding "
+              "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+              "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each "
+              "optionally .gz")
+    if self.streamed:
+      return (f"a directory (or its {name}/ subfolder) with train/<class>/* "
+              "and val/<class>/* (or test/) images; or, for TFDS to prepare, "
+              "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
+    return (f"a directory (or its {name}/ subfolder) with train/<class>/* and "
+            f"test/<class>/* images, a .tar.gz/.tgz/.tar of that tree, or a "
+            f"directory holding such an archive named {name}.tar.gz or "
+            f"{name}-*.tar.gz")
+
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
                     "frog", "horse", "ship", "truck")
@@ -106,8 +124,8 @@ _DIGIT_CLASSES = tuple(str(i) for i in range(10))
 def _imagenet_classes() -> Tuple[str, ...]:
   """The 1000 WordNet ids in label order (the sorted synset folder names)."""
   try:
-    text = (importlib.resources.files("tensorflow_datasets.datasets.imagenet2012")
-            / "labels.txt").read_text()
+    package = "tensorflow_datasets.datasets.imagenet2012"
+    text = (importlib.resources.files(package) / "labels.txt").read_text()
   except (ImportError, OSError):  # TFDS absent or stripped of its data files.
     return tuple(str(i) for i in range(1000))
   return tuple(line.strip() for line in text.splitlines() if line.strip())

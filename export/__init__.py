@@ -1,0 +1,1 @@
+"""Export tools: turn a trained LilNetX model into files that ship."""

@@ -1,0 +1,120 @@
+"""Writes a trained LilNetX model as a compressed model file, or inspects one.
+
+  python -m export.bitstream --workdir=RUN [--output=RUN/model.lnx] [--float16]
+  python -m export.bitstream --checkpoint=PATH.keras --output=model.lnx
+  python -m export.bitstream --inspect model.lnx
+
+`--workdir` means RUN/model.keras, the latest model of a training run. The
+file holds the range-coded latents, coding tables, decoders, float weights
+and architecture (`lilnetx_tf.fileformat`); load it with
+`lilnetx_tf.fileformat.load_compressed`. Two sizes are printed and never
+mixed up: the latents alone (the paper's model size) and the whole file, each
+also as a ratio against the float32 weights.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import lilnetx_tf
+from lilnetx_tf import fileformat
+import tensorflow as tf  # pylint: disable=g-bad-import-order  # After lilnetx_tf: quiet.
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Training run directory; exports RUN/model.keras.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "A LilNetX model saved in Keras format (*.keras).")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "The compressed file to write; default: RUN/model.lnx, or "
+    "the checkpoint's path with the suffix .lnx.")
+_FLOAT16 = flags.DEFINE_bool(
+    "float16", False, "Store the float weights (biases, batch norm) as "
+    "float16; kernels stay exact.")
+_INSPECT = flags.DEFINE_string(
+    "inspect", None, "Check a compressed file and print its size breakdown "
+    "instead of exporting.")
+
+
+def _size_table(sizes):
+  """The final size table: latents and whole file against float32."""
+  rows = [
+      ("latents (model size)", sizes["latent_bytes"],
+       f"{sizes['latent_ratio']:.2f}x",
+       f"{sizes['bits_per_latent']:.3f} bits/latent"),
+      ("whole file", sizes["file_bytes"], f"{sizes['file_ratio']:.2f}x",
+       f"float weights as {sizes['float_dtype']}"),
+      ("float32 weights", sizes["float32_bytes"], "1.00x",
+       f"{sizes['num_latents']:,} latents + {sizes['num_float_params']:,} "
+       "float"),
+  ]
+  lines = [f"{'':<22}{'bytes':>14}  {'vs float32':>10}"]
+  lines += [f"{name:<22}{n:>14,}  {ratio:>10}  {note}"
+            for name, n, ratio, note in rows]
+  return "\n".join(lines)
+
+
+def _breakdown(info):
+  """Per section and per group tables of `inspect_compressed`."""
+  lines = [f"{'section':<28}{'offset':>12}{'bytes':>14}",
+           f"{'preamble':<28}{0:>12,}{info['preamble_bytes']:>14,}"]
+  lines += [f"{s['tag'] + ' ' + s['name']:<28}{s['offset']:>12,}"
+            f"{s['bytes']:>14,}" for s in info["sections"]]
+  lines += ["", f"{'group':<16}{'layers':>7}{'latents':>13}{'latent bytes':>14}"
+            f"{'bits/latent':>13}{'table bytes':>13}{'decoder bytes':>15}"]
+  lines += [f"{g['name']:<16}{len(g['layers']):>7}{g['num_latents']:>13,}"
+            f"{g['latent_bytes']:>14,}{g['bits_per_latent']:>13.3f}"
+            f"{g['table_bytes']:>13,}{g['decoder_bytes']:>15,}"
+            for g in info["groups"]]
+  return "\n".join(lines)
+
+
+def _export():
+  if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
+    raise app.UsageError("Give exactly one of --workdir, --checkpoint (or "
+                         "--inspect FILE).")
+  if _WORKDIR.value is not None:
+    checkpoint = os.path.join(_WORKDIR.value, "model.keras")
+    output = _OUTPUT.value or os.path.join(_WORKDIR.value, "model.lnx")
+  else:
+    checkpoint = _CHECKPOINT.value
+    output = _OUTPUT.value or os.path.splitext(checkpoint)[0] + ".lnx"
+  if not os.path.isfile(checkpoint):
+    sys.exit(f"error: no model at {checkpoint}")
+  logging.info("Loading %s", checkpoint)
+  model = tf.keras.models.load_model(checkpoint, compile=False)
+  if not isinstance(model, lilnetx_tf.LilNetXModel):
+    sys.exit(f"error: {checkpoint} holds a {type(model).__name__}, not a "
+             "LilNetXModel")
+  logging.info("Range coding %d latents in %d groups, writing %s",
+               model.num_latents, len(model.group_layers), output)
+  sizes = fileformat.save_compressed(model, output, float16=_FLOAT16.value)
+  logging.info("Wrote %s (%d bytes)", output, sizes["file_bytes"])
+  print(f"wrote {output}")
+  print(_size_table(sizes))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+  if _INSPECT.value is None:
+    _export()
+    return
+  if _WORKDIR.value or _CHECKPOINT.value or _OUTPUT.value:
+    raise app.UsageError("--inspect takes no --workdir, --checkpoint or "
+                         "--output.")
+  try:
+    info = fileformat.inspect_compressed(_INSPECT.value)
+  except (fileformat.CorruptFileError, OSError) as e:
+    sys.exit(f"error: {e}")
+  print(f"{_INSPECT.value}: LilNetX compressed model, format version "
+        f"{info['sizes']['format_version']}")
+  print(_breakdown(info))
+  print()
+  print(_size_table(info["sizes"]))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,384 @@
+"""The compressed model file (`.lnx`): what a LilNetX model ships as.
+
+`save_compressed` writes one self-contained file: the architecture, the
+range-coded integer latents of every group with the tables they were coded
+with, the decoders, and the weights that stay float. `load_compressed` returns
+a plain Keras model (stock layers) whose kernels are decoded with
+`decoders.decode_kernel`, so they equal the trained model's
+`layer.decoded_kernel()` bit for bit. The file is data only: no pickle, no
+code; the architecture may name only stock Keras classes and
+`lilnetx_tf>ChannelPad`. Reading checks every field before it allocates (see
+`fileformat_sections`), and any problem is a `CorruptFileError`.
+
+Byte layout, all integers little-endian:
+
+  preamble   8 bytes  magic b"\\x89LNX\\r\\n\\x1a\\n"
+             4 bytes  uint32 format version (`FORMAT_VERSION`)
+  section    4 bytes  ASCII tag
+  (repeated) 8 bytes  uint64 payload length n
+             4 bytes  uint32 CRC-32 (zlib) of the tag, length and payload
+             n bytes  payload
+
+The sections, in this order, with nothing after the last one:
+
+  HEAD    UTF-8 JSON header, at most `MAX_HEADER_BYTES` (below).
+  per group, in header order:
+    TABL  zlib stream of int32 `cdf` (`cdf_length` values) then int32
+          `cdf_offset` (`positions` values): the range-coding tables of
+          tensorflow-compression (per position: -precision, then the CDF from
+          0 up to 2**precision; the last symbol is the overflow escape).
+    DECO  float32 decoder matrix, `positions` x `positions`, row-major.
+    LATS  the range-coded integer latents (`codec.encode_symbols`): the
+          group's layers in header order, each as its slice matrix
+          (`groups.to_slices`: rows of `positions` symbols), concatenated.
+  FLTS    every other weight, in header order, C order, as `float_dtype`.
+
+The header:
+
+  format_version  equal to the preamble's.
+  float_dtype     "float32" or "float16": how FLTS stores the float weights.
+  groups          [{name, positions, cdf_length, layers, shapes}]: per group
+                  its layers in coding order and their kernel shapes.
+  float_params    [{layer, index, name, shape, dtype}]: the FLTS tensors,
+                  weight `index` of layer `layer` (`dtype`, that of the
+                  weight, is "float32"). Weight 0 of a group layer is its
+                  kernel, decoded from the latents with the group's matrix.
+  architecture    the plain Keras model config (`model.to_json()`) of
+                  `decompressed_model(model)`.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from lilnetx_tf import codec
+from lilnetx_tf import fileformat_sections as sections
+from lilnetx_tf.convert import decompressed_model
+from lilnetx_tf.decoders import decode_kernel
+from lilnetx_tf.fileformat_sections import CorruptFileError
+from lilnetx_tf.fileformat_sections import FORMAT_VERSION
+from lilnetx_tf.fileformat_sections import MAGIC
+from lilnetx_tf.fileformat_sections import MAX_HEADER_BYTES
+from lilnetx_tf.model import LilNetXModel
+
+__all__ = [
+    "CorruptFileError",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_HEADER_BYTES",
+    "inspect_compressed",
+    "load_compressed",
+    "save_compressed",
+]
+
+_KERNEL_LAYERS = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D,
+                  tf.keras.layers.Dense)
+# Variables an architecture may create beyond the weights the file holds.
+_WEIGHT_SLACK = 2**16
+
+
+def _weighted_layers(model):
+  """The distinct layers holding weights, nested models flattened."""
+  layers, seen = [], set()
+  stack = list(reversed(model.layers))
+  while stack:
+    layer = stack.pop()
+    if isinstance(layer, tf.keras.Model):
+      stack.extend(reversed(layer.layers))
+    elif layer.weights and id(layer) not in seen:
+      seen.add(id(layer))
+      layers.append(layer)
+  return layers
+
+
+# -- Writing -------------------------------------------------------------------
+
+
+def _atomic_write(path, chunks):
+  """Writes `chunks` to `path` through a synced temporary file and a rename.
+
+  An interrupted write leaves `path` as it was (absent or the old file) and no
+  temporary file behind.
+  """
+  path = os.fspath(path)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                             prefix=f".{os.path.basename(path)}.",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      for chunk in chunks:
+        f.write(chunk)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def _float_params(plain, kernel_layers, dtype):
+  """Header entries and FLTS payload of the weights that stay float."""
+  entries, payload = [], []
+  for layer in _weighted_layers(plain):
+    for index, weight in enumerate(layer.weights):
+      if index == 0 and layer.name in kernel_layers:
+        continue
+      if weight.dtype != tf.float32:
+        raise ValueError(f"Weight {weight.name!r} is {weight.dtype.name}; the "
+                         "compressed format stores float32 weights only.")
+      value = weight.numpy()
+      stored = value.astype(dtype)
+      if not np.array_equal(np.isfinite(stored), np.isfinite(value)):
+        raise ValueError(f"Weight {weight.name!r} overflows float16; save "
+                         "without float16.")
+      entries.append(dict(layer=layer.name, index=index, name=weight.name,
+                          shape=list(value.shape), dtype="float32"))
+      payload.append(stored.tobytes())
+  return entries, b"".join(payload)
+
+
+def _file_chunks(model, float_dtype):
+  """Yields the file's bytes, section by section."""
+  plain = decompressed_model(model)
+  architecture = json.loads(plain.to_json())
+  problem = sections.architecture_problem(architecture)
+  if problem:
+    raise ValueError(f"Cannot store model {model.name!r}: {problem}.")
+  names = [l.name for l in _weighted_layers(plain)]
+  if len(set(names)) != len(names):
+    raise ValueError(f"Model {model.name!r} has several layers of the same "
+                     "name (in nested models); rename them to store it.")
+  coded = codec.compress_latents(model)
+  entries, floats = _float_params(
+      plain, {name for c in coded for name in c.layers},
+      sections.FLOAT_DTYPES[float_dtype])
+  header = dict(
+      format_version=FORMAT_VERSION, float_dtype=float_dtype,
+      groups=[dict(name=c.group, positions=c.positions,
+                   cdf_length=int(c.cdf.shape[0]), layers=list(c.layers),
+                   shapes=[list(s) for s in c.shapes]) for c in coded],
+      float_params=entries, architecture=architecture)
+  head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+  if len(head) > MAX_HEADER_BYTES:
+    raise ValueError(f"The header is {len(head)} bytes, over the format's "
+                     f"limit of {MAX_HEADER_BYTES}.")
+  parts = [(b"HEAD", head)]
+  for c in coded:
+    tables = (np.asarray(c.cdf, "<i4").tobytes() +
+              np.asarray(c.cdf_offset, "<i4").tobytes())
+    matrix = np.asarray(model.decoders[c.group].matrix.numpy(), "<f4")
+    parts += [(b"TABL", zlib.compress(tables, 9)), (b"DECO", matrix.tobytes()),
+              (b"LATS", c.data)]
+  parts.append((b"FLTS", floats))
+  yield sections.PREAMBLE.pack(MAGIC, FORMAT_VERSION)
+  for tag, payload in parts:
+    yield sections.pack_section(tag, payload)
+    yield payload
+
+
+def save_compressed(model, path, *, float16=False):
+  """Writes a `LilNetXModel` as a compressed model file, atomically.
+
+  Args:
+    model: A trained `LilNetXModel`.
+    path: The output file (conventionally `*.lnx`). It is written to a
+      temporary file in the same directory, synced, then renamed to `path`.
+    float16: Store the float weights (biases, batch norm, ...) as float16.
+      Kernels are exact either way: they come from the integer latents.
+
+  Returns:
+    The file's sizes (`inspect_compressed(path)["sizes"]`): `latent_bytes`,
+    the range-coded latents alone (the paper's model size); `file_bytes`, the
+    whole file; `float32_bytes`, all weights of the decompressed model in
+    float32; `latent_ratio` and `file_ratio`, float32_bytes over each; and
+    `num_latents`, `num_float_params`, `bits_per_latent`, `float_dtype`,
+    `format_version`.
+
+  Raises:
+    TypeError: if `model` is not a `LilNetXModel`.
+    ValueError: if the model cannot be stored (e.g. it has a `Lambda` layer).
+  """
+  if not isinstance(model, LilNetXModel):
+    raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
+  chunks = list(_file_chunks(model, "float16" if float16 else "float32"))
+  _atomic_write(path, chunks)
+  return _describe(sections.parse(b"".join(chunks)))["sizes"]
+
+
+# -- Reading -------------------------------------------------------------------
+
+
+def _weight_budget(num_weights):
+  """A variable creator refusing weights beyond `num_weights` elements.
+
+  Each variable is checked before it is allocated, and starts as zeros
+  instead of its random initialiser: every weight is overwritten.
+  """
+  created = 0
+
+  def creator(next_creator, **kwargs):
+    nonlocal created
+    init, dtype = kwargs.get("initial_value"), kwargs.get("dtype")
+    if callable(init):
+      shape = tf.TensorShape(kwargs.get("shape"))
+      if not shape.is_fully_defined():
+        raise CorruptFileError("architecture", "it creates a weight of unknown "
+                               f"shape {shape}")
+      created += shape.num_elements()
+      if created > num_weights + _WEIGHT_SLACK:
+        raise CorruptFileError("architecture", "it creates more weights than "
+                               f"the file holds ({num_weights})")
+      if dtype is not None:
+        kwargs["initial_value"] = lambda: tf.zeros(shape, dtype)
+    return next_creator(**kwargs)
+
+  return creator
+
+
+def _assign(model, values, kernel_layers):
+  """Sets every weight of `model` from `values`, using each value once."""
+  layers = _weighted_layers(model)
+  names = [l.name for l in layers]
+  if len(set(names)) != len(names):
+    raise ValueError("the architecture has several layers of the same name")
+  missing = kernel_layers - set(names)
+  if missing:
+    raise ValueError(f"group layers {sorted(missing)[:5]} are not in the "
+                     "architecture")
+  used = 0
+  for layer in layers:
+    if layer.name in kernel_layers and type(layer) not in _KERNEL_LAYERS:  # pylint: disable=unidiomatic-typecheck
+      raise ValueError(f"group layer {layer.name!r} is a "
+                       f"{type(layer).__name__}, not a stock kernel layer")
+    weights = []
+    for index, weight in enumerate(layer.weights):
+      value = values.get((layer.name, index))
+      if value is None:
+        raise ValueError(f"the file holds no weight {index} ({weight.name}) "
+                         f"of layer {layer.name!r}")
+      if value.shape != tuple(weight.shape):
+        raise ValueError(f"weight {weight.name!r} has shape {value.shape} in "
+                         f"the file, {tuple(weight.shape)} in the architecture")
+      weights.append(value)
+    layer.set_weights(weights)
+    used += len(weights)
+  if used != len(values):
+    raise ValueError(f"the file holds {len(values) - used} weights the "
+                     "architecture does not have")
+
+
+def _build(parsed):
+  """The plain Keras model of a parsed file, with its decoded weights."""
+  header, groups = parsed["header"], parsed["groups"]
+  num_weights = (sum(g["coded"].num_latents for g in groups) +
+                 sum(a.size for a in parsed["floats"]))
+  with sections.reading("architecture"):
+    with tf.variable_creator_scope(_weight_budget(num_weights)):
+      model = tf.keras.layers.deserialize(header["architecture"])
+    if not isinstance(model, tf.keras.Model):
+      raise ValueError(f"it describes a {type(model).__name__}, not a model")
+  values = {}
+  for g in groups:
+    coded = g["coded"]
+    with sections.reading(f"latents[{coded.group}]"):
+      latents = codec.decompress_latents([coded])
+      for name, shape in zip(coded.layers, coded.shapes):
+        if latents[name].shape != shape:
+          raise ValueError(f"layer {name!r} decoded to shape "
+                           f"{latents[name].shape}, not {shape}")
+        values[(name, 0)] = decode_kernel(latents[name], g["matrix"]).numpy()
+  for p, value in zip(header["float_params"], parsed["floats"]):
+    values[(p["layer"], p["index"])] = value
+  with sections.reading("weights"):
+    _assign(model, values, {n for g in groups for n in g["coded"].layers})
+  return model
+
+
+def _read(path, function):
+  """`function(bytes of path)`, with the path in any `CorruptFileError`."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return function(data)
+  except CorruptFileError as e:
+    raise CorruptFileError(e.section, e.reason, path=path) from e.__cause__
+
+
+def load_compressed(path):
+  """Loads a compressed model file as a plain Keras model.
+
+  Args:
+    path: A file written by `save_compressed`.
+
+  Returns:
+    An uncompiled functional/Sequential `tf.keras.Model` of stock layers,
+    whose kernels are the decoded integer latents, bit for bit as in
+    training, and whose other weights are the stored float weights.
+
+  Raises:
+    CorruptFileError: if the file is not a valid compressed model file
+      (truncated, damaged, foreign, of a newer format version, or with an
+      architecture that is not allowed); `section` and `reason` say where and
+      why.
+    OSError: if the file cannot be read.
+  """
+  return _read(path, lambda data: _build(sections.parse(data)))
+
+
+def _describe(parsed):
+  """Size breakdown of a parsed file."""
+  header, groups = parsed["header"], parsed["groups"]
+  num_latents = sum(g["coded"].num_latents for g in groups)
+  num_floats = sum(a.size for a in parsed["floats"])
+  latent_bytes = sum(len(g["coded"].data) for g in groups)
+  float32_bytes = 4 * (num_latents + num_floats)
+  sizes = dict(
+      format_version=header["format_version"],
+      float_dtype=header["float_dtype"], num_latents=num_latents,
+      num_float_params=num_floats, latent_bytes=latent_bytes,
+      file_bytes=parsed["file_bytes"], float32_bytes=float32_bytes,
+      latent_ratio=float32_bytes / max(latent_bytes, 1),
+      file_ratio=float32_bytes / parsed["file_bytes"],
+      bits_per_latent=8 * latent_bytes / num_latents)
+  group_sizes = [dict(
+      name=g["coded"].group, layers=list(g["coded"].layers),
+      positions=g["coded"].positions, num_latents=g["coded"].num_latents,
+      latent_bytes=len(g["coded"].data),
+      bits_per_latent=8 * len(g["coded"].data) / g["coded"].num_latents,
+      table_bytes=g["table_bytes"], decoder_bytes=g["matrix"].nbytes)
+                 for g in groups]
+  return dict(sizes=sizes, groups=group_sizes,
+              sections=[dict(s) for s in parsed["sections"]],
+              preamble_bytes=sections.PREAMBLE.size)
+
+
+def inspect_compressed(path):
+  """Checks a compressed model file and breaks its size down.
+
+  Everything but range decoding and building the model is checked (CRCs,
+  lengths, header, tables), so a file that passes is well formed.
+
+  Args:
+    path: A file written by `save_compressed`.
+
+  Returns:
+    A dict with
+    - `sizes`: totals, as returned by `save_compressed`;
+    - `groups`: per group its `name`, `layers`, `positions`, `num_latents`,
+      `latent_bytes`, `bits_per_latent`, `table_bytes` and `decoder_bytes`
+      (payloads);
+    - `sections`: per section its `tag`, `name` (e.g. "latents[conv3x3]"),
+      `offset` and `bytes` (with its 16-byte section header);
+    - `preamble_bytes`. The sections and the preamble add up to the file.
+
+  Raises:
+    CorruptFileError: as `load_compressed`.
+    OSError: if the file cannot be read.
+  """
+  return _read(path, lambda data: _describe(sections.parse(data)))

@@ -1,0 +1,456 @@
+"""Bytes of the compressed model file: sections, and checks of untrusted input.
+
+`parse` reads a whole file's bytes (layout: `lilnetx_tf.fileformat`) and
+checks every field before anything is allocated or handed to Keras or the
+range coder: lengths against the bytes left, each section's CRC before its
+contents are used, types and ranges of the header fields, element counts
+against the bytes that must hold them, coding tables against
+tensorflow-compression's invariants, and the architecture against an
+allow-list of classes (stock Keras only, plus `lilnetx_tf>ChannelPad`), so that
+deserialising it cannot run code, import modules or read files. Every problem
+is a `CorruptFileError` naming the section.
+"""
+
+import contextlib
+import functools
+import json
+import math
+import struct
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from lilnetx_tf import codec
+from lilnetx_tf import groups as groups_lib
+
+__all__ = [
+    "CorruptFileError",
+    "FLOAT_DTYPES",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_HEADER_BYTES",
+    "PREAMBLE",
+    "architecture_problem",
+    "pack_section",
+    "parse",
+    "reading",
+]
+
+MAGIC = b"\x89LNX\r\n\x1a\n"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 16 * 2**20
+PREAMBLE = struct.Struct("<8sI")  # Magic, format version.
+_SECTION = struct.Struct("<4sQI")  # Tag, payload length, CRC-32.
+FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+# Limits far above any real model that keep a hostile header from making the
+# reader loop or allocate without end.
+_MAX_LAYERS = 20_000
+_MAX_GROUPS = 256
+_MAX_POSITIONS = 4096  # 64x64 kernels.
+_MAX_CDF_LENGTH = 2**24
+_MAX_FLOAT_PARAMS = 10**6
+_MAX_DIM = 2**31 - 1  # tensorflow-compression counts symbols in int32.
+_MAX_NAME = 1024
+# A range-coded string may hold a few bits less than the self-information of
+# its symbols (its final bytes are implicit).
+_CODER_SLACK_BITS = 64
+
+# Classes that hold code, call TF functions by name or read files on load.
+_REFUSED = {
+    "Lambda": "Lambda layers hold Python code",
+    "TFOpLambda": "TF op layers call functions by name",
+    "SlicingOpLambda": "TF op layers call functions by name",
+    "StringLookup": "lookup layers may read vocabulary files",
+    "IntegerLookup": "lookup layers may read vocabulary files",
+    "TextVectorization": "lookup layers may read vocabulary files",
+}
+_MODELS = ("Functional", "Sequential", "Model")
+_MODEL_MODULES = (None, "keras", "keras.models")
+_NON_LAYER_MODULES = ("keras.initializers", "keras.regularizers",
+                      "keras.constraints", "keras.mixed_precision")
+# Custom classes: class name -> (module, registered name).
+_CUSTOM = {"ChannelPad": ("lilnetx_tf.models.layers", "lilnetx_tf>ChannelPad")}
+
+
+class CorruptFileError(ValueError):
+  """A compressed model file is damaged, foreign, newer or not allowed.
+
+  Attributes:
+    section: Where the problem is (e.g. "preamble", "header",
+      "latents[conv3x3]", "architecture").
+    reason: What is wrong.
+    path: The file, when known.
+  """
+
+  def __init__(self, section, reason, path=None):
+    self.section = section
+    self.reason = reason
+    self.path = path
+    where = f" {str(path)!r}" if path is not None else ""
+    super().__init__(
+        f"Corrupt LilNetX file{where}: section {section}: {reason}.")
+
+
+def _fail(section, reason):
+  raise CorruptFileError(section, reason)
+
+
+@contextlib.contextmanager
+def reading(section):
+  """Turns any error while reading `section` into a `CorruptFileError`."""
+  try:
+    yield
+  except CorruptFileError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # Untrusted input.
+    raise CorruptFileError(section, f"{type(e).__name__}: {e}"[:600]) from e
+
+
+def pack_section(tag, payload):
+  """The 16-byte header of a section: tag, length, CRC-32 of both + payload."""
+  head = struct.pack("<4sQ", tag, len(payload))
+  return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
+
+
+# -- The architecture ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _stock_classes():
+  """Class name -> module name of the allowed stock Keras classes."""
+  allowed = {"Policy": "keras.mixed_precision"}
+  for module, namespace, base in (
+      ("keras.layers", tf.keras.layers, tf.keras.layers.Layer),
+      ("keras.initializers", tf.keras.initializers,
+       tf.keras.initializers.Initializer),
+      ("keras.regularizers", tf.keras.regularizers,
+       tf.keras.regularizers.Regularizer),
+      ("keras.constraints", tf.keras.constraints,
+       tf.keras.constraints.Constraint)):
+    for name in dir(namespace):
+      obj = getattr(namespace, name)
+      if (isinstance(obj, type) and issubclass(obj, base) and
+          name not in _REFUSED and not issubclass(obj, tf.keras.Model)):
+        allowed[name] = module
+  return allowed
+
+
+def _class_problem(obj):
+  name, module = obj["class_name"], obj.get("module")
+  registered = obj.get("registered_name")
+  if not isinstance(name, str):
+    return f"class name {str(name)[:100]} is not a string"
+  if name in _REFUSED:
+    return f"class {name!r} is refused: {_REFUSED[name]}"
+  if name in _CUSTOM:
+    ok = (module, registered) == _CUSTOM[name]
+  elif name in _MODELS:
+    ok = module in _MODEL_MODULES and registered in (None, name)
+  elif name in _stock_classes():
+    ok = module in (None, _stock_classes()[name]) and registered in (None, name)
+  else:
+    return (f"class {name[:100]!r} is not allowed (only stock Keras classes "
+            "and lilnetx_tf>ChannelPad)")
+  if not ok:
+    return (f"class {name!r} comes with module {str(module)[:100]!r} and "
+            f"registered name {str(registered)[:100]!r}, not allowed for it")
+  return None
+
+
+def architecture_problem(config):
+  """Why a Keras model config may not be deserialised, or None if it may.
+
+  Every object with a `class_name` must be an allowed class under its own
+  module (Keras imports the module an object names).
+  """
+  if not (isinstance(config, dict) and config.get("class_name") in _MODELS):
+    return "the architecture is not a Keras model config"
+  stack, layers = [config], 0
+  while stack:
+    obj = stack.pop()
+    if isinstance(obj, dict):
+      if "class_name" in obj:
+        problem = _class_problem(obj)
+        if problem:
+          return problem
+        layers += obj.get("module") not in _NON_LAYER_MODULES
+        if layers > _MAX_LAYERS:
+          return f"more than {_MAX_LAYERS} layers"
+      stack.extend(obj.values())
+    elif isinstance(obj, list):
+      stack.extend(obj)
+  return None
+
+
+# -- The header ----------------------------------------------------------------
+
+
+def _is_int(value, low, high):
+  return (isinstance(value, int) and not isinstance(value, bool) and
+          low <= value <= high)
+
+
+def _is_name(value):
+  return isinstance(value, str) and 0 < len(value) <= _MAX_NAME
+
+
+def _check_shape(value, what, min_dim):
+  if not (isinstance(value, list) and len(value) <= 8 and
+          all(_is_int(d, min_dim, _MAX_DIM) for d in value)):
+    _fail("header", f"{what} has an invalid shape {str(value)[:100]}")
+
+
+def _check_groups(value):
+  """Checks the `groups` entries; returns the names of their layers."""
+  if not (isinstance(value, list) and 0 < len(value) <= _MAX_GROUPS):
+    _fail("header", f"`groups` must be a list of 1 to {_MAX_GROUPS} groups")
+  names, layer_names = set(), set()
+  for group in value:
+    name = group.get("name") if isinstance(group, dict) else None
+    if not (_is_name(name) and len(name) <= 64) or name in names:
+      _fail("header", f"invalid or repeated group {str(group)[:100]}")
+    names.add(name)
+    positions = group.get("positions")
+    if not _is_int(positions, 1, _MAX_POSITIONS):
+      _fail("header", f"group {name!r}: invalid positions {positions!r}")
+    if not _is_int(group.get("cdf_length"), 3 * positions, _MAX_CDF_LENGTH):
+      _fail("header", f"group {name!r}: invalid cdf_length "
+            f"{group.get('cdf_length')!r}")
+    layers, shapes = group.get("layers"), group.get("shapes")
+    if not (isinstance(layers, list) and isinstance(shapes, list) and
+            0 < len(layers) == len(shapes) <= _MAX_LAYERS):
+      _fail("header", f"group {name!r}: `layers` and `shapes` must be lists "
+            "of the same length")
+    total = 0
+    for layer, shape in zip(layers, shapes):
+      if not _is_name(layer) or layer in layer_names:
+        _fail("header", f"group {name!r}: invalid or repeated layer "
+              f"{str(layer)[:100]}")
+      layer_names.add(layer)
+      _check_shape(shape, f"layer {layer!r}", 1)
+      if (len(shape) not in (2, 4) or
+          groups_lib.num_positions(shape) != positions):
+        _fail("header", f"layer {layer!r}: kernel shape {shape} does not have "
+              f"the group's {positions} positions")
+      total += math.prod(shape)
+    if total > _MAX_DIM:
+      _fail("header", f"group {name!r}: {total} latents, over the limit of "
+            f"{_MAX_DIM}")
+  return layer_names
+
+
+def _check_float_params(value, kernel_layers):
+  if not (isinstance(value, list) and len(value) <= _MAX_FLOAT_PARAMS):
+    _fail("header", "`float_params` must be a list of at most "
+          f"{_MAX_FLOAT_PARAMS} entries")
+  seen = set()
+  for p in value:
+    if not (isinstance(p, dict) and _is_name(p.get("layer")) and
+            _is_int(p.get("index"), 0, 10**4) and _is_name(p.get("name")) and
+            p.get("dtype") == "float32"):
+      _fail("header", f"invalid float parameter {str(p)[:200]}")
+    _check_shape(p.get("shape"), f"weight {p['name']!r}", 0)
+    key = (p["layer"], p["index"])
+    if key in seen or (p["index"] == 0 and p["layer"] in kernel_layers):
+      _fail("header", f"weight {key} is stored twice")
+    seen.add(key)
+
+
+def _check_header(header):
+  if not isinstance(header, dict):
+    _fail("header", "the header is not a JSON object")
+  if header.get("format_version") != FORMAT_VERSION:
+    _fail("header", f"format_version {str(header.get('format_version'))[:20]} "
+          f"differs from the preamble's {FORMAT_VERSION}")
+  if header.get("float_dtype") not in FLOAT_DTYPES:
+    _fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
+          f"; valid: {', '.join(FLOAT_DTYPES)}")
+  kernel_layers = _check_groups(header.get("groups"))
+  _check_float_params(header.get("float_params"), kernel_layers)
+  problem = architecture_problem(header.get("architecture"))
+  if problem:
+    _fail("architecture", problem)
+
+
+# -- Coding tables ---------------------------------------------------------------
+
+
+def _unpack_tables(payload, cdf_length, positions, section):
+  """Inflates a TABL payload into `(cdf, cdf_offset)` int32 arrays."""
+  expected = 4 * (cdf_length + positions)
+  inflater = zlib.decompressobj()
+  raw = inflater.decompress(payload, expected + 1)  # Never more than needed.
+  if len(raw) != expected or not inflater.eof or inflater.unused_data:
+    _fail(section, f"the tables do not inflate to the declared {expected} "
+          "bytes")
+  cdf = np.frombuffer(raw, "<i4", cdf_length).astype(np.int32)
+  cdf_offset = np.frombuffer(raw, "<i4", positions, 4 * cdf_length)
+  return cdf, cdf_offset.astype(np.int32)
+
+
+def _check_tables(cdf, cdf_offset, section):
+  """Checks range-coding tables; returns the fewest bits per position.
+
+  Each of the `len(cdf_offset)` tables must be `-precision` (1 to 16), then a
+  strictly increasing CDF from 0 to `2**precision` with at least one symbol
+  besides the overflow escape: what tensorflow-compression produces.
+
+  Returns:
+    Per position, -log2 of its most probable symbol's probability: the fewest
+    bits any of its symbols costs.
+  """
+  positions = len(cdf_offset)
+  starts = np.flatnonzero(cdf < 0)
+  if len(starts) != positions or starts[0] != 0:
+    _fail(section, f"expected {positions} tables, found {len(starts)}")
+  ends = np.append(starts[1:], len(cdf))
+  if np.any(ends - starts < 3):
+    _fail(section, "a table has fewer than two CDF values")
+  precision = -cdf[starts].astype(np.int64)
+  if np.any((precision < 1) | (precision > 16)):
+    _fail(section, "a table's precision is outside [1, 16]")
+  if np.any(cdf[starts + 1] != 0) or np.any(cdf[ends - 1] != 1 << precision):
+    _fail(section, "a CDF does not run from 0 to 2**precision")
+  steps = np.diff(cdf.astype(np.int64))
+  inner = np.ones(len(steps), bool)
+  inner[starts] = False
+  inner[starts[1:] - 1] = False
+  if np.any(steps[inner] <= 0):
+    _fail(section, "a CDF is not strictly increasing")
+  if np.any(np.abs(cdf_offset.astype(np.int64)) > 2**30):
+    _fail(section, "a CDF offset is out of range")
+  steps[~inner] = 0
+  return precision - np.log2(np.maximum.reduceat(steps, starts))
+
+
+# -- Sections --------------------------------------------------------------------
+
+
+class _Reader:
+  """Walks the sections of a file's bytes, checking each before use."""
+
+  def __init__(self, data):
+    self.data = memoryview(data)
+    self.pos = PREAMBLE.size
+    self.sections = []
+
+  def read(self, tag, name, max_bytes=None):
+    """The payload of the next section, which must be `tag`."""
+    data, pos = self.data, self.pos
+    left = len(data) - pos - _SECTION.size
+    if left < 0:
+      _fail(name, f"truncated: {len(data) - pos} bytes at offset {pos}, a "
+            f"section starts with {_SECTION.size}")
+    found, length, crc = _SECTION.unpack_from(data, pos)
+    if found != tag:
+      _fail(name, f"expected section {tag!r} at offset {pos}, found "
+            f"{bytes(found)!r}")
+    if max_bytes is not None and length > max_bytes:
+      _fail(name, f"declares {length} bytes, over the limit of {max_bytes}")
+    if length > left:
+      _fail(name, f"declares {length} bytes, only {left} left (truncated?)")
+    start = pos + _SECTION.size
+    payload = data[start:start + length]
+    if zlib.crc32(payload, zlib.crc32(data[pos:pos + 12])) != crc:
+      _fail(name, "CRC-32 mismatch (damaged data)")
+    self.pos = start + length
+    self.sections.append(dict(tag=tag.decode(), name=name, offset=pos,
+                              bytes=_SECTION.size + length))
+    return payload
+
+
+def _check_preamble(data):
+  if not data:
+    _fail("preamble", "empty file")
+  if data[:len(MAGIC)] != MAGIC[:len(data)]:
+    _fail("preamble", f"not a LilNetX file (starts with "
+          f"{bytes(data[:8]).hex()}, expected {MAGIC.hex()})")
+  if len(data) < PREAMBLE.size:
+    _fail("preamble", f"truncated: {len(data)} bytes")
+  _, version = PREAMBLE.unpack_from(data)
+  if version > FORMAT_VERSION:
+    _fail("preamble", f"format version {version} is newer than this reader, "
+          f"which supports version {FORMAT_VERSION} (update lilnetx_tf)")
+  if version != FORMAT_VERSION:
+    _fail("preamble", f"unknown format version {version}; supported: "
+          f"{FORMAT_VERSION}")
+
+
+def _read_group(reader, group):
+  """Reads and checks one group's TABL, DECO and LATS sections."""
+  name, positions = group["name"], group["positions"]
+  section = f"tables[{name}]"
+  tables = reader.read(b"TABL", section)
+  with reading(section):
+    cdf, cdf_offset = _unpack_tables(tables, group["cdf_length"], positions,
+                                     section)
+    min_bits = _check_tables(cdf, cdf_offset, section)
+  size = 4 * positions**2
+  matrix = reader.read(b"DECO", f"decoder[{name}]", size)
+  if len(matrix) != size:
+    _fail(f"decoder[{name}]", f"holds {len(matrix)} bytes, a {positions}x"
+          f"{positions} float32 matrix {size}")
+  latents = reader.read(b"LATS", f"latents[{name}]")
+  rows = sum(math.prod(s) for s in group["shapes"]) // positions
+  least = rows * float(np.sum(min_bits))
+  if least > 8 * len(latents) + _CODER_SLACK_BITS:
+    _fail(f"latents[{name}]", f"{rows} slices need at least "
+          f"{math.ceil(least / 8)} bytes with these tables, the section holds "
+          f"{len(latents)}")
+  return dict(
+      coded=codec.CodedGroup(
+          group=name, layers=list(group["layers"]),
+          shapes=[tuple(s) for s in group["shapes"]], cdf=cdf,
+          cdf_offset=cdf_offset, data=bytes(latents)),
+      matrix=np.frombuffer(matrix, "<f4").reshape(positions, positions),
+      table_bytes=len(tables))
+
+
+def _read_floats(reader, header):
+  """Reads the FLTS section: float32 arrays in header order."""
+  dtype = FLOAT_DTYPES[header["float_dtype"]]
+  counts = [math.prod(p["shape"]) for p in header["float_params"]]
+  payload = reader.read(b"FLTS", "float_params")
+  if len(payload) != sum(counts) * dtype.itemsize:
+    _fail("float_params", f"holds {len(payload)} bytes, the header's "
+          f"{len(counts)} tensors {sum(counts) * dtype.itemsize}")
+  values = np.frombuffer(payload, dtype).astype(np.float32)
+  arrays, start = [], 0
+  for p, n in zip(header["float_params"], counts):
+    arrays.append(values[start:start + n].reshape(p["shape"]))
+    start += n
+  return arrays
+
+
+def parse(data):
+  """Checks a whole file's bytes and returns its contents (no Keras involved).
+
+  Args:
+    data: The file's bytes.
+
+  Returns:
+    A dict: `header` (the checked header JSON), `groups` (per group a dict of
+    `coded` (a `codec.CodedGroup`), `matrix` (float32) and `table_bytes`),
+    `floats` (float32 arrays in header order), `sections` (per section its
+    `tag`, `name`, `offset` and `bytes`) and `file_bytes`.
+
+  Raises:
+    CorruptFileError: on anything but a well-formed file of this version.
+  """
+  _check_preamble(data)
+  reader = _Reader(data)
+  head = reader.read(b"HEAD", "header", MAX_HEADER_BYTES)
+  with reading("header"):
+    header = json.loads(bytes(head).decode("utf-8"))
+    _check_header(header)
+  # A backstop: every expected failure below raises CorruptFileError itself.
+  with reading("sections"):
+    groups = [_read_group(reader, g) for g in header["groups"]]
+    floats = _read_floats(reader, header)
+  if reader.pos != len(data):
+    _fail("end", f"{len(data) - reader.pos} unexpected bytes after the last "
+          "section")
+  return dict(header=header, groups=groups, floats=floats,
+              sections=reader.sections, file_bytes=len(data))

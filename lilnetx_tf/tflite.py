@@ -1,0 +1,359 @@
+"""TensorFlow Lite export: decode, fold, remove zero channels, convert.
+
+The exported model is built in three exact steps from a trained model:
+
+1. decode: a `LilNetXModel` becomes a plain Keras model with the decoded
+   kernels (`lilnetx_tf.decompressed_model`); a plain model is used as is;
+2. fold: batch norm is folded into the preceding conv / dense layer
+   (`lilnetx_tf.fold.fold_batch_norm`). A channel whose folded kernel is zero
+   is then the constant `activation(bias)`; when every consumer maps that
+   constant to exactly 0 (a ReLU after a negative bias), its bias is set to 0,
+   which changes no output and lets the next step see the channel as dead;
+3. prune: channels that provably do not change the outputs are removed
+   physically (`lilnetx_tf.prune.remove_zero_channels`).
+
+`convert` then runs `tf.lite.TFLiteConverter` as float32, float16,
+dynamic-range or full-integer int8, optionally storing the remaining
+unstructured zeros as sparse tensors. `quantization_aware_finetune` adds a
+short int8 quantization-aware fine-tune that keeps zero weights zero
+(tensorflow-model-optimization's prune-preserving scheme). Verification,
+latency and the XNNPACK sparse-inference analysis live in
+`lilnetx_tf.tflite_check`.
+"""
+
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from lilnetx_tf import fold
+from lilnetx_tf import prune
+from lilnetx_tf.convert import decompressed_model
+from lilnetx_tf.model import LilNetXModel
+
+__all__ = [
+    "QUANTIZATIONS",
+    "ExportModels",
+    "convert",
+    "plain_model",
+    "prepare_for_export",
+    "quantization_aware_finetune",
+    "zero_weights_kept",
+]
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+# Converter messages that describe its internals, not the user's model.
+_CONVERTER_NOISE = (
+    "Ignored output_format", "Ignored drop_control_dependency",
+    "fully_quantize:", "Statistics for quantized inputs were expected",
+    "warnings.warn(", "Estimated count of arithmetic ops",
+    "Found untraced functions", "Assets written to",
+    "function_optimizer", "disabling MLIR crash reproducer")
+
+# pylint: disable=protected-access
+_Graph = fold._Graph
+_linear_kind = fold._linear_kind
+_kernel_and_bias = fold._kernel_and_bias
+# pylint: enable=protected-access
+
+
+@dataclasses.dataclass
+class ExportModels:
+  """The Keras models an export converts.
+
+  Attributes:
+    dense: Decoded, batch norm folded; every channel kept (the baseline of
+      the latency comparison).
+    pruned: `dense` without the channels that do not change its outputs.
+    prune_report: The `lilnetx_tf.prune.PruneReport` of the removal.
+    silenced: Layer name -> number of zero-kernel channels whose negative
+      bias was set to 0 because the activation after it maps it to 0 anyway.
+  """
+  dense: tf.keras.Model
+  pruned: tf.keras.Model
+  prune_report: prune.PruneReport
+  silenced: dict
+
+
+def plain_model(model):
+  """The plain Keras model to export: decoded when `model` is a LilNetX one.
+
+  Args:
+    model: A `LilNetXModel`, or a plain functional/Sequential Keras model.
+
+  Returns:
+    A plain Keras model whose inference outputs equal `model`'s.
+
+  Raises:
+    TypeError: If `model` is not a Keras model.
+  """
+  if isinstance(model, LilNetXModel):
+    return decompressed_model(model)
+  if not isinstance(model, tf.keras.Model):
+    raise TypeError(f"Expected a LilNetXModel or a Keras model, got "
+                    f"{type(model).__name__}.")
+  return model
+
+
+def _silence_dead_channels(model):
+  """Zeroes the biases of zero-kernel channels whose activation is 0 anyway.
+
+  A channel with an all-zero kernel slice outputs `activation(bias)` at every
+  position (padding cannot matter). When that is exactly 0 under the layer's
+  own activation, or under every consumer when all consumers are elementwise
+  activation layers, the bias is replaced by 0: the same outputs, and the
+  channel is now visibly dead for `remove_zero_channels`. Modifies `model`.
+
+  Returns:
+    Layer name -> number of channels whose bias was zeroed.
+  """
+  graph = _Graph(model)
+  silenced = {}
+  for op in graph.ops:
+    layer = op.layer
+    if _linear_kind(layer) is None or not layer.use_bias or (
+        op.outputs[0] in graph.outputs):
+      continue
+    kernel, bias = _kernel_and_bias(layer)
+    # Output channel j of every kernel layout is column j of this reshape.
+    dead = ~(kernel.reshape(-1, bias.size) != 0).any(0) & (bias != 0)
+    if not dead.any():
+      continue
+    if layer.activation.__name__ == "linear":
+      consumers = graph.consumers[op.outputs[0]]
+      if not consumers or any(prune._kind(graph, c) != "act"  # pylint: disable=protected-access
+                              for c in consumers):
+        continue
+      activations = [c.layer for c in consumers]
+    else:
+      activations = [layer.activation]
+    value = tf.constant(bias[np.newaxis], layer.dtype)
+    for activation in activations:
+      dead &= np.asarray(activation(value))[0] == 0
+      dead &= np.asarray(activation(tf.zeros_like(value)))[0] == 0
+    if dead.any():
+      weights = layer.get_weights()
+      weights[1] = np.where(dead, 0, weights[1]).astype(weights[1].dtype)
+      layer.set_weights(weights)
+      silenced[layer.name] = int(dead.sum())
+  return silenced
+
+
+def prepare_for_export(model):
+  """Decodes, folds batch norm and removes zero channels, exactly.
+
+  Args:
+    model: A `LilNetXModel` or a plain functional/Sequential Keras model made
+      of stock layers (and `ChannelPad`), each called once. Not modified.
+
+  Returns:
+    `ExportModels` with the dense and the pruned Keras model, whose outputs
+    equal `model`'s in inference mode to float32 rounding.
+  """
+  dense = fold.fold_batch_norm(plain_model(model))
+  silenced = _silence_dead_channels(dense)
+  pruned, report = prune.remove_zero_channels(dense)
+  return ExportModels(dense=dense, pruned=pruned, prune_report=report,
+                      silenced=silenced)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+  """Captures file descriptor 2 and replays all but known converter noise."""
+  try:
+    saved = os.dup(2)
+  except OSError:
+    yield
+    return
+  with tempfile.TemporaryFile() as captured:
+    sys.stderr.flush()
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      text = captured.read().decode("utf-8", errors="replace")
+      for line in text.splitlines():
+        if line.strip() and not any(n in line for n in _CONVERTER_NOISE):
+          sys.stderr.write(line + "\n")
+
+
+def convert(model, quantize="none", *, sparse=False, representative_data=None,
+            int8_io=False):
+  """Converts a Keras model to a TFLite flatbuffer.
+
+  Args:
+    model: A Keras model with one input (batch dimension free; the TFLite
+      model gets batch 1 and can be resized).
+    quantize: "none" (float32), "float16" (float16 weights, float32 compute),
+      "dynamic" (int8 weights, activations quantized on the fly) or "int8"
+      (full integer: weights and activations int8, calibrated on
+      `representative_data`).
+    sparse: Also apply `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`: weight
+      tensors with enough zeros (about 30% or more, the converter decides) are
+      stored in TFLite's sparse format and densified at load time (XNNPACK on
+      ARM can run eligible models sparse; see `tflite_check`).
+    representative_data: float32 array [N, ...] of model inputs (normalised
+      training examples), required for "int8".
+    int8_io: With "int8", make the model's input and output int8 too (for
+      integer-only accelerators). The default keeps float32 input and output
+      with quantize / dequantize ops at the edges, so the model takes the same
+      inputs as the float one.
+
+  Returns:
+    The flatbuffer, `bytes`.
+
+  Raises:
+    ValueError: For an unknown `quantize`, missing representative data, or
+      `int8_io` without "int8".
+  """
+  if quantize not in QUANTIZATIONS:
+    raise ValueError(f"Unknown quantize {quantize!r}; valid: "
+                     f"{', '.join(QUANTIZATIONS)}.")
+  if int8_io and quantize != "int8":
+    raise ValueError(f"int8_io needs quantize='int8', got {quantize!r}.")
+  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  optimizations = [] if quantize == "none" else [tf.lite.Optimize.DEFAULT]
+  if sparse:
+    optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+  converter.optimizations = optimizations
+  if quantize == "float16":
+    converter.target_spec.supported_types = [tf.float16]
+  elif quantize == "int8":
+    if representative_data is None or not len(representative_data):
+      raise ValueError("quantize='int8' needs representative_data: model "
+                       "inputs from the training set.")
+    data = np.asarray(representative_data, np.float32)
+    converter.representative_dataset = lambda: ([data[i:i + 1]]
+                                                 for i in range(len(data)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+      converter.inference_input_type = tf.int8
+      converter.inference_output_type = tf.int8
+  with _quiet_stderr():
+    return converter.convert()
+
+
+def _quantize_configs():
+  """Returns (NoOpQuantizeConfig class, default 8-bit registry)."""
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+
+  class NoOpQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Leaves a layer float: for layers the 8-bit scheme does not know.
+
+    Their inputs are quantized by their producers, so TFLite still sees
+    integer tensors around them (e.g. ChannelPad lowers to an int8 Pad).
+    """
+
+    def get_weights_and_quantizers(self, layer):
+      return []
+
+    def get_activations_and_quantizers(self, layer):
+      return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+      pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+      pass
+
+    def get_output_quantizers(self, layer):
+      return []
+
+    def get_config(self):
+      return {}
+
+  registry = (tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+              .get_quantize_registry())
+  return NoOpQuantizeConfig, registry
+
+
+def quantization_aware_finetune(model, x, y, *, epochs, batch_size=64,
+                                learning_rate=1e-4, seed=0):
+  """Fine-tunes a plain model for int8 with zero weights kept at zero.
+
+  Uses tensorflow-model-optimization's quantization-aware training with
+  `Default8BitPrunePreserveQuantizeScheme`: the fake-quantized kernels are
+  multiplied by the mask of their nonzero weights, so zeros (and the removed
+  structure) survive. Layers the 8-bit scheme does not know (e.g.
+  `ChannelPad`) stay float during training.
+
+  Args:
+    model: Plain Keras model, usually `ExportModels.pruned`. Not modified.
+    x: float32 training inputs (normalised).
+    y: Integer labels.
+    epochs: Fine-tuning epochs (>= 1).
+    batch_size: Batch size.
+    learning_rate: Adam learning rate.
+    seed: Seed of the shuffling and initialisation.
+
+  Returns:
+    The quantization-aware Keras model; convert it with
+    `convert(qat_model, "int8", representative_data=...)`.
+
+  Raises:
+    ValueError: If `epochs` < 1.
+  """
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  if epochs < 1:
+    raise ValueError(f"epochs must be >= 1, got {epochs}.")
+  quantization = tfmot.quantization.keras
+  noop_config, registry = _quantize_configs()
+  custom = {}
+
+  def annotate(layer):
+    new = type(layer).from_config(layer.get_config())
+    if registry.supports(layer):
+      return quantization.quantize_annotate_layer(new)
+    custom[type(layer).__name__] = type(layer)
+    return quantization.quantize_annotate_layer(new, noop_config())
+
+  tf.keras.utils.set_random_seed(seed)
+  annotated = tf.keras.models.clone_model(model, clone_function=annotate)
+  annotated.set_weights(model.get_weights())
+  with quantization.quantize_scope(
+      {"NoOpQuantizeConfig": noop_config, **custom}):
+    qat = quantization.quantize_apply(
+        annotated,
+        tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+  qat.compile(
+      optimizer=tf.keras.optimizers.Adam(learning_rate),
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=["accuracy"])
+  qat.fit(np.asarray(x, np.float32), np.asarray(y), batch_size=batch_size,
+          epochs=epochs, shuffle=True, verbose=0)
+  return qat
+
+
+def zero_weights_kept(model, qat_model):
+  """Checks that the zero weights of `model` are still zero after QAT.
+
+  Args:
+    model: The plain model `quantization_aware_finetune` started from.
+    qat_model: Its result.
+
+  Returns:
+    `(kept, total)`: zero kernel weights of `model` that are still exactly
+    zero in the corresponding QAT kernel, and all zero kernel weights.
+  """
+  kernels = {}
+  for layer in qat_model.layers:
+    inner = getattr(layer, "layer", layer)  # Unwrap QuantizeWrapper.
+    if _linear_kind(inner) is not None:
+      kernels[inner.name] = _kernel_and_bias(inner)[0]
+  kept = total = 0
+  for layer in model.layers:
+    if _linear_kind(layer) is None:
+      continue
+    zero = _kernel_and_bias(layer)[0] == 0
+    total += int(zero.sum())
+    kept += int((kernels[layer.name][zero] == 0).sum())
+  return kept, total

@@ -1,0 +1,232 @@
+"""Properties of the LilNetX building blocks: layers, decoders, priors, codec."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lilnetx_tf
+from lilnetx_tf import codec
+from lilnetx_tf import groups
+from lilnetx_tf import sparsity
+from lilnetx_tf.decoders import decode_kernel
+from lilnetx_tf.models import build_model
+
+
+def _small_net():
+  inputs = tf.keras.Input((8, 8, 3))
+  h = tf.keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+  h = tf.keras.layers.DepthwiseConv2D(3, padding="same")(h)
+  h = tf.keras.layers.Conv2D(5, 1)(h)
+  h = tf.keras.layers.GlobalAveragePooling2D()(h)
+  outputs = tf.keras.layers.Dense(4)(h)
+  return tf.keras.Model(inputs, outputs, name="small")
+
+
+def _compiled(model, **kwargs):
+  lilnetx = lilnetx_tf.compressible(model, seed=0, **kwargs)
+  lilnetx.compile(
+      tf.keras.optimizers.Adam(1e-2),
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  return lilnetx
+
+
+def test_slices_round_trip_and_layout():
+  kernel = np.arange(3 * 3 * 2 * 4, dtype=np.float32).reshape(3, 3, 2, 4)
+  slices = groups.to_slices(kernel)
+  assert slices.shape == (8, 9)
+  # Row i * out + o holds the k x k slice of (input i, output o).
+  np.testing.assert_array_equal(slices[1 * 4 + 3], kernel[:, :, 1, 3].ravel())
+  np.testing.assert_array_equal(groups.from_slices(slices, kernel.shape),
+                                kernel)
+  np.testing.assert_array_equal(
+      groups.from_slices(groups.to_slices(tf.constant(kernel)),
+                         kernel.shape).numpy(), kernel)
+
+
+def test_zero_latent_slice_decodes_to_exact_zero():
+  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  for layer in model.latent_layers:
+    latent = layer.latent.numpy()
+    if latent.ndim == 4:
+      latent[:, :, 0, :] = 0.3  # Rounds to zero.
+      latent[:, :, 1, 0] = -0.2
+    else:
+      latent[0, :] = 0.0
+    layer.latent.assign(latent)
+    kernel = layer.decoded_kernel().numpy()
+    if kernel.ndim == 4:
+      assert np.all(kernel[:, :, 0, :] == 0) and np.all(kernel[:, :, 1, 0] == 0)
+      assert np.count_nonzero(kernel[:, :, 2:, :]) > 0
+    else:
+      assert np.all(kernel[0] == 0)
+  # Decoders have no shift: any decoder matrix maps zero slices to zero.
+  matrix = tf.random.normal((9, 9))
+  latent = np.random.default_rng(0).integers(-3, 4, (3, 3, 4, 5))
+  latent[:, :, 2, 3] = 0
+  decoded = decode_kernel(tf.constant(latent, tf.float32), matrix).numpy()
+  assert np.all(decoded[:, :, 2, 3] == 0)
+
+
+def test_decoder_mixes_kernel_positions_per_slice():
+  matrix = np.random.default_rng(1).normal(size=(9, 9)).astype(np.float32)
+  latent = np.random.default_rng(2).integers(-4, 5, (3, 3, 2, 3)).astype(
+      np.float32)
+  decoded = decode_kernel(latent, matrix).numpy()
+  expected = groups.from_slices(groups.to_slices(latent) @ matrix,
+                                latent.shape)
+  np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_decoded_kernel_is_decoder_of_rounded_latent():
+  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  for layer in model.latent_layers:
+    matrix = model.decoders[layer.group].matrix
+    expected = decode_kernel(np.round(layer.latent.numpy()), matrix).numpy()
+    np.testing.assert_array_equal(layer.decoded_kernel().numpy(), expected)
+
+
+def test_groups_and_decoders_are_shared_per_kernel_shape():
+  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  assert sorted(model.decoders) == ["conv1x1", "conv3x3", "dense",
+                                    "depthwise3x3"]
+  assert model.decoders["conv3x3"].matrix.shape == (9, 9)
+  assert model.decoders["conv1x1"].matrix.shape == (1, 1)
+  assert model.decoders["dense"].matrix.shape == (1, 1)
+  assert model.sparsity_groups == ["conv3x3", "depthwise3x3"]
+  resnet = lilnetx_tf.compressible(build_model("resnet20", (32, 32, 3), 10))
+  # 19 conv3x3 layers share one decoder and one prior.
+  assert len(resnet.group_layers["conv3x3"]) == 19
+  assert len(resnet.decoders) == 2 and len(resnet.priors) == 2
+  decoder_ids = {id(l.decoder) for l in resnet.group_layers["conv3x3"]}
+  assert decoder_ids == {id(resnet.decoders["conv3x3"])}
+
+
+def test_initialisation_matches_standard_init_scale():
+  model = lilnetx_tf.compressible(build_model("resnet20", (32, 32, 3), 10),
+                                  seed=0)
+  for layer in model.latent_layers:
+    if layer.group != "conv3x3":
+      continue
+    std = np.std(layer.decoded_kernel().numpy())
+    fan_in = np.prod(layer.latent.shape[:-1])
+    expected = np.sqrt(2.0 / fan_in)  # he_normal in the zoo models.
+    assert 0.6 * expected < std < 1.6 * expected, layer.name
+
+
+def test_gradients_reach_latents_decoders_and_priors():
+  model = _compiled(_small_net(), lambda_rate=1.0, lambda_sparsity=1e-3)
+  x = np.random.default_rng(0).random((4, 8, 8, 3), dtype=np.float32)
+  y = np.array([0, 1, 2, 3])
+  with tf.GradientTape() as tape:
+    logits = model(x, training=True)
+    loss = tf.reduce_mean(
+        tf.keras.losses.sparse_categorical_crossentropy(y, logits,
+                                                        from_logits=True))
+    loss += model.compression_loss(training=True)[0]
+  variables = ([l.latent for l in model.latent_layers] +
+               [d.unit_matrix for d in model.decoders.values()] +
+               model.prior_variables())
+  grads = tape.gradient(loss, variables)
+  for var, grad in zip(variables, grads):
+    assert grad is not None, var.name
+    assert np.any(grad.numpy() != 0), var.name
+
+
+def test_priors_train_on_their_own_optimizer():
+  model = _compiled(_small_net(), lambda_rate=1e-2)
+  model.compile(tf.keras.optimizers.Adam(1e-2),
+                prior_optimizer=tf.keras.optimizers.Adam(1e-4),
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True))
+  x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+  y = np.arange(8) % 4
+  before = [v.numpy() for v in model.prior_variables()]
+  model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+  after = [v.numpy() for v in model.prior_variables()]
+  assert any(np.any(a != b) for a, b in zip(before, after))
+  assert int(model.prior_optimizer.iterations) == 1
+  assert int(model.optimizer.iterations) == 1
+  # The prior optimizer moves prior weights by at most ~its learning rate.
+  assert max(np.abs(a - b).max() for a, b in zip(before, after)) < 5e-4
+
+
+def test_eager_and_tf_function_agree():
+  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  x = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+  eager = model(x, training=False).numpy()
+  graph = tf.function(lambda t: model(t, training=False))(x).numpy()
+  np.testing.assert_allclose(eager, graph, rtol=1e-6, atol=1e-6)
+  bits_eager = model.total_bits(training=False).numpy()
+  bits_graph = tf.function(lambda: model.total_bits(training=False))().numpy()
+  np.testing.assert_allclose(bits_eager, bits_graph, rtol=1e-6)
+
+
+def test_eval_bits_are_self_information_of_rounded_latents():
+  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  layer = model.group_layers["conv3x3"][0]
+  prior = model.priors["conv3x3"]
+  slices = groups.to_slices(layer.latent)
+  bits = prior.bits(slices, training=False).numpy()
+  probs = prior.distribution().prob(tf.round(slices)).numpy()
+  np.testing.assert_allclose(bits, -np.log2(probs).sum(), rtol=1e-4)
+  # Noisy training bits are a (loose) upper bound-like estimate, close by.
+  assert abs(prior.bits(slices, training=True).numpy() - bits) < 0.2 * bits
+
+
+def test_range_coding_round_trip_and_size():
+  model = lilnetx_tf.compressible(build_model("resnet20", (32, 32, 3), 10),
+                                  seed=0)
+  coded = codec.compress_latents(model)
+  decoded = codec.decompress_latents(coded)
+  for name, latent in codec.rounded_latents(model).items():
+    np.testing.assert_array_equal(decoded[name], latent)
+  coded_bits = 8 * sum(len(c.data) for c in coded)
+  estimate = model.total_bits(training=False).numpy()
+  assert abs(coded_bits - estimate) <= 0.01 * estimate
+
+
+def test_range_coding_handles_outliers_beyond_the_tables():
+  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  layer = model.group_layers["conv3x3"][0]
+  latent = layer.latent.numpy()
+  latent[0, 0, 0, 0] = 5000.0  # Far outside the prior's tail: overflow code.
+  layer.latent.assign(latent)
+  decoded = codec.decompress_latents(codec.compress_latents(model))
+  np.testing.assert_array_equal(decoded[layer.name], np.round(latent))
+
+
+@pytest.mark.parametrize("structure,axes", [("slice", (0, 1)),
+                                            ("out_channel", (0, 1, 2)),
+                                            ("in_channel", (0, 1, 3))])
+def test_group_norms(structure, axes):
+  latent = tf.random.normal((3, 3, 4, 5))
+  l2 = sparsity.group_norms(latent, structure, "l2").numpy()
+  np.testing.assert_allclose(
+      l2, np.sqrt(np.sum(latent.numpy() ** 2, axis=axes)), rtol=1e-5)
+  l1 = sparsity.group_norms(latent, structure, "l1").numpy()
+  np.testing.assert_allclose(l1, np.abs(latent.numpy()).sum(axis=axes),
+                             rtol=1e-5)
+  linf = sparsity.group_norms(latent, structure, "linf").numpy()
+  np.testing.assert_allclose(linf, np.abs(latent.numpy()).max(axis=axes))
+  with tf.GradientTape() as tape:
+    zero = tf.Variable(tf.zeros((3, 3, 4, 5)))
+    total = tf.reduce_sum(sparsity.group_norms(zero, structure, "l2"))
+  assert np.all(np.isfinite(tape.gradient(total, zero).numpy()))
+
+
+def test_bad_arguments_are_clear_errors():
+  with pytest.raises(ValueError, match="in_channel"):
+    lilnetx_tf.compressible(_small_net(), sparsity_structure="rows")
+  with pytest.raises(ValueError, match="linf"):
+    lilnetx_tf.compressible(_small_net(), sparsity_norm="l3")
+  with pytest.raises(ValueError, match="conv3x3"):
+    lilnetx_tf.compressible(_small_net(), sparsity_groups=["conv5x5"])
+  with pytest.raises(ValueError, match="lambda_rate"):
+    lilnetx_tf.compressible(_small_net(), lambda_rate=-1.0)
+  with pytest.raises(ValueError, match="no Conv2D"):
+    inputs = tf.keras.Input((4,))
+    lilnetx_tf.compressible(
+        tf.keras.Model(inputs, tf.keras.layers.ReLU()(inputs)))
+  with pytest.raises(RuntimeError, match="no decoder"):
+    layer = lilnetx_tf.LatentDense(3)
+    layer(np.ones((1, 2), np.float32))

@@ -1,0 +1,486 @@
+"""Tests of the compressed model file (`lilnetx_tf.fileformat`).
+
+The invariants: a file decodes to exactly the trained model's decoded weights
+(bit for bit) and outputs; its latents take what the entropy model predicts;
+and no damaged, truncated, edited or foreign file gets past the reader as
+anything but a `CorruptFileError` or the original model.
+"""
+
+import gzip
+import json
+import os
+import pathlib
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lilnetx_tf
+from lilnetx_tf import fileformat
+from lilnetx_tf import fileformat_sections as sections
+from lilnetx_tf.models import build_model
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CorruptFileError = fileformat.CorruptFileError
+
+
+def _mnist(data_dir, split, limit):
+  """Real MNIST images in [0, 1] (N, 28, 28, 1) float32 and int labels."""
+  try:
+    from lilnetx_tf.data import load_arrays  # pylint: disable=g-import-not-at-top
+    x, y, _ = load_arrays("mnist", split, data_dir=str(data_dir / "mnist"),
+                          limit=limit)
+  except ImportError:  # The data package is optional here: read the IDX files.
+    prefix = "train" if split == "train" else "t10k"
+    with gzip.open(data_dir / "mnist" / f"{prefix}-images-idx3-ubyte.gz") as f:
+      x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+    with gzip.open(data_dir / "mnist" / f"{prefix}-labels-idx1-ubyte.gz") as f:
+      y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    x, y = x[:limit], y[:limit]
+  return x.astype(np.float32) / 255.0, y
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir):
+  """LeNet-5 trained with LilNetX on 2,000 real MNIST images (10 steps)."""
+  tf.keras.utils.set_random_seed(0)
+  x, y = _mnist(data_dir, "train", 2000)
+  model = lilnetx_tf.compressible(build_model("lenet5", (28, 28, 1), 10),
+                                  lambda_rate=1e-2, seed=0)
+  model.compile(tf.keras.optimizers.Adam(1e-2), loss=tf.keras.losses.
+                SparseCategoricalCrossentropy(from_logits=True))
+  before = [l.latent.numpy().round() for l in model.latent_layers]
+  model.fit(x, y, batch_size=200, epochs=1, verbose=0)
+  after = [l.latent.numpy().round() for l in model.latent_layers]
+  assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+  x_test, _ = _mnist(data_dir, "test", 200)
+  return model, x_test
+
+
+@pytest.fixture(scope="module")
+def saved(trained, tmp_path_factory):
+  path = tmp_path_factory.mktemp("lnx") / "lenet5.lnx"
+  sizes = fileformat.save_compressed(trained[0], path)
+  return path, sizes
+
+
+def _all_weights(model):
+  return {w.name: w.numpy() for w in model.weights}
+
+
+def _assert_round_trip(model, loaded, x):
+  """Kernels bit-exact, every other weight equal, identical outputs."""
+  for layer in model.latent_layers:
+    kernel = loaded.get_layer(layer.name).weights[0].numpy()
+    assert np.array_equal(kernel, layer.decoded_kernel().numpy()), layer.name
+  expected = _all_weights(lilnetx_tf.decompressed_model(model))
+  got = _all_weights(loaded)
+  assert sorted(got) == sorted(expected)
+  for name, value in expected.items():
+    assert np.array_equal(got[name], value), name
+  outputs = loaded(x).numpy()
+  assert np.array_equal(outputs, model(x, training=False).numpy())
+  return outputs
+
+
+def test_round_trip_is_exact(trained, saved):
+  model, x = trained
+  loaded = fileformat.load_compressed(saved[0])
+  assert not any(isinstance(l, lilnetx_tf.layers._LatentKernelMixin)  # pylint: disable=protected-access
+                 for l in loaded.layers)
+  outputs = _assert_round_trip(model, loaded, x)
+  assert len(np.unique(outputs.argmax(-1))) > 1  # A model, not a constant.
+  # The kernels are decoded integers: decoding is linear in the latents.
+  layer = model.latent_layers[0]
+  matrix = model.decoders[layer.group].matrix.numpy()
+  assert np.array_equal(layer.decoded_kernel().numpy(), lilnetx_tf.decoders.
+                        decode_kernel(np.round(layer.latent.numpy()),
+                                      matrix).numpy())
+
+
+def test_sizes(trained, saved):
+  model, _ = trained
+  path, sizes = saved
+  estimate = float(model.total_bits(training=False)) / 8
+  assert abs(sizes["latent_bytes"] - estimate) <= 0.01 * estimate
+  info = fileformat.inspect_compressed(path)
+  assert info["sizes"] == sizes
+  assert sizes["file_bytes"] == os.path.getsize(path)
+  assert info["preamble_bytes"] + sum(s["bytes"] for s in info["sections"]) \
+      == sizes["file_bytes"]
+  assert sizes["latent_bytes"] == sum(g["latent_bytes"] for g in info["groups"])
+  assert sizes["latent_bytes"] < sizes["file_bytes"]
+  plain = lilnetx_tf.decompressed_model(model)
+  assert sizes["float32_bytes"] == 4 * plain.count_params()
+  assert sizes["num_latents"] == model.num_latents
+  assert sizes["latent_ratio"] == sizes["float32_bytes"] / sizes["latent_bytes"]
+  assert sizes["file_ratio"] == sizes["float32_bytes"] / sizes["file_bytes"]
+  assert [g["name"] for g in info["groups"]] == ["conv5x5", "dense"]
+  assert [s["tag"] for s in info["sections"]] == [
+      "HEAD", "TABL", "DECO", "LATS", "TABL", "DECO", "LATS", "FLTS"]
+
+
+def test_float16(trained, saved, tmp_path):
+  model, x = trained
+  path = tmp_path / "half.lnx"
+  sizes = fileformat.save_compressed(model, path, float16=True)
+  assert sizes["float_dtype"] == "float16"
+  assert sizes["latent_bytes"] == saved[1]["latent_bytes"]
+  assert saved[1]["file_bytes"] - sizes["file_bytes"] == \
+      2 * sizes["num_float_params"]
+  loaded = fileformat.load_compressed(path)
+  latent_names = {l.name for l in model.latent_layers}
+  for layer in lilnetx_tf.decompressed_model(model).layers:
+    for i, w in enumerate(layer.weights):
+      got = loaded.get_layer(layer.name).weights[i].numpy()
+      want = w.numpy()
+      if i > 0 or layer.name not in latent_names:
+        want = want.astype(np.float16).astype(np.float32)
+      assert np.array_equal(got, want), w.name
+  assert np.allclose(loaded(x).numpy(), model(x, training=False).numpy(),
+                     atol=1e-2)
+
+
+def test_mobilenet_v2_with_depthwise_groups_round_trips(data_dir, tmp_path):
+  tf.keras.utils.set_random_seed(1)
+  model = lilnetx_tf.compressible(
+      build_model("mobilenet_v2", (32, 32, 3), 10, alpha=0.35), seed=1)
+  assert "depthwise3x3" in model.group_layers
+  rng = np.random.default_rng(1)
+  for layer in model.network.layers:  # Batch norm statistics as if trained.
+    if isinstance(layer, tf.keras.layers.BatchNormalization):
+      layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+                         for w in layer.get_weights()])
+  path = tmp_path / "mobilenet.lnx"
+  sizes = fileformat.save_compressed(model, path)
+  estimate = float(model.total_bits(training=False)) / 8
+  assert abs(sizes["latent_bytes"] - estimate) <= 0.01 * estimate
+  images, _ = _mnist(data_dir, "test", 8)  # Real digits, CIFAR-shaped.
+  x = np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
+  _assert_round_trip(model, fileformat.load_compressed(path), x)
+
+
+# -- Bad input -----------------------------------------------------------------
+
+
+def _layout(data):
+  """[(tag, offset, payload offset, payload length)] of a file's sections."""
+  out, pos = [], sections.PREAMBLE.size
+  while pos < len(data):
+    tag, length, _ = struct.unpack_from("<4sQI", data, pos)
+    out.append((tag, pos, pos + 16, length))
+    pos += 16 + length
+  return out
+
+
+def _with_payload(data, index, payload):
+  """The file with section `index` replaced (consistent length and CRC)."""
+  tag, start, body, length = _layout(data)[index]
+  return (data[:start] + sections.pack_section(tag, payload) + payload +
+          data[body + length:])
+
+
+def _with_header(data, edit):
+  _, _, body, length = _layout(data)[0]
+  header = json.loads(data[body:body + length])
+  edit(header)
+  return _with_payload(data, 0, json.dumps(header).encode())
+
+
+def _set(path, value):
+  """A header edit: sets header[path[0]][path[1]]... to `value`."""
+  def edit(header):
+    obj = header
+    for key in path[:-1]:
+      obj = obj[key]
+    obj[path[-1]] = value
+  return edit
+
+
+def _architecture_edit(class_name, **fields):
+  """Makes the last layer of the architecture a `class_name` layer."""
+  def edit(header):
+    layer = header["architecture"]["config"]["layers"][-1]
+    layer["class_name"] = class_name
+    layer.update(fields)
+  return edit
+
+
+def _dense_units(units):
+  def edit(header):
+    for layer in header["architecture"]["config"]["layers"]:
+      if layer["class_name"] == "Dense":
+        layer["config"]["units"] = units
+  return edit
+
+
+def _header_edits():
+  g0, g1 = ["groups", 0], ["groups", 1]
+  return {
+      "version bumped": _set(["format_version"], 2),
+      "version string": _set(["format_version"], "1"),
+      "float64": _set(["float_dtype"], "float64"),
+      "no groups": _set(["groups"], []),
+      "groups not a list": _set(["groups"], {"a": 1}),
+      "positions changed": _set(g0 + ["positions"], 9),
+      "positions huge": _set(g0 + ["positions"], 2**40),
+      "cdf_length +1": lambda h: h["groups"][0].update(
+          cdf_length=h["groups"][0]["cdf_length"] + 1),
+      "cdf_length huge": _set(g0 + ["cdf_length"], 2**62),
+      "shape doubled": lambda h: h["groups"][0]["shapes"][1].__setitem__(
+          2, 2 * h["groups"][0]["shapes"][1][2]),
+      "shape huge": _set(g1 + ["shapes", 0], [2**31 - 1, 2**31 - 1]),
+      # Fewer than 2**31 latents, but far more than the section's bytes hold.
+      "shape too many": _set(g1 + ["shapes", 0], [40000, 50000]),
+      "shape zero": _set(g1 + ["shapes", 0], [0, 500]),
+      "shape negative": _set(g1 + ["shapes", 0], [-800, -500]),
+      "shape float": _set(g1 + ["shapes", 0], [800.0, 500]),
+      "shape rank 3": _set(g1 + ["shapes", 0], [800, 500, 1]),
+      "shapes swapped": lambda h: h["groups"][1]["shapes"].reverse(),
+      "layer renamed": _set(g1 + ["layers", 0], "nowhere"),
+      "layer in two groups": _set(g1 + ["layers", 0], "conv1"),
+      "layer dropped": lambda h: (h["groups"][1]["layers"].pop(),
+                                  h["groups"][1]["shapes"].pop()),
+      "float shape huge": _set(["float_params", 0, "shape"], [2**31 - 1] * 3),
+      "float shape wrong": _set(["float_params", 0, "shape"], [10, 2]),
+      "float index": _set(["float_params", 0, "index"], 0),
+      "float dtype": _set(["float_params", 0, "dtype"], "int64"),
+      "float dropped": lambda h: h["float_params"].pop(),
+      "float doubled": lambda h: h["float_params"].append(
+          h["float_params"][0]),
+      "no architecture": lambda h: h.pop("architecture"),
+      "Lambda": _architecture_edit("Lambda"),
+      "TFOpLambda": _architecture_edit("TFOpLambda"),
+      "unknown class": _architecture_edit("Popen", module="subprocess"),
+      "foreign module": _architecture_edit("Dense", module="os"),
+      "registered name": _architecture_edit("Dense",
+                                            registered_name="os>system"),
+      "function": _architecture_edit("function", module="builtins"),
+      "dense huge": _dense_units(10**9),
+      "dense wider": _dense_units(501),
+      "header list": lambda h: h.clear(),
+  }
+
+
+def _variants(data, rng):
+  """Yields (description, corrupted bytes): several thousand of them."""
+  layout = _layout(data)
+  n = len(data)
+  yield "empty", b""
+  yield "png", b"\x89PNG\r\n\x1a\n" + bytes(100)
+  yield "zip", b"PK\x03\x04" + bytes(100)
+  yield "gzip", gzip.compress(data[:1000])
+  yield "text", b"hello world\n" * 10
+  yield "magic only", data[:8]
+  yield "trailing byte", data + b"\0"
+  yield "trailing section", data + data[layout[-1][1]:]
+  yield "prefixed", b"\0" + data
+  for cut in sorted(set(range(64)) | set(rng.integers(0, n, 800).tolist()) |
+                    {o + d for _, o, b, l in layout for o in (o, b + l)
+                     for d in (-1, 0, 1, 15, 16)}):
+    if 0 <= cut < n:
+      yield f"truncated at {cut}", data[:cut]
+  for tag, start, body, length in layout:  # Flips in every section.
+    for bit in rng.integers(0, 8 * (16 + length), 300).tolist():
+      yield f"bit {bit} of {tag}", _flip(data, 8 * start + bit)
+  for bit in range(8 * sections.PREAMBLE.size):
+    yield f"preamble bit {bit}", _flip(data, bit)
+  for i in range(1500):
+    bits = rng.integers(0, 8 * n, rng.integers(2, 9)).tolist()
+    yield f"bits {bits}", _flip(data, *bits)
+  for i in range(200):
+    at, size = int(rng.integers(0, n)), int(rng.integers(1, 64))
+    yield f"bytes {at}+{size} zeroed", data[:at] + bytes(size) + data[at + size:]
+  for tag, start, body, length in layout:
+    for new in (0, length - 1, length + 1, 2**31, 2**63, 2**64 - 1):
+      yield (f"{tag} length {new}",
+             data[:start + 4] + struct.pack("<Q", new) + data[start + 12:])
+    yield f"{tag} tag", data[:start] + b"ZZZZ" + data[start + 4:]
+  head_start = layout[0][1]
+  yield "header 16 MiB + 1", (data[:head_start + 4] +
+                              struct.pack("<Q", 16 * 2**20 + 1) +
+                              data[head_start + 12:])
+  big = json.dumps({"pad": "x" * (16 * 2**20)}).encode()
+  yield "oversized header", _with_payload(data, 0, big)
+  yield "header not JSON", _with_payload(data, 0, b"{not json")
+  yield "header not UTF-8", _with_payload(data, 0, b"\xff\xfe")
+  yield "header deep", _with_payload(data, 0, b"[" * 100000 + b"]" * 100000)
+  for name, edit in _header_edits().items():
+    yield f"header: {name}", _with_header(data, edit)
+  yield "version 2", _with_version(data, 2)
+  yield "version 0", _with_version(data, 0)
+  for name, payload in _table_edits(data, layout).items():
+    yield f"tables: {name}", _with_payload(data, 1, payload)
+  yield "decoder short", _with_payload(data, 2, bytes(4 * 25 * 25 - 4))
+  yield "latents empty", _with_payload(data, 3, b"")
+  yield "floats short", _with_payload(data, len(layout) - 1,
+                                      data[layout[-1][2]:-4])
+
+
+def _flip(data, *bits):
+  out = bytearray(data)
+  for bit in bits:
+    out[bit // 8] ^= 1 << (bit % 8)
+  return bytes(out)
+
+
+def _with_version(data, version):
+  return data[:8] + struct.pack("<I", version) + data[12:]
+
+
+def _table_edits(data, layout):
+  """Edited coding tables of the first group, consistently re-deflated."""
+  _, _, body, length = layout[1]
+  raw = np.frombuffer(zlib.decompress(data[body:body + length]), "<i4")
+  cdf = raw[:-25].copy()
+  offsets = raw[-25:]
+
+  def pack(cdf_values, offset_values=offsets):
+    return zlib.compress(np.asarray(cdf_values, "<i4").tobytes() +
+                         np.asarray(offset_values, "<i4").tobytes())
+
+  starts = np.flatnonzero(cdf < 0)
+  edits = {"precision 17": cdf.copy(), "not increasing": cdf.copy(),
+           "one table less": cdf[:starts[-1]]}
+  edits["precision 17"][starts[3]] = -17
+  edits["not increasing"][starts[2] + 3] = edits["not increasing"][
+      starts[2] + 2]
+  payloads = {name: pack(v) for name, v in edits.items()}
+  payloads["not zlib"] = b"not zlib data"
+  payloads["zlib bomb"] = zlib.compress(bytes(50 * 2**20))
+  payloads["offsets huge"] = pack(cdf, np.full(25, 2**31 - 1))
+  return payloads
+
+
+def test_mutations_raise_or_load_the_original(trained, saved):
+  """Thousands of damaged files: each is refused or is the original model."""
+  data = saved[0].read_bytes()
+  reference = [w.numpy() for w in fileformat.load_compressed(saved[0]).weights]
+  outcomes, failures = {"refused": 0, "original": 0}, []
+  start = time.time()
+  for description, variant in _variants(data, np.random.default_rng(0)):
+    try:
+      # Parsing checks everything but range decoding and building the model;
+      # a variant that passes it is loaded in full.
+      model = fileformat._build(sections.parse(variant))  # pylint: disable=protected-access
+    except CorruptFileError:
+      outcomes["refused"] += 1
+      continue
+    except Exception as e:  # pylint: disable=broad-except
+      failures.append(f"{description}: {type(e).__name__}: {e}")
+      continue
+    weights = [w.numpy() for w in model.weights]
+    if len(weights) == len(reference) and all(
+        np.array_equal(a, b) for a, b in zip(weights, reference)):
+      outcomes["original"] += 1
+    else:
+      failures.append(f"{description}: loaded a different model")
+  elapsed = time.time() - start
+  assert not failures, failures[:10]
+  assert sum(outcomes.values()) > 5000, outcomes
+  assert elapsed < 60, elapsed
+
+
+def test_specific_refusals(saved, tmp_path):
+  data = saved[0].read_bytes()
+  cases = {
+      "newer.lnx": (_with_version(data, 2), "preamble", "supports version 1"),
+      "empty.lnx": (b"", "preamble", "empty"),
+      "png.lnx": (b"\x89PNG\r\n\x1a\n" + bytes(40), "preamble",
+                  "not a LilNetX file"),
+      "cut.lnx": (data[:-1], "float_params", "truncated"),
+      "lambda.lnx": (_with_header(data, _architecture_edit("Lambda")),
+                     "architecture", "Lambda"),
+      "huge.lnx": (_with_header(data, _dense_units(10**9)), "architecture",
+                   "more weights than the file holds"),
+      "flip.lnx": (_flip(data, 8 * (len(data) - 3)), "float_params", "CRC"),
+  }
+  for name, (content, section, reason) in cases.items():
+    path = tmp_path / name
+    path.write_bytes(content)
+    for read in (fileformat.load_compressed, fileformat.inspect_compressed):
+      with pytest.raises(CorruptFileError) as error:
+        read(path)
+      assert error.value.section == section, (name, error.value)
+      assert reason in error.value.reason, (name, error.value)
+      assert str(path) in str(error.value)
+      assert isinstance(error.value, ValueError)
+
+
+def test_models_with_code_are_not_stored(tmp_path):
+  inputs = tf.keras.Input((4,))
+  x = tf.keras.layers.Dense(3, name="dense")(inputs)
+  outputs = tf.keras.layers.Lambda(lambda t: t * 2, name="double")(x)
+  model = lilnetx_tf.compressible(tf.keras.Model(inputs, outputs), seed=0)
+  with pytest.raises(ValueError, match="Lambda"):
+    fileformat.save_compressed(model, tmp_path / "code.lnx")
+  assert not list(tmp_path.iterdir())
+  with pytest.raises(TypeError, match="LilNetXModel"):
+    fileformat.save_compressed(tf.keras.Model(inputs, x), tmp_path / "x.lnx")
+
+
+def test_writes_are_atomic(trained, saved, tmp_path, monkeypatch):
+  model, _ = trained
+  path = tmp_path / "model.lnx"
+
+  def failing_fsync(fd):
+    del fd
+    raise OSError("disk full")
+
+  with monkeypatch.context() as patch:
+    patch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+      fileformat.save_compressed(model, path)
+  assert not list(tmp_path.iterdir())  # No file, no temporary file.
+
+  def interrupted():
+    yield b"partial data"
+    raise KeyboardInterrupt
+
+  path.write_bytes(saved[0].read_bytes())  # An older export stays intact.
+  with pytest.raises(KeyboardInterrupt):
+    fileformat._atomic_write(path, interrupted())  # pylint: disable=protected-access
+  assert [p.name for p in tmp_path.iterdir()] == ["model.lnx"]
+  assert path.read_bytes() == saved[0].read_bytes()
+
+
+def test_cli_exports_and_inspects(trained, tmp_path):
+  model, x = trained
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  model.save(workdir / "model.keras")
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  result = subprocess.run(
+      [sys.executable, "-m", "export.bitstream", f"--workdir={workdir}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  output = workdir / "model.lnx"
+  sizes = fileformat.inspect_compressed(output)["sizes"]
+  assert f"{sizes['latent_bytes']:,}" in result.stdout
+  assert f"{sizes['file_bytes']:,}" in result.stdout
+  assert "latents (model size)" in result.stdout
+  assert "Range coding" in result.stderr  # absl progress logging.
+  _assert_round_trip(model, fileformat.load_compressed(output), x)
+
+  result = subprocess.run(
+      [sys.executable, "-m", "export.bitstream", "--inspect", str(output)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for text in ("HEAD header", "LATS latents[conv5x5]", "TABL tables[dense]",
+               "FLTS float_params", "whole file", "bits/latent"):
+    assert text in result.stdout, text
+
+  (tmp_path / "bad.lnx").write_bytes(output.read_bytes()[:100])
+  result = subprocess.run(
+      [sys.executable, "-m", "export.bitstream", "--inspect",
+       str(tmp_path / "bad.lnx")], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=300, check=False)
+  assert result.returncode != 0
+  assert "Corrupt LilNetX file" in result.stderr

@@ -1,0 +1,202 @@
+"""LilNetXModel end to end: conversion, callbacks, saving, distribution."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lilnetx_tf
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _loss():
+  return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _one_step(model, input_shape, classes=10):
+  model.compile(tf.keras.optimizers.Adam(1e-3), loss=_loss())
+  x = np.random.default_rng(0).random((2,) + input_shape, dtype=np.float32)
+  y = np.arange(2) % classes
+  before = [l.latent.numpy() for l in model.latent_layers]
+  history = model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+  assert np.isfinite(history.history["loss"][0])
+  after = [l.latent.numpy() for l in model.latent_layers]
+  assert any(np.any(a != b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("application,groups", [
+    ("MobileNetV2", {"conv1x1", "conv3x3", "depthwise3x3", "dense"}),
+    ("ResNet50", {"conv1x1", "conv3x3", "conv7x7", "dense"}),
+])
+def test_compressible_on_stock_applications(application, groups):
+  base = getattr(tf.keras.applications, application)(
+      input_shape=(32, 32, 3), weights=None, classes=10)
+  model = lilnetx_tf.compressible(base)
+  kernels = [l for l in base.layers if isinstance(
+      l, (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D,
+          tf.keras.layers.Dense))]
+  assert sorted(model.conversion.converted) == sorted(l.name for l in kernels)
+  assert model.conversion.skipped == {}
+  assert set(model.decoders) == groups
+  # Everything else is untouched: same layer names and classes.
+  assert [l.name for l in model.network.layers] == [l.name for l in base.layers]
+  _one_step(model, (32, 32, 3))
+
+
+def test_unconvertible_layers_are_kept_and_reported():
+  inputs = tf.keras.Input((16, 16, 3))
+  h = tf.keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)
+  h = tf.keras.layers.Conv2D(4, 3, name="conv",
+                             kernel_regularizer="l2")(h)
+  h = tf.keras.layers.GlobalAveragePooling2D()(h)
+  outputs = tf.keras.layers.Dense(3, name="head")(h)
+  model = lilnetx_tf.compressible(tf.keras.Model(inputs, outputs),
+                                  skip=["head"])
+  assert model.conversion.converted == ["conv"]
+  assert set(model.conversion.skipped) == {"sep", "head"}
+  assert "SeparableConv2D" in model.conversion.skipped["sep"]
+  assert model.conversion.dropped == {"conv": ["kernel_regularizer"]}
+  assert isinstance(model.network.get_layer("sep"),
+                    tf.keras.layers.SeparableConv2D)
+  _one_step(model, (16, 16, 3), classes=3)
+  with pytest.raises(ValueError, match="not in the model"):
+    lilnetx_tf.compressible(tf.keras.Model(inputs, outputs), skip=["nope"])
+
+
+def test_shared_layers_and_multiple_inputs_outputs_are_preserved():
+  a = tf.keras.Input((6,), name="a")
+  b = tf.keras.Input((6,), name="b")
+  shared = tf.keras.layers.Dense(5, activation="relu", name="shared")
+  ha, hb = shared(a), shared(b)
+  out1 = tf.keras.layers.Dense(2, name="out1")(tf.keras.layers.Add()([ha, hb]))
+  out2 = tf.keras.layers.Dense(3, name="out2")(hb)
+  base = tf.keras.Model([a, b], [out1, out2])
+  model = lilnetx_tf.compressible(base, init_from_weights=True,
+                                  latent_init_bound=2000.0)
+  layer = model.network.get_layer("shared")
+  assert isinstance(layer, lilnetx_tf.LatentDense)
+  assert len(layer.inbound_nodes) == 2  # Still shared.
+  x = [np.ones((4, 6), np.float32), np.full((4, 6), 0.5, np.float32)]
+  outputs = model(x)
+  assert [o.shape for o in outputs] == [(4, 2), (4, 3)]
+  # Fine bound: decoded weights reproduce the pretrained ones closely.
+  for got, want in zip(outputs, base(x)):
+    np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+def test_pretrained_init_decodes_to_the_pretrained_weights():
+  base = lilnetx_tf.models.build_model("lenet5", (28, 28, 1), 10)
+  model = lilnetx_tf.compressible(base, init_from_weights=True)
+  for layer in model.latent_layers:
+    original = base.get_layer(layer.name).kernel.numpy()
+    step = float(model.decoders[layer.group].scale.numpy())
+    error = np.abs(layer.decoded_kernel().numpy() - original).max()
+    assert error <= 0.5 * step * (1 + 1e-5), layer.name
+    np.testing.assert_array_equal(layer.bias.numpy(),
+                                  base.get_layer(layer.name).bias.numpy())
+
+
+def test_subclassed_models_are_refused_clearly():
+  class Net(tf.keras.Model):
+
+    def __init__(self):
+      super().__init__()
+      self.dense = tf.keras.layers.Dense(2)
+
+    def call(self, x):
+      return self.dense(x)
+
+  net = Net()
+  net(np.ones((1, 3), np.float32))
+  with pytest.raises(ValueError, match="subclassed"):
+    lilnetx_tf.compressible(net)
+
+
+def test_rate_warmup_ramps_lambda_and_logger_adds_figures():
+  model = lilnetx_tf.compressible(
+      lilnetx_tf.models.build_model("lenet_300_100", (8, 8, 1), 10),
+      lambda_rate=0.5)
+  model.compile(tf.keras.optimizers.Adam(1e-3), loss=_loss())
+  x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+  y = np.arange(16) % 10
+  history = model.fit(
+      x, y, epochs=3, batch_size=8, verbose=0,
+      callbacks=[lilnetx_tf.RateWarmup(2), lilnetx_tf.CompressionLogger()])
+  np.testing.assert_allclose(history.history["lambda_rate"], [0, 0.25, 0.5])
+  for key in lilnetx_tf.callbacks.LOGGED_FIGURES:
+    assert len(history.history[key]) == 3
+  stats = lilnetx_tf.compression_stats(model)["total"]
+  assert history.history["estimated_bytes"][-1] == pytest.approx(
+      stats["estimated_bytes"], rel=1e-5)
+  assert 0 <= history.history["slice_sparsity"][-1] <= 1
+
+
+@pytest.mark.parametrize("save_format", ["keras", "tf"])
+def test_save_and_load_round_trip(tmp_path, save_format):
+  model = lilnetx_tf.compressible(
+      lilnetx_tf.models.build_model("resnet20", (32, 32, 3), 10),
+      lambda_rate=1e-2, lambda_sparsity=1e-4)
+  model.compile(tf.keras.optimizers.Adam(1e-3), loss=_loss(),
+                metrics=["accuracy"])
+  x = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+  y = np.arange(8) % 10
+  model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+  model.lambda_rate.assign(0.25)
+  path = str(tmp_path / ("m.keras" if save_format == "keras" else "m"))
+  model.save(path, save_format=save_format)
+  loaded = tf.keras.models.load_model(path)
+  assert isinstance(loaded, lilnetx_tf.LilNetXModel)
+  np.testing.assert_array_equal(loaded.predict(x, verbose=0),
+                                model.predict(x, verbose=0))
+  assert float(loaded.lambda_rate.numpy()) == 0.25
+  assert float(loaded.total_bits().numpy()) == float(
+      model.total_bits().numpy())
+  for g in model.decoders:
+    np.testing.assert_array_equal(loaded.decoders[g].matrix.numpy(),
+                                  model.decoders[g].matrix.numpy())
+  # Training resumes: the optimizers came back (or are rebuilt) and step.
+  if save_format == "keras":
+    assert loaded.prior_optimizer is not None
+    loaded.fit(x, y, epochs=1, batch_size=4, verbose=0)
+
+
+def test_mirrored_strategy_with_two_cpus_trains(tmp_path):
+  script = textwrap.dedent("""
+      import numpy as np
+      import lilnetx_tf
+      import tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+      assert strategy.num_replicas_in_sync == 2
+      with strategy.scope():
+        model = lilnetx_tf.compressible(
+            lilnetx_tf.models.build_model("lenet5", (28, 28, 1), 10),
+            lambda_rate=1e-2, lambda_sparsity=1e-4)
+        model.compile(tf.keras.optimizers.Adam(1e-3),
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True), metrics=["accuracy"])
+      rng = np.random.default_rng(0)
+      x = rng.random((64, 28, 28, 1), dtype=np.float32)
+      y = rng.integers(0, 10, 64)
+      before = model.latent_layers[0].latent.numpy()
+      history = model.fit(x, y, epochs=2, batch_size=16, verbose=0,
+                          callbacks=[lilnetx_tf.RateWarmup(1)])
+      assert np.all(np.isfinite(history.history["loss"]))
+      assert np.any(model.latent_layers[0].latent.numpy() != before)
+      assert int(model.prior_optimizer.iterations) == 8
+      print("MIRRORED_OK", history.history["bits_per_latent"][-1])
+  """)
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  result = subprocess.run([sys.executable, "-c", script], env=env,
+                          capture_output=True, text=True, timeout=600,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "MIRRORED_OK" in result.stdout

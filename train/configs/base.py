@@ -1,0 +1,58 @@
+"""Every field of a training config, with the reference implementation's defaults.
+
+Used as is it trains LeNet-5 on MNIST; the experiment configs start from it.
+`None` fields are placeholders: override them from the command line, e.g.
+`--config.data_dir=../shared/data/mnist --config.train_limit=2000`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+  """Returns the default config (see the comments for each field)."""
+  config = ml_collections.ConfigDict()
+
+  # What to train. Names come from lilnetx_tf.models / lilnetx_tf.data.
+  config.model = "lenet5"
+  config.model_options = ml_collections.ConfigDict()  # e.g. width, alpha.
+  config.dataset = "mnist"
+  # Local files (IDX directory, image tree or its .tar.gz) or a TFDS data
+  # directory (for imagenet2012 also its manual directory); None: TFDS's
+  # default directory (digits is embedded and ignores it).
+  config.data_dir = config_dict.placeholder(str)
+  config.data_source = "auto"  # "auto" (local files if found), "local", "tfds".
+  config.cache_dir = config_dict.placeholder(str)  # Decoded image trees.
+  config.train_limit = config_dict.placeholder(int)  # First N train examples.
+  config.test_limit = config_dict.placeholder(int)
+  config.augment = True  # The dataset's standard training augmentation.
+  # Train the same network as a plain float Keras model (the baseline).
+  config.vanilla = False
+
+  # Optimisation: Adam, linear warm-up, then cosine decay to zero.
+  config.batch_size = 256  # Global batch, split over replicas.
+  config.epochs = 200
+  config.learning_rate = 1e-2
+  config.warmup_epochs = 5
+  config.prior_learning_rate = 1e-4  # The priors' own Adam.
+
+  # The LilNetX objective.
+  config.lambda_rate = 1e-4  # lambda_I, on bits per latent.
+  config.rate_warmup_epochs = 0  # Ramp lambda_I up from 0 over these epochs.
+  config.lambda_sparsity = 1e-6  # lambda_rho, on group norms.
+  config.sparsity_structure = "slice"  # "slice", "out_channel", "in_channel".
+  config.sparsity_norm = "l2"  # "l2", "l1", "linf".
+  # Comma-separated groups under the sparsity prior, e.g. "conv3x3"; empty:
+  # every group with k x k kernels, k > 1.
+  config.sparsity_groups = ""
+  config.weight_decay = 1e-6  # L2 on the latents (on kernels when vanilla).
+
+  # Running.
+  config.strategy = "default"  # "default", "mirrored", "multi_worker", "tpu".
+  config.cpu_devices = 0  # > 1: split the CPU into logical devices (testing).
+  config.tpu = ""  # TPU name or grpc:// address; empty: the local TPU VM.
+  config.seed = 0
+  config.log_histograms = True  # TensorBoard histograms of the latents.
+  config.coded_size_every_epoch = True  # Range code each epoch (else at end).
+  config.keep_checkpoints = 2
+  return config

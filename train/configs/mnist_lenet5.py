@@ -1,0 +1,17 @@
+"""LeNet-5 (Caffe variant, 431K weights) on MNIST.
+
+  python -m train --config=train/configs/mnist_lenet5.py \
+      --workdir=/tmp/runs/mnist_lenet5 --config.data_dir=../shared/data/mnist
+"""
+
+from train.configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.model = "lenet5"
+  config.dataset = "mnist"
+  config.batch_size = 128
+  config.epochs = 8
+  config.warmup_epochs = 1
+  return config

@@ -1,0 +1,208 @@
+"""One training run: data, model, `model.fit` with callbacks, final report.
+
+`run(config, workdir)` is what `python -m train` calls. Re-running it with
+the same workdir resumes from the last epoch checkpoint, or, when the run is
+complete, only reports that.
+
+Outputs in `workdir`: `config.json`, `checkpoints/`, `model.keras` (latest),
+`best.keras` (best test accuracy), `log.csv`, `tensorboard/`, `metrics.json`,
+`report.png` and, when `lilnetx_tf.fileformat` is available, `model.lnx`.
+"""
+
+import csv
+import json
+import os
+import time
+
+from absl import logging
+import tensorflow as tf
+
+import lilnetx_tf
+from lilnetx_tf import data as data_lib
+from train import callbacks as callbacks_lib
+from train import distribute
+from train import registry
+from train import report
+
+__all__ = ["run"]
+
+# Fields that may change between a run and its resumption without making the
+# checkpoint meaningless.
+_RESUMABLE_CHANGES = ("epochs", "data_dir", "cache_dir", "log_histograms",
+                      "coded_size_every_epoch", "keep_checkpoints", "strategy",
+                      "cpu_devices", "tpu")
+
+
+def _check_resumed_config(path, config):
+  """Warns about config changes between a run and its resumption."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config.to_json())
+  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  for key in changed:
+    log = logging.info if key in _RESUMABLE_CHANGES else logging.warning
+    log("config.%s changed since this run started: %r -> %r.", key,
+        old.get(key), new.get(key))
+
+
+def _truncate_csv(path, epochs_done):
+  """Keeps the header and rows of finished epochs (drops a killed epoch's)."""
+  if not os.path.exists(path):
+    return
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  if not rows:
+    return
+  column = rows[0].index("epoch")
+  kept = [rows[0]] + [r for r in rows[1:] if int(r[column]) < epochs_done]
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerows(kept)
+
+
+def _datasets(config):
+  """The training and test pipelines and their `DatasetInfo`s."""
+  common = dict(batch_size=config.batch_size, data_dir=config.data_dir,
+                cache_dir=config.cache_dir, seed=config.seed,
+                source=config.data_source)
+  train_ds, train_info = data_lib.build_dataset(
+      config.dataset, "train", training=True, limit=config.train_limit,
+      augment=config.augment, **common)
+  test_ds, test_info = data_lib.build_dataset(
+      config.dataset, "test", training=False, limit=config.test_limit,
+      **common)
+  n_train = train_info.num_examples["train"]
+  if n_train < config.batch_size:
+    raise ValueError(f"config.batch_size ({config.batch_size}) exceeds the "
+                     f"{n_train} training examples.")
+  logging.info("Data: %s, %d train / %d test examples.", config.dataset,
+               n_train, test_info.num_examples["test"])
+  return train_ds, test_ds, train_info, test_info
+
+
+def _callbacks(config, state, dirs, csv_path, resumed, start):
+  """The fit callbacks; those adding figures to the logs come first."""
+  cbs = []
+  if not config.vanilla:
+    cbs += [lilnetx_tf.RateWarmup(config.rate_warmup_epochs),
+            lilnetx_tf.CompressionLogger(coded=config.coded_size_every_epoch)]
+  cbs.append(callbacks_lib.LearningRateLogger())
+  if dirs.chief:
+    # Explicit, so that its end-of-epoch line precedes our summary line.
+    cbs.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
+  cbs += [
+      tf.keras.callbacks.CSVLogger(csv_path, append=resumed),
+      tf.keras.callbacks.TensorBoard(
+          dirs.path("tensorboard"), write_graph=False, profile_batch=0,
+          histogram_freq=1 if config.log_histograms else 0),
+      callbacks_lib.EpochSummary(config.epochs, start),
+      state,
+  ]
+  return cbs
+
+
+def _final_report(config, model, test_ds, state, dirs, infos):
+  """Evaluates, measures and writes metrics.json and report.png."""
+  test = model.evaluate(test_ds, return_dict=True, verbose=0)
+  if not dirs.chief:
+    return None
+  final, layers = report.model_figures(model, config.vanilla,
+                                       dirs.path("model.lnx"))
+  final.update(epoch=int(state.epoch.numpy()),
+               test_accuracy=float(test["accuracy"]),
+               test_loss=float(test["loss"]))
+  best = None
+  best_path = dirs.path("best.keras")
+  if os.path.exists(best_path):
+    best_model = tf.keras.models.load_model(best_path, compile=False)
+    best, _ = report.model_figures(best_model, config.vanilla,
+                                   dirs.path("best.lnx"))
+    best.update(epoch=int(state.best_epoch.numpy()),
+                test_accuracy=float(state.best.numpy()))
+  metrics = dict(
+      model=config.model, dataset=config.dataset, vanilla=config.vanilla,
+      epochs=int(state.epoch.numpy()),
+      train_examples=infos[0].num_examples["train"],
+      test_examples=infos[1].num_examples["test"],
+      train_seconds=float(state.seconds.numpy()), final=final, best=best,
+      layers=layers)
+  report.write_json(dirs.path("metrics.json"), metrics)
+  report.plot_report(
+      dirs.path("report.png"), layers, report.read_csv_log(dirs.path("log.csv")),
+      f"{config.model} on {config.dataset}"
+      f"{' (vanilla)' if config.vanilla else ' (LilNetX)'}: "
+      f"{100 * final['test_accuracy']:.2f}% test accuracy")
+  size = final.get("coded_bytes", final["float32_bytes"])
+  logging.info(
+      "Done: %d epochs, test accuracy %.2f%% (best %.2f%% at epoch %s), %s "
+      "%d bytes, slice sparsity %.1f%%, MACs %.1f%% of dense, %.0f s of "
+      "training. Outputs in %s.", metrics["epochs"],
+      100 * final["test_accuracy"],
+      100 * (best or final)["test_accuracy"], (best or final)["epoch"],
+      "float32 kernels" if config.vanilla else "coded latents", size,
+      100 * final["slice_sparsity"], 100 * final["macs_ratio"],
+      metrics["train_seconds"], dirs.workdir)
+  return metrics
+
+
+def run(config, workdir, extra_callbacks=()):
+  """Trains (or resumes, or reports on) the run in `workdir`.
+
+  Args:
+    config: A training config (see `train/configs/base.py`).
+    workdir: Directory of the run's outputs; created if missing.
+    extra_callbacks: More Keras callbacks (e.g. for tests), run first.
+
+  Returns:
+    The metrics dict written to `metrics.json` (None on non-chief workers).
+
+  Raises:
+    ValueError: For an invalid config or data that does not fit it.
+  """
+  start = time.time()
+  registry.check_config(config)
+  strategy = distribute.make_strategy(config.strategy, config.cpu_devices,
+                                      config.tpu)
+  dirs = distribute.WorkerDirs(workdir, distribute.is_chief(strategy))
+  if strategy.num_replicas_in_sync > 1:
+    logging.info("Strategy %s with %d replicas.", type(strategy).__name__,
+                 strategy.num_replicas_in_sync)
+  tf.keras.utils.set_random_seed(config.seed)
+  train_ds, test_ds, train_info, test_info = _datasets(config)
+  steps_per_epoch = train_info.num_examples["train"] // config.batch_size
+  with strategy.scope():
+    model = registry.build_model(config, train_info, steps_per_epoch)
+    state = callbacks_lib.RunCheckpoint(
+        model, read_dir=os.path.join(workdir, "checkpoints"),
+        write_dir=dirs.path("checkpoints"), model_dir=dirs.output,
+        max_to_keep=config.keep_checkpoints)
+  epochs_done = state.restore()
+  config_path = dirs.path("config.json")
+  metrics_path = dirs.path("metrics.json")
+  if epochs_done:
+    _check_resumed_config(config_path, config)
+  if epochs_done >= config.epochs and os.path.exists(metrics_path):
+    logging.info("Run in %s already finished (%d/%d epochs, see %s); nothing "
+                 "to do.", workdir, epochs_done, config.epochs, metrics_path)
+    dirs.cleanup()
+    with open(metrics_path) as f:
+      return json.load(f)
+  with open(config_path, "w") as f:
+    f.write(config.to_json(indent=2) + "\n")
+  if epochs_done < config.epochs:
+    csv_path = dirs.path("log.csv")
+    if epochs_done:
+      _truncate_csv(csv_path, epochs_done)
+      logging.info("Resuming at epoch %d/%d.", epochs_done + 1, config.epochs)
+    elif os.path.exists(csv_path):
+      os.remove(csv_path)
+    model.fit(train_ds, validation_data=test_ds, epochs=config.epochs,
+              initial_epoch=epochs_done,
+              callbacks=list(extra_callbacks) + _callbacks(
+                  config, state, dirs, csv_path, epochs_done > 0, start),
+              verbose=1 if dirs.chief else 0)
+  metrics = _final_report(config, model, test_ds, state, dirs,
+                          (train_info, test_info))
+  dirs.cleanup()
+  return metrics

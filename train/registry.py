@@ -1,0 +1,139 @@
+"""Checks a training config and builds its model, by registry names.
+
+Models come from `lilnetx_tf.models` and datasets from `lilnetx_tf.data`, so
+the lists of valid names in error messages are always those registries'.
+`check_config` runs before anything slow (TensorFlow devices, data), so a typo
+fails at once.
+"""
+
+import inspect
+import math
+
+import tensorflow as tf
+
+import lilnetx_tf
+from lilnetx_tf import data as data_lib
+from lilnetx_tf.data import registry as data_registry
+from lilnetx_tf import groups
+from lilnetx_tf import models
+from lilnetx_tf import sparsity
+from train import distribute
+from train.schedule import WarmupCosineDecay
+
+__all__ = ["build_model", "check_config", "sparsity_groups"]
+
+
+def _check_choice(field, value, valid):
+  if value not in valid:
+    raise ValueError(f"Unknown {field} {value!r}; valid names: "
+                     f"{', '.join(valid)}.")
+
+
+def _check_number(config, field, low, integer=False, optional=False,
+                  strict=False):
+  value = config[field]
+  if value is None and optional:
+    return
+  ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+  ok = ok and not isinstance(value, bool) and math.isfinite(value)
+  ok = ok and (value > low if strict else value >= low)
+  if not ok:
+    bound = f"{'>' if strict else '>='} {low}"
+    kind = "an integer" if integer else "a finite number"
+    raise ValueError(f"config.{field} must be {kind} {bound}"
+                     f"{' or None' if optional else ''}, got {value!r}.")
+
+
+def sparsity_groups(config):
+  """The `sparsity_groups` field as a list, or None for the model's default."""
+  names = [g.strip() for g in config.sparsity_groups.split(",") if g.strip()]
+  return names or None
+
+
+def check_config(config):
+  """Validates a training config; cheap, and before any TensorFlow work.
+
+  Args:
+    config: The `ml_collections.ConfigDict`.
+
+  Raises:
+    ValueError: Naming the bad field and value, and the valid choices.
+  """
+  _check_choice("model", config.model, models.model_names())
+  _check_choice("dataset", config.dataset, data_lib.dataset_names())
+  _check_choice("data_source", config.data_source, data_registry.SOURCES)
+  _check_choice("strategy", config.strategy, distribute.STRATEGIES)
+  _check_choice("sparsity_structure", config.sparsity_structure,
+                tuple(groups.SPARSITY_STRUCTURES))
+  _check_choice("sparsity_norm", config.sparsity_norm, sparsity.NORMS)
+  builder = models.MODELS[config.model]
+  valid = [p.name for p in inspect.signature(builder).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  for option in config.model_options:
+    if option not in valid:
+      raise ValueError(
+          f"Unknown model option {option!r} for model {config.model!r}; valid "
+          f"options: {', '.join(valid) if valid else 'none'}.")
+  for field in ("batch_size", "epochs"):
+    _check_number(config, field, 1, integer=True)
+  for field in ("train_limit", "test_limit"):
+    _check_number(config, field, 1, integer=True, optional=True)
+  for field in ("warmup_epochs", "rate_warmup_epochs", "cpu_devices", "seed"):
+    _check_number(config, field, 0, integer=True)
+  _check_number(config, "keep_checkpoints", 1, integer=True)
+  for field in ("learning_rate", "prior_learning_rate"):
+    _check_number(config, field, 0, strict=True)
+  for field in ("lambda_rate", "lambda_sparsity", "weight_decay"):
+    _check_number(config, field, 0)
+  if config.warmup_epochs > config.epochs:
+    raise ValueError(f"config.warmup_epochs ({config.warmup_epochs}) exceeds "
+                     f"config.epochs ({config.epochs}).")
+
+
+def _kernel_l2(model, weight_decay):
+  """The vanilla model's weight decay: L2 on the kernels LilNetX would code."""
+  kernels = [layer.weights[0] for layer in model.layers
+             if isinstance(layer, (tf.keras.layers.Conv2D,
+                                   tf.keras.layers.DepthwiseConv2D,
+                                   tf.keras.layers.Dense))]
+  return lambda: weight_decay * tf.add_n(
+      [tf.reduce_sum(tf.square(k)) for k in kernels])
+
+
+def build_model(config, info, steps_per_epoch):
+  """Builds and compiles the run's model; call inside `strategy.scope()`.
+
+  Args:
+    config: A checked config.
+    info: The training split's `lilnetx_tf.data.DatasetInfo`.
+    steps_per_epoch: Optimizer steps per epoch (for the LR schedule).
+
+  Returns:
+    A compiled `LilNetXModel`, or with `config.vanilla` the plain zoo model.
+  """
+  network = models.build_model(config.model, info.input_shape,
+                               info.num_classes, **config.model_options)
+  if config.vanilla:
+    model = network
+    if config.weight_decay:
+      model.add_loss(_kernel_l2(model, config.weight_decay))
+  else:
+    model = lilnetx_tf.compressible(
+        network, lambda_rate=config.lambda_rate,
+        lambda_sparsity=config.lambda_sparsity,
+        weight_decay=config.weight_decay,
+        sparsity_structure=config.sparsity_structure,
+        sparsity_norm=config.sparsity_norm,
+        sparsity_groups=sparsity_groups(config), seed=config.seed)
+  schedule = WarmupCosineDecay(
+      config.learning_rate, total_steps=config.epochs * steps_per_epoch,
+      warmup_steps=config.warmup_epochs * steps_per_epoch)
+  compile_args = dict(
+      optimizer=tf.keras.optimizers.Adam(schedule),
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=["accuracy"])
+  if not config.vanilla:
+    compile_args["prior_optimizer"] = tf.keras.optimizers.Adam(
+        config.prior_learning_rate)
+  model.compile(**compile_args)
+  return model

@@ -1,0 +1,187 @@
+"""A finished run's figures: `metrics.json` and the `report.png` chart.
+
+LilNetX models are measured by `lilnetx_tf.compression_stats` (real range-coded
+size included); vanilla models by `vanilla_stats`, the same keys where they
+make sense (float32 size, sparsities of the float kernels, MACs).
+"""
+
+import csv
+import json
+import os
+
+import matplotlib
+matplotlib.use("Agg")  # Files only; no display on servers.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import lilnetx_tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lilnetx_tf.models.macs import layer_macs  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+__all__ = ["model_figures", "plot_report", "read_csv_log", "vanilla_stats",
+           "write_json"]
+
+_KERNEL_LAYERS = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D,
+                  tf.keras.layers.Dense)
+
+
+def _zero_slices(kernel):
+  """(in, out) booleans: which k x k slices (single weights for dense) are 0."""
+  return kernel == 0 if kernel.ndim == 2 else np.all(kernel == 0, axis=(0, 1))
+
+
+def vanilla_stats(model):
+  """`compression_stats`-like figures of a plain Keras model's kernels.
+
+  Args:
+    model: A built Keras model; its Conv2D, DepthwiseConv2D and Dense kernels
+      are measured.
+
+  Returns:
+    `{'layers': {name: {...}}, 'total': {...}}` with weights, nonzero weights,
+    weight and slice sparsity, float32 bytes and dense / effective MACs.
+  """
+  layers = {}
+  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+    if not isinstance(layer, _KERNEL_LAYERS):
+      continue
+    kernel = layer.weights[0].numpy()
+    zero = _zero_slices(kernel)
+    macs = layer_macs(layer)
+    layers[layer.name] = dict(
+        shape=list(kernel.shape), weights=int(kernel.size),
+        nonzero_weights=int(np.count_nonzero(kernel)), slices=int(zero.size),
+        zero_slices=int(zero.sum()), float32_bytes=4 * int(kernel.size),
+        macs_dense=int(macs),
+        macs_effective=int(round(macs * (1 - zero.mean()))))
+  total = {key: sum(s[key] for s in layers.values())
+           for key in ("weights", "nonzero_weights", "slices", "zero_slices",
+                       "float32_bytes", "macs_dense", "macs_effective")}
+  total["weight_sparsity"] = 1 - total["nonzero_weights"] / total["weights"]
+  total["slice_sparsity"] = total.pop("zero_slices") / total.pop("slices")
+  total["macs_ratio"] = total["macs_effective"] / total["macs_dense"]
+  total["params"] = int(model.count_params())
+  return dict(layers=layers, total=total)
+
+
+def _save_compressed(model, path):
+  """Writes the compressed file if `lilnetx_tf.fileformat` exists; its bytes."""
+  try:
+    from lilnetx_tf import fileformat  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  fileformat.save_compressed(model, path)
+  return os.path.getsize(path)
+
+
+def model_figures(model, vanilla, compressed_path=None):
+  """Size, sparsity and MAC figures of a trained model.
+
+  Args:
+    model: The trained `LilNetXModel` (or plain model when `vanilla`).
+    vanilla: Whether `model` is a plain Keras model.
+    compressed_path: Where to write the compressed file (LilNetX only), if
+      `lilnetx_tf.fileformat.save_compressed` is available.
+
+  Returns:
+    `(total, layers)`: JSON-ready dicts; `total['file_bytes']` is the size of
+    the compressed file, or None when it was not written.
+  """
+  if vanilla:
+    stats = vanilla_stats(model)
+    stats["total"]["file_bytes"] = None
+  else:
+    stats = lilnetx_tf.compression_stats(model, coded=True)
+    stats["total"]["file_bytes"] = (
+        _save_compressed(model, compressed_path) if compressed_path else None)
+  return stats["total"], stats["layers"]
+
+
+def write_json(path, obj):
+  """Writes `obj` as indented JSON, atomically."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def read_csv_log(path):
+  """Reads a Keras `CSVLogger` file into {column: list of floats}."""
+  if not os.path.exists(path):
+    return {}
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  columns = rows[0].keys() if rows else ()
+  return {c: [float(r[c]) if r[c] not in ("", None) else np.nan
+              for r in rows] for c in columns}
+
+
+def plot_report(path, layers, log, title):
+  """Draws size and sparsity per layer, and accuracy and size over epochs.
+
+  Args:
+    path: The PNG to write.
+    layers: Per-layer figures (`model_figures`' second value).
+    log: The epoch log (`read_csv_log`).
+    title: Figure title.
+  """
+  fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+  names = list(layers)
+  x = np.arange(len(names))
+  ax = axes[0, 0]
+  float_kb = [4 * layers[n]["weights"] / 1e3 for n in names]
+  ax.bar(x - 0.2, float_kb, 0.4, label="float32")
+  if all("estimated_bits" in layers[n] for n in names):
+    ax.bar(x + 0.2, [layers[n]["estimated_bits"] / 8e3 for n in names], 0.4,
+           label="LilNetX (estimated)")
+  ax.set_yscale("log")
+  ax.set_ylabel("KB")
+  ax.set_title("Size per layer")
+  ax.legend()
+  ax = axes[0, 1]
+  ax.bar(x, [100 * layers[n]["zero_slices"] / max(layers[n]["slices"], 1)
+             for n in names], 0.6, label="zero slices")
+  ax.bar(x, [100 * (1 - layers[n]["nonzero_weights"] / layers[n]["weights"])
+             for n in names], 0.3, label="zero weights")
+  ax.set_ylim(0, 100)
+  ax.set_ylabel("%")
+  ax.set_title("Sparsity per layer")
+  ax.legend()
+  for ax in axes[0]:
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=90, fontsize=6 if len(names) > 25 else 8)
+  epochs = np.asarray(log.get("epoch", []), int) + 1
+  ax = axes[1, 0]
+  for key, label in (("accuracy", "train"), ("val_accuracy", "test")):
+    if key in log:
+      ax.plot(epochs, 100 * np.asarray(log[key]), marker=".", label=label)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("accuracy %")
+  ax.set_title("Accuracy")
+  ax.legend()
+  ax = axes[1, 1]
+  for key, label in (("estimated_bytes", "estimated"),
+                     ("coded_bytes", "range coded")):
+    if key in log:
+      ax.plot(epochs, np.asarray(log[key]) / 1e3, marker=".", label=label)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("KB")
+  ax.set_title("Size of the latents")
+  lines = list(ax.lines)
+  if "slice_sparsity" in log:
+    twin = ax.twinx()
+    lines += twin.plot(epochs, 100 * np.asarray(log["slice_sparsity"]), "g--",
+                       label="slice sparsity (right)")
+    twin.set_ylabel("slice sparsity %")
+  if lines:
+    ax.legend(lines, [line.get_label() for line in lines], loc="best")
+  for ax in axes[1]:
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  fig.suptitle(title)
+  fig.tight_layout()
+  tmp = f"{path}.tmp{os.getpid()}.png"
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)
