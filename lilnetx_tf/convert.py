@@ -134,7 +134,7 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
   lilnetx.conversion = report
   for name, reason in report.skipped.items():
     logging.warning("LilNetX: layer %r not converted: %s.", name, reason)
-  logging.info("LilNetX: converted %d layers.", len(report.converted))
+  logging.vlog(1, "LilNetX: converted %d layers.", len(report.converted))
   return lilnetx
 
 

@@ -21,10 +21,10 @@ Byte layout, all integers little-endian:
 
 The sections, in this order, with nothing after the last one:
 
-  HEAD    UTF-8 JSON header, at most `MAX_HEADER_BYTES` (below).
+  HEAD    UTF-8 JSON header, at most `MAX_HEADER_BYTES` (16 MiB); below.
   per group, in header order:
-    TABL  zlib stream of int32 `cdf` (`cdf_length` values) then int32
-          `cdf_offset` (`positions` values): the range-coding tables of
+    TABL  zlib (RFC 1950) stream of int32 `cdf` (`cdf_length` values) then
+          int32 `cdf_offset` (`positions` values): the range-coding tables of
           tensorflow-compression (per position: -precision, then the CDF from
           0 up to 2**precision; the last symbol is the overflow escape).
     DECO  float32 decoder matrix, `positions` x `positions`, row-major.
@@ -45,6 +45,9 @@ The header:
                   kernel, decoded from the latents with the group's matrix.
   architecture    the plain Keras model config (`model.to_json()`) of
                   `decompressed_model(model)`.
+
+A reader refuses a newer format version; a new version number is due whenever
+a reader of the old one would misread the file.
 """
 
 import contextlib
@@ -144,7 +147,7 @@ def _float_params(plain, kernel_layers, dtype):
 
 
 def _file_chunks(model, float_dtype):
-  """Yields the file's bytes, section by section."""
+  """The file's bytes, in pieces (see the module docstring)."""
   plain = decompressed_model(model)
   architecture = json.loads(plain.to_json())
   problem = sections.architecture_problem(architecture)
@@ -176,10 +179,10 @@ def _file_chunks(model, float_dtype):
     parts += [(b"TABL", zlib.compress(tables, 9)), (b"DECO", matrix.tobytes()),
               (b"LATS", c.data)]
   parts.append((b"FLTS", floats))
-  yield sections.PREAMBLE.pack(MAGIC, FORMAT_VERSION)
+  chunks = [sections.PREAMBLE.pack(MAGIC, FORMAT_VERSION)]
   for tag, payload in parts:
-    yield sections.pack_section(tag, payload)
-    yield payload
+    chunks += [sections.pack_section(tag, payload), payload]
+  return chunks
 
 
 def save_compressed(model, path, *, float16=False):
@@ -206,7 +209,7 @@ def save_compressed(model, path, *, float16=False):
   """
   if not isinstance(model, LilNetXModel):
     raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
-  chunks = list(_file_chunks(model, "float16" if float16 else "float32"))
+  chunks = _file_chunks(model, "float16" if float16 else "float32")
   _atomic_write(path, chunks)
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
 
@@ -253,7 +256,7 @@ def _assign(model, values, kernel_layers):
                      "architecture")
   used = 0
   for layer in layers:
-    if layer.name in kernel_layers and type(layer) not in _KERNEL_LAYERS:  # pylint: disable=unidiomatic-typecheck
+    if layer.name in kernel_layers and type(layer) not in _KERNEL_LAYERS:
       raise ValueError(f"group layer {layer.name!r} is a "
                        f"{type(layer).__name__}, not a stock kernel layer")
     weights = []
@@ -346,13 +349,14 @@ def _describe(parsed):
       latent_ratio=float32_bytes / max(latent_bytes, 1),
       file_ratio=float32_bytes / parsed["file_bytes"],
       bits_per_latent=8 * latent_bytes / num_latents)
-  group_sizes = [dict(
-      name=g["coded"].group, layers=list(g["coded"].layers),
-      positions=g["coded"].positions, num_latents=g["coded"].num_latents,
-      latent_bytes=len(g["coded"].data),
-      bits_per_latent=8 * len(g["coded"].data) / g["coded"].num_latents,
-      table_bytes=g["table_bytes"], decoder_bytes=g["matrix"].nbytes)
-                 for g in groups]
+  group_sizes = []
+  for g in groups:
+    coded = g["coded"]
+    group_sizes.append(dict(
+        name=coded.group, layers=list(coded.layers), positions=coded.positions,
+        num_latents=coded.num_latents, latent_bytes=len(coded.data),
+        bits_per_latent=8 * len(coded.data) / coded.num_latents,
+        table_bytes=g["table_bytes"], decoder_bytes=g["matrix"].nbytes))
   return dict(sizes=sizes, groups=group_sizes,
               sections=[dict(s) for s in parsed["sections"]],
               preamble_bytes=sections.PREAMBLE.size)

@@ -56,6 +56,14 @@ _MAX_NAME = 1024
 # A range-coded string may hold a few bits less than the self-information of
 # its symbols (its final bytes are implicit).
 _CODER_SLACK_BITS = 64
+# Very peaked tables code a latent in a tiny fraction of a bit. So that a small
+# file cannot make the reader allocate gigabytes anyway, a file may declare at
+# most this many latents per byte of its size (1/512 bit per latent on
+# average), or `_MIN_LATENT_ALLOWANCE` latents whatever its size.
+_LATENTS_PER_BYTE = 4096
+_MIN_LATENT_ALLOWANCE = 2**24
+# The most deflate can expand (about 1032:1), with room to spare.
+_ZLIB_MAX_RATIO = 1100
 
 # Classes that hold code, call TF functions by name or read files on load.
 _REFUSED = {
@@ -65,7 +73,12 @@ _REFUSED = {
     "StringLookup": "lookup layers may read vocabulary files",
     "IntegerLookup": "lookup layers may read vocabulary files",
     "TextVectorization": "lookup layers may read vocabulary files",
+    "DenseFeatures": "feature columns may hold functions",
 }
+# Config keys whose string values Keras looks up by name, registered custom
+# objects included: only built-in names (identifiers) are allowed.
+_LOOKUP_SUFFIXES = ("activation", "_initializer", "_regularizer",
+                    "_constraint")
 _MODELS = ("Functional", "Sequential", "Model")
 _MODEL_MODULES = (None, "keras", "keras.models")
 _NON_LAYER_MODULES = ("keras.initializers", "keras.regularizers",
@@ -114,7 +127,7 @@ def pack_section(tag, payload):
   return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
 
 
-# -- The architecture ------------------------------------------------------------
+# -- The architecture ----------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=None)
@@ -163,7 +176,8 @@ def architecture_problem(config):
   """Why a Keras model config may not be deserialised, or None if it may.
 
   Every object with a `class_name` must be an allowed class under its own
-  module (Keras imports the module an object names).
+  module (Keras imports the module an object names), and objects named by a
+  string (activations, initializers, ...) must be built-in names.
   """
   if not (isinstance(config, dict) and config.get("class_name") in _MODELS):
     return "the architecture is not a Keras model config"
@@ -178,6 +192,10 @@ def architecture_problem(config):
         layers += obj.get("module") not in _NON_LAYER_MODULES
         if layers > _MAX_LAYERS:
           return f"more than {_MAX_LAYERS} layers"
+      for key, value in obj.items():
+        if (isinstance(value, str) and isinstance(key, str) and
+            key.endswith(_LOOKUP_SUFFIXES) and not value.isidentifier()):
+          return f"{key} {value[:100]!r} is not a built-in name"
       stack.extend(obj.values())
     elif isinstance(obj, list):
       stack.extend(obj)
@@ -274,12 +292,15 @@ def _check_header(header):
     _fail("architecture", problem)
 
 
-# -- Coding tables ---------------------------------------------------------------
+# -- Coding tables -------------------------------------------------------------
 
 
 def _unpack_tables(payload, cdf_length, positions, section):
   """Inflates a TABL payload into `(cdf, cdf_offset)` int32 arrays."""
   expected = 4 * (cdf_length + positions)
+  if expected > _ZLIB_MAX_RATIO * len(payload) + 1024:
+    _fail(section, f"a {len(payload)}-byte zlib stream cannot hold the "
+          f"declared {expected} bytes of tables")
   inflater = zlib.decompressobj()
   raw = inflater.decompress(payload, expected + 1)  # Never more than needed.
   if len(raw) != expected or not inflater.eof or inflater.unused_data:
@@ -325,7 +346,7 @@ def _check_tables(cdf, cdf_offset, section):
   return precision - np.log2(np.maximum.reduceat(steps, starts))
 
 
-# -- Sections --------------------------------------------------------------------
+# -- Sections ------------------------------------------------------------------
 
 
 class _Reader:
@@ -445,6 +466,11 @@ def parse(data):
   with reading("header"):
     header = json.loads(bytes(head).decode("utf-8"))
     _check_header(header)
+  latents = sum(math.prod(s) for g in header["groups"] for s in g["shapes"])
+  allowance = max(_MIN_LATENT_ALLOWANCE, _LATENTS_PER_BYTE * len(data))
+  if latents > allowance:
+    _fail("header", f"declares {latents} latents, more than a file of "
+          f"{len(data)} bytes may hold ({allowance})")
   # A backstop: every expected failure below raises CorruptFileError itself.
   with reading("sections"):
     groups = [_read_group(reader, g) for g in header["groups"]]

@@ -73,8 +73,8 @@ class LilNetXModel(tf.keras.Model):
   def __init__(self, network, lambda_rate=1e-4, lambda_sparsity=0.0,
                weight_decay=0.0, sparsity_structure="slice",
                sparsity_norm="l2", sparsity_groups=None,
-               decoder_initializer="uniform", latent_init_bound=4.0,
-               prior_init_scale=10.0, initialize=True, seed=None, **kwargs):
+               decoder_initializer="uniform", latent_init_bound=2.0,
+               prior_init_scale=4.0, initialize=True, seed=None, **kwargs):
     super().__init__(**kwargs)
     if not isinstance(network, tf.keras.Model):
       raise TypeError(f"`network` must be a Keras model, got "

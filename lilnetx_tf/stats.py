@@ -2,7 +2,10 @@
 
 Sparsities are measured on the decoded weights (exact zeros). A *slice* is the
 k x k kernel of one (input, output) pair (a single weight for dense layers);
-an input (output) channel is zero when all its slices are. Effective MACs
+an input (output) channel is zero when all its slices are. As in the reference
+implementation, the model's slice and channel sparsities count convolutions
+only (dense layers' "slices" are single weights, which would drown the
+structured figure); a model without convolutions counts its dense layers. Effective MACs
 count only the nonzero slices, i.e. the work left once zero slices are
 skipped; `lilnetx_tf.remove_zero_channels` realises the channel part of it.
 """
@@ -78,19 +81,23 @@ def compression_stats(model, coded=True):
   layers = {l.name: layer_stats(l, model.priors[l.group])
             for l in model.latent_layers}
 
-  def total(key):
-    return sum(s[key] for s in layers.values())
+  convs = [s for s in layers.values() if len(s["shape"]) == 4]
+  structured = convs or list(layers.values())
+
+  def total(key, among=tuple(layers.values())):
+    return sum(s[key] for s in among)
 
   weights = total("weights")
   stats = dict(
       weights=weights,
       nonzero_weights=total("nonzero_weights"),
       weight_sparsity=1 - _ratio(total("nonzero_weights"), weights),
-      slice_sparsity=_ratio(total("zero_slices"), total("slices")),
-      in_channel_sparsity=_ratio(total("zero_in_channels"),
-                                 total("in_channels")),
-      out_channel_sparsity=_ratio(total("zero_out_channels"),
-                                  total("out_channels")),
+      slice_sparsity=_ratio(total("zero_slices", structured),
+                            total("slices", structured)),
+      in_channel_sparsity=_ratio(total("zero_in_channels", structured),
+                                 total("in_channels", structured)),
+      out_channel_sparsity=_ratio(total("zero_out_channels", structured),
+                                  total("out_channels", structured)),
       macs_dense=total("macs_dense"),
       macs_effective=total("macs_effective"),
       estimated_bytes=total("estimated_bits") / 8,

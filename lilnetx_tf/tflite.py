@@ -53,7 +53,9 @@ _CONVERTER_NOISE = (
     "fully_quantize:", "Statistics for quantized inputs were expected",
     "warnings.warn(", "Estimated count of arithmetic ops",
     "Found untraced functions", "Assets written to",
-    "function_optimizer", "disabling MLIR crash reproducer")
+    "function_optimizer", "disabling MLIR crash reproducer",
+    "signature_serialization.py", "fingerprinting_utils.py",
+    "Using new converter")
 
 # pylint: disable=protected-access
 _Graph = fold._Graph
@@ -347,8 +349,15 @@ def zero_weights_kept(model, qat_model):
   kernels = {}
   for layer in qat_model.layers:
     inner = getattr(layer, "layer", layer)  # Unwrap QuantizeWrapper.
-    if _linear_kind(inner) is not None:
-      kernels[inner.name] = _kernel_and_bias(inner)[0]
+    kind = _linear_kind(inner)
+    if kind is None:
+      continue
+    # The wrapped layer's kernel attribute holds the last fake-quantized
+    # tensor; the trained values are in its variable.
+    attr = "depthwise_kernel" if kind == "depthwise" else "kernel"
+    kernels[inner.name] = next(
+        w.numpy() for w in layer.weights
+        if w.name.rsplit("/", 1)[-1].split(":")[0] == attr)
   kept = total = 0
   for layer in model.layers:
     if _linear_kind(layer) is None:

@@ -67,45 +67,54 @@ PLATFORM_NOTE = ("XNNPACK never uses sparse inference on x86 CPUs with AVX; on "
 class TFLiteRunner:
   """Runs a TFLite flatbuffer on float inputs and returns float outputs.
 
+  One interpreter is kept per batch size, each resized before its tensors are
+  first allocated: re-allocating after a resize crashes TF 2.14's XNNPACK
+  delegate on sparse float16 models.
+
   Args:
     content: The flatbuffer (`bytes`).
     num_threads: Interpreter threads.
   """
 
   def __init__(self, content, num_threads=1):
-    self.interpreter = tf.lite.Interpreter(model_content=content,
-                                           num_threads=num_threads)
-    self.interpreter.allocate_tensors()
-    self._input = self.interpreter.get_input_details()[0]
-    self._output = self.interpreter.get_output_details()[0]
-    self._batch = int(self._input["shape"][0])
+    self._content = content
+    self._num_threads = num_threads
+    self._interpreters = {}
+    self.interpreter = None
 
-  def _resize(self, batch):
-    if batch != self._batch:
-      shape = [batch] + list(self._input["shape"][1:])
-      self.interpreter.resize_tensor_input(self._input["index"], shape)
-      self.interpreter.allocate_tensors()
-      self._batch = batch
+  def _use(self, batch):
+    if batch not in self._interpreters:
+      interpreter = tf.lite.Interpreter(model_content=self._content,
+                                        num_threads=self._num_threads)
+      details = interpreter.get_input_details()[0]
+      if batch != details["shape"][0]:
+        interpreter.resize_tensor_input(
+            details["index"], [batch] + list(details["shape"][1:]))
+      interpreter.allocate_tensors()
+      self._interpreters[batch] = interpreter
+    self.interpreter = self._interpreters[batch]
 
   def set_input(self, x):
     """Sets the input (float, [batch, ...]), quantizing it for int8 models."""
     x = np.asarray(x, np.float32)
-    self._resize(len(x))
-    dtype = self._input["dtype"]
+    self._use(len(x))
+    details = self.interpreter.get_input_details()[0]
+    dtype = details["dtype"]
     if np.issubdtype(dtype, np.integer):
-      scale, zero_point = self._input["quantization"]
+      scale, zero_point = details["quantization"]
       info = np.iinfo(dtype)
       x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
-    self.interpreter.set_tensor(self._input["index"], x.astype(dtype))
+    self.interpreter.set_tensor(details["index"], x.astype(dtype))
 
   def invoke(self):
     self.interpreter.invoke()
 
   def output(self):
     """The output as float32, dequantized for int8 models."""
-    y = self.interpreter.get_tensor(self._output["index"])
+    details = self.interpreter.get_output_details()[0]
+    y = self.interpreter.get_tensor(details["index"])
     if np.issubdtype(y.dtype, np.integer):
-      scale, zero_point = self._output["quantization"]
+      scale, zero_point = details["quantization"]
       return (y.astype(np.float32) - zero_point) * np.float32(scale)
     return y.astype(np.float32)
 

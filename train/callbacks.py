@@ -15,6 +15,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import lilnetx_tf
+
 __all__ = ["EpochSummary", "LearningRateLogger", "RunCheckpoint",
            "save_atomically"]
 
@@ -52,7 +54,7 @@ class RunCheckpoint(tf.keras.callbacks.Callback):
     super().__init__()
     # Build the optimizers' slots now, so restoring fills them at once instead
     # of deferring (deferred slot restores are easy to lose).
-    if hasattr(model, "prior_optimizer"):
+    if isinstance(model, lilnetx_tf.LilNetXModel):
       model.optimizer.build(model.network_variables())
       model.prior_optimizer.build(model.prior_variables())
     else:
@@ -73,16 +75,38 @@ class RunCheckpoint(tf.keras.callbacks.Callback):
     self._model_dir = model_dir
     self._epoch_start = None
 
+  @staticmethod
+  def epochs_done(directory):
+    """Epochs recorded by the latest checkpoint in `directory` (0 if none).
+
+    Reads one value, without building the model.
+    """
+    path = tf.train.latest_checkpoint(directory)
+    if path is None:
+      return 0
+    return int(tf.train.load_checkpoint(path).get_tensor(
+        "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+
   def restore(self):
     """Restores the latest checkpoint, if any.
 
     Returns:
       The number of epochs already done (0 for a fresh run).
+
+    Raises:
+      ValueError: If the checkpoint does not fit the model (the config's
+        model changed since the run started).
     """
     path = tf.train.latest_checkpoint(self._read_dir)
     if path is None:
       return 0
-    self._checkpoint.restore(path).assert_existing_objects_matched()
+    try:
+      self._checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      raise ValueError(
+          f"Checkpoint {path} does not fit this config's model (was the "
+          "config changed since the run started? see config.json there); "
+          f"resume with the same config or use a new --workdir. ({e})") from e
     logging.info("Resuming from %s: %d epochs done, best %s %.4f (epoch %d), "
                  "%.0f s of training so far.", path, int(self.epoch.numpy()),
                  BEST_METRIC, float(self.best.numpy()),
@@ -110,13 +134,10 @@ class LearningRateLogger(tf.keras.callbacks.Callback):
   """Adds `learning_rate` (the rate of the epoch's last step) to epoch logs."""
 
   def on_epoch_end(self, epoch, logs=None):
-    if logs is None:
-      return
-    optimizer = self.model.optimizer
-    rate = optimizer.learning_rate
-    if isinstance(rate, tf.keras.optimizers.schedules.LearningRateSchedule):
-      rate = rate(optimizer.iterations - 1)
-    logs["learning_rate"] = float(tf.keras.backend.get_value(rate))
+    if logs is not None:
+      # For a schedule, Keras keeps the rate of the latest step here.
+      logs["learning_rate"] = float(
+          tf.keras.backend.get_value(self.model.optimizer.learning_rate))
 
 
 def _bytes(n):

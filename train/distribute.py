@@ -19,7 +19,7 @@ import tempfile
 from absl import logging
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "is_chief", "make_strategy", "WorkerDirs"]
+__all__ = ["STRATEGIES", "barrier", "is_chief", "make_strategy", "WorkerDirs"]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -99,6 +99,17 @@ def is_chief(strategy):
   if "chief" in resolver.cluster_spec().as_dict():
     return task_type == "chief"
   return task_type == "worker" and resolver.task_id == 0
+
+
+def barrier(strategy):
+  """Returns once every worker of a multi-worker run has called it.
+
+  Keeps workers alive until the chief has written its outputs: a worker that
+  exits early makes the chief's coordination service report it as failed.
+  """
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    strategy.reduce(tf.distribute.ReduceOp.SUM,
+                    strategy.run(lambda: tf.ones(())), axis=None)
 
 
 class WorkerDirs:

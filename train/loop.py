@@ -112,20 +112,22 @@ def _final_report(config, model, test_ds, state, dirs, infos):
   final.update(epoch=int(state.epoch.numpy()),
                test_accuracy=float(test["accuracy"]),
                test_loss=float(test["loss"]))
-  best = None
-  best_path = dirs.path("best.keras")
-  if os.path.exists(best_path):
-    best_model = tf.keras.models.load_model(best_path, compile=False)
+  best_epoch = int(state.best_epoch.numpy())
+  if best_epoch == final["epoch"]:
+    best = dict(final)
+  else:  # Measure the best epoch's model as saved.
+    best_model = tf.keras.models.load_model(dirs.path("best.keras"),
+                                            compile=False)
     best, _ = report.model_figures(best_model, config.vanilla,
                                    dirs.path("best.lnx"))
-    best.update(epoch=int(state.best_epoch.numpy()),
-                test_accuracy=float(state.best.numpy()))
+  best.pop("test_loss", None)
+  best.update(epoch=best_epoch, test_accuracy=float(state.best.numpy()))
   metrics = dict(
       model=config.model, dataset=config.dataset, vanilla=config.vanilla,
       epochs=int(state.epoch.numpy()),
       train_examples=infos[0].num_examples["train"],
       test_examples=infos[1].num_examples["test"],
-      train_seconds=float(state.seconds.numpy()), final=final, best=best,
+      train_wall_seconds=float(state.seconds.numpy()), final=final, best=best,
       layers=layers)
   report.write_json(dirs.path("metrics.json"), metrics)
   report.plot_report(
@@ -139,10 +141,10 @@ def _final_report(config, model, test_ds, state, dirs, infos):
       "%d bytes, slice sparsity %.1f%%, MACs %.1f%% of dense, %.0f s of "
       "training. Outputs in %s.", metrics["epochs"],
       100 * final["test_accuracy"],
-      100 * (best or final)["test_accuracy"], (best or final)["epoch"],
+      100 * best["test_accuracy"], best["epoch"],
       "float32 kernels" if config.vanilla else "coded latents", size,
       100 * final["slice_sparsity"], 100 * final["macs_ratio"],
-      metrics["train_seconds"], dirs.workdir)
+      metrics["train_wall_seconds"], dirs.workdir)
   return metrics
 
 
@@ -166,29 +168,31 @@ def run(config, workdir, extra_callbacks=()):
                                       config.tpu)
   dirs = distribute.WorkerDirs(workdir, distribute.is_chief(strategy))
   if strategy.num_replicas_in_sync > 1:
-    logging.info("Strategy %s with %d replicas.", type(strategy).__name__,
-                 strategy.num_replicas_in_sync)
-  tf.keras.utils.set_random_seed(config.seed)
-  train_ds, test_ds, train_info, test_info = _datasets(config)
-  steps_per_epoch = train_info.num_examples["train"] // config.batch_size
-  with strategy.scope():
-    model = registry.build_model(config, train_info, steps_per_epoch)
-    state = callbacks_lib.RunCheckpoint(
-        model, read_dir=os.path.join(workdir, "checkpoints"),
-        write_dir=dirs.path("checkpoints"), model_dir=dirs.output,
-        max_to_keep=config.keep_checkpoints)
-  epochs_done = state.restore()
-  config_path = dirs.path("config.json")
-  metrics_path = dirs.path("metrics.json")
+    logging.info("%s strategy: %d replicas (%s).", config.strategy,
+                 strategy.num_replicas_in_sync, type(strategy).__name__)
+  # Every worker reads the chief's checkpoints, config and metrics.
+  checkpoints = os.path.join(workdir, "checkpoints")
+  epochs_done = callbacks_lib.RunCheckpoint.epochs_done(checkpoints)
+  metrics_path = os.path.join(workdir, "metrics.json")
   if epochs_done:
-    _check_resumed_config(config_path, config)
+    _check_resumed_config(os.path.join(workdir, "config.json"), config)
   if epochs_done >= config.epochs and os.path.exists(metrics_path):
     logging.info("Run in %s already finished (%d/%d epochs, see %s); nothing "
                  "to do.", workdir, epochs_done, config.epochs, metrics_path)
     dirs.cleanup()
     with open(metrics_path) as f:
       return json.load(f)
-  with open(config_path, "w") as f:
+
+  tf.keras.utils.set_random_seed(config.seed)
+  train_ds, test_ds, train_info, test_info = _datasets(config)
+  steps_per_epoch = train_info.num_examples["train"] // config.batch_size
+  with strategy.scope():
+    model = registry.build_model(config, train_info, steps_per_epoch)
+    state = callbacks_lib.RunCheckpoint(
+        model, read_dir=checkpoints, write_dir=dirs.path("checkpoints"),
+        model_dir=dirs.output, max_to_keep=config.keep_checkpoints)
+  epochs_done = state.restore()
+  with open(dirs.path("config.json"), "w") as f:
     f.write(config.to_json(indent=2) + "\n")
   if epochs_done < config.epochs:
     csv_path = dirs.path("log.csv")
@@ -204,5 +208,6 @@ def run(config, workdir, extra_callbacks=()):
               verbose=1 if dirs.chief else 0)
   metrics = _final_report(config, model, test_ds, state, dirs,
                           (train_info, test_info))
+  distribute.barrier(strategy)
   dirs.cleanup()
   return metrics

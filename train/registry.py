@@ -18,7 +18,7 @@ from lilnetx_tf import groups
 from lilnetx_tf import models
 from lilnetx_tf import sparsity
 from train import distribute
-from train.schedule import WarmupCosineDecay
+from train.schedule import warmup_cosine_decay
 
 __all__ = ["build_model", "check_config", "sparsity_groups"]
 
@@ -125,7 +125,7 @@ def build_model(config, info, steps_per_epoch):
         sparsity_structure=config.sparsity_structure,
         sparsity_norm=config.sparsity_norm,
         sparsity_groups=sparsity_groups(config), seed=config.seed)
-  schedule = WarmupCosineDecay(
+  schedule = warmup_cosine_decay(
       config.learning_rate, total_steps=config.epochs * steps_per_epoch,
       warmup_steps=config.warmup_epochs * steps_per_epoch)
   compile_args = dict(

@@ -1,0 +1,344 @@
+"""Exports a trained model to TensorFlow Lite, pruned, verified and timed.
+
+  python -m export.tflite --workdir=RUN --output=model.tflite \
+      [--quantize=none|float16|dynamic|int8] [--sparse] [--int8_io] \
+      [--check-data=DIR] [--check-samples=1000] [--qat-epochs=0]
+
+`--workdir=RUN` exports RUN/model.keras and reads the run's dataset from
+RUN/config.json; `--checkpoint=PATH.keras` or `--compressed=model.lnx` export
+a file (with the config.json beside it, if any, or `--dataset`).
+
+Steps: decode the latents, fold batch norm, remove zero channels physically
+(exactly: outputs unchanged), convert with TFLiteConverter. Quantization:
+"float16" stores float16 weights; "dynamic" int8 weights; "int8" is full
+integer, calibrated on training examples, with float32 input and output by
+default (the model takes the same normalised images as the float one;
+`--int8_io` makes them int8 too). `--qat-epochs=N` adds N epochs of
+quantization-aware fine-tuning that keep zero weights zero.
+
+Verification, on `--check-samples` examples of the run's test split (or of
+`--check-data`, a directory or archive the dataset loaders accept): top-1
+agreement, accuracy of the trained and the exported model, max |delta logit|.
+The float32 pruned model is always checked for parity (100% agreement and max
+|delta logit| <= `--tolerance` times the largest |logit|); a quantized export
+may lose at most `--max_accuracy_drop` (default 1) accuracy points. Either
+failure makes the command exit with status 1, after writing every output.
+
+Outputs: the .tflite, `export_report.json` beside it, and a summary printed
+and written as OUTPUT_STEM_summary.txt with a plot OUTPUT_STEM_channels.png of
+the channels kept per layer. Latency: the exported model against the dense
+(unpruned, same quantization) export, batch 1, in interleaved runs.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+import lilnetx_tf
+from lilnetx_tf import tflite
+from lilnetx_tf import tflite_check
+import matplotlib  # pylint: disable=g-bad-import-order
+matplotlib.use("Agg")  # Files only.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Training run directory; exports RUN/model.keras.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "A model saved in Keras format (*.keras).")
+_COMPRESSED = flags.DEFINE_string(
+    "compressed", None, "A compressed model file (*.lnx, export.bitstream).")
+_OUTPUT = flags.DEFINE_string("output", None, "The .tflite file to write.")
+_QUANTIZE = flags.DEFINE_enum("quantize", "none", tflite.QUANTIZATIONS,
+                              "Weight / activation quantization.")
+_SPARSE = flags.DEFINE_bool(
+    "sparse", False, "Store weight tensors with >= ~30% zeros sparse "
+    "(tf.lite.Optimize.EXPERIMENTAL_SPARSITY).")
+_INT8_IO = flags.DEFINE_bool(
+    "int8_io", False, "With --quantize=int8: int8 input and output instead "
+    "of float32.")
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "Dataset name; default: the run's config.json.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Data for calibration and fine-tuning; default: the "
+    "run's config.json.")
+_CHECK_DATA = flags.DEFINE_string(
+    "check_data", None, "Verification data: a directory or file the dataset "
+    "loaders accept; default: the run's data.")
+_CHECK_SPLIT = flags.DEFINE_enum("check_split", "test", ["train", "test"],
+                                 "Split verified on.")
+_CHECK_SAMPLES = flags.DEFINE_integer(
+    "check_samples", 1000, "Examples verified on; 0 skips verification.",
+    lower_bound=0)
+_TOLERANCE = flags.DEFINE_float(
+    "tolerance", 1e-4, "Float32 parity: max |delta logit| relative to the "
+    "largest |logit|.")
+_MAX_DROP = flags.DEFINE_float(
+    "max_accuracy_drop", 1.0, "Accuracy points a quantized export may lose.")
+_REPRESENTATIVE = flags.DEFINE_integer(
+    "representative_samples", 500, "Training examples calibrating int8.",
+    lower_bound=1)
+_QAT_EPOCHS = flags.DEFINE_integer(
+    "qat_epochs", 0, "Quantization-aware fine-tuning epochs (int8 only).",
+    lower_bound=0)
+_QAT_SAMPLES = flags.DEFINE_integer(
+    "qat_samples", 10000, "Training examples for the fine-tuning.",
+    lower_bound=1)
+_QAT_LR = flags.DEFINE_float("qat_learning_rate", 1e-4,
+                             "Adam learning rate of the fine-tuning.")
+_LATENCY_ROUNDS = flags.DEFINE_integer(
+    "latency_rounds", 50, "Interleaved latency rounds; 0 skips latency.",
+    lower_bound=0)
+_LATENCY_THREADS = flags.DEFINE_list(
+    "latency_threads", ["1", "2"], "Interpreter thread counts to time.")
+for _name in ("check_data", "check_samples", "qat_epochs"):
+  flags.DEFINE_alias(_name.replace("_", "-"), _name)
+
+
+def _load():
+  """(model, config dict, source path) from the flags."""
+  given = [f for f in (_WORKDIR, _CHECKPOINT, _COMPRESSED) if f.value]
+  if len(given) != 1:
+    raise app.UsageError("Give exactly one of --workdir, --checkpoint and "
+                         "--compressed.")
+  if _WORKDIR.value:
+    path = os.path.join(_WORKDIR.value, "model.keras")
+  else:
+    path = given[0].value
+  if not os.path.isfile(path):
+    sys.exit(f"No model file at {path}.")
+  config_path = os.path.join(os.path.dirname(os.path.abspath(path)),
+                             "config.json")
+  config = {}
+  if os.path.isfile(config_path):
+    with open(config_path) as f:
+      config = json.load(f)
+  if _COMPRESSED.value:
+    try:
+      from lilnetx_tf import fileformat  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      sys.exit(f"--compressed needs lilnetx_tf.fileformat, which is missing "
+               f"({e}).")
+    model = fileformat.load_compressed(path)
+  else:
+    model = tf.keras.models.load_model(path, compile=False)
+  return model, config, path
+
+
+def _arrays(dataset, split, data_dir, limit, config, input_shape):
+  """Normalised (x, y) of a dataset split, checked against the model."""
+  from lilnetx_tf import data  # pylint: disable=g-import-not-at-top
+  x, y, info = data.load_arrays(dataset, split, data_dir=data_dir, limit=limit,
+                                cache_dir=config.get("cache_dir"))
+  if tuple(x.shape[1:]) != tuple(input_shape):
+    sys.exit(f"{dataset} images are {x.shape[1:]}, the model takes "
+             f"{tuple(input_shape)}.")
+  return data.normalize(x, info), y
+
+
+def _conversions(models, reference, check, representative, train, report):
+  """Converts and verifies; returns (exported, dense export, failures)."""
+  quantize, sparse = _QUANTIZE.value, _SPARSE.value
+  options = dict(representative_data=representative, int8_io=_INT8_IO.value)
+  failures = []
+  verification = report["verification"]
+
+  def check_model(key, content, float_parity, required=True):
+    if check is None:
+      return
+    result = tflite_check.verify(
+        reference, tflite_check.TFLiteRunner(content)(check[0]), check[1],
+        float_parity=float_parity, tolerance=_TOLERANCE.value,
+        max_accuracy_drop=_MAX_DROP.value)
+    verification[key] = result.to_dict()
+    if required and not result.passed:
+      failures.append(f"{key}: {result.failure}")
+
+  float32 = tflite.convert(models.pruned, sparse=sparse and quantize == "none")
+  check_model("float32", float32, float_parity=True)
+  exported = float32
+  if quantize != "none":
+    exported = tflite.convert(models.pruned, quantize, sparse=sparse, **options)
+    if _QAT_EPOCHS.value and quantize == "int8":
+      # Reported for comparison; only the shipped (fine-tuned) model must pass.
+      check_model("int8_without_qat", exported, float_parity=False,
+                  required=False)
+      qat_model = tflite.quantization_aware_finetune(
+          models.pruned, *train, epochs=_QAT_EPOCHS.value,
+          learning_rate=_QAT_LR.value)
+      kept, total = tflite.zero_weights_kept(models.pruned, qat_model)
+      report["qat"] = dict(epochs=_QAT_EPOCHS.value, samples=len(train[0]),
+                           learning_rate=_QAT_LR.value, zeros_kept=kept,
+                           zeros_total=total)
+      if kept != total:
+        failures.append(f"QAT changed {total - kept} of {total} zero weights")
+      exported = tflite.convert(qat_model, quantize, sparse=sparse, **options)
+    check_model("exported", exported, float_parity=False)
+  dense = tflite.convert(models.dense, quantize, sparse=sparse, **options)
+  return exported, dense, failures
+
+
+def _plot(layers, path, title):
+  """Bar chart of the output channels kept per conv / dense layer."""
+  names = [l["name"] for l in layers]
+  height = max(3.0, 0.22 * len(names) + 1.2)
+  fig, ax = plt.subplots(figsize=(7.5, height))
+  rows = np.arange(len(names))
+  ax.barh(rows, [l["out_total"] for l in layers], color="#d0d7e2",
+          label="before")
+  ax.barh(rows, [l["out_kept"] for l in layers], color="#2b6cb0",
+          label="kept")
+  ax.set_yticks(rows, names, fontsize=7)
+  ax.invert_yaxis()
+  ax.set_xlabel("output channels")
+  ax.set_title(title, fontsize=10)
+  ax.legend(loc="lower right", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _summary(report):
+  """The human-readable lines of the report."""
+  macs, params = report["macs"], report["params"]
+  size = report["size_bytes"]
+  lines = [
+      f"TFLite export of {report['source']} -> {report['output']}",
+      f"  quantize={report['quantize']} sparse={report['sparse']}; "
+      f"{size['exported'] / 1e6:.3f} MB (dense export "
+      f"{size['dense_export'] / 1e6:.3f} MB)",
+      f"  output channels kept: {report['channels']['kept']} of "
+      f"{report['channels']['total']} (conv / dense layers)",
+      f"  params {params['before']:,} -> {params['after']:,}; MACs "
+      f"{macs['before']:,} -> {macs['after']:,} ({macs['reduction']:.2f}x "
+      "fewer)"]
+  for key, result in report["verification"].items():
+    lines.append(
+        f"  verify {key} on {result['samples']} samples: "
+        f"{'PASS' if result['passed'] else 'FAIL'} ({result['criterion']}); "
+        f"agreement {100 * result['agreement']:.2f}%, accuracy "
+        f"{100 * result['accuracy_reference']:.2f}% trained / "
+        f"{100 * result['accuracy_exported']:.2f}% exported, max |dlogit| "
+        f"{result['max_abs_dlogit']:.3g} ({result['relative_dlogit']:.3g} "
+        "relative)")
+  if not report["verification"]:
+    lines.append("  verification skipped (--check_samples=0)")
+  if "qat" in report:
+    qat = report["qat"]
+    lines.append(f"  QAT {qat['epochs']} epochs on {qat['samples']} examples: "
+                 f"{qat['zeros_kept']:,} of {qat['zeros_total']:,} zero "
+                 "weights still zero")
+  for threads, row in report.get("latency_ms", {}).items():
+    lines.append(
+        f"  latency, {threads} thread(s), batch 1, median of {row['rounds']} "
+        f"interleaved runs: dense {row['dense']:.3f} ms, exported "
+        f"{row['exported']:.3f} ms, speedup x{row['speedup']:.2f} "
+        f"({row['speedup_per_mac_reduction']:.2f} of the MAC reduction)")
+  xnn = report["xnnpack_sparse"]
+  verdict = ("qualifies (on ARM)" if xnn["qualifies"] else
+             "does not qualify: " + "; ".join(xnn["reasons"]))
+  lines.append(f"  XNNPACK sparse inference: {verdict}. {xnn['platform']}")
+  lines.append("  RESULT: " + ("PASS" if report["passed"] else
+                               "FAIL: " + "; ".join(report["failures"])))
+  return lines
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+  if not _OUTPUT.value:
+    raise app.UsageError("--output is required.")
+  if _INT8_IO.value and _QUANTIZE.value != "int8":
+    raise app.UsageError("--int8_io needs --quantize=int8.")
+  threads = [int(t) for t in _LATENCY_THREADS.value]
+  model, config, source = _load()
+  models = tflite.prepare_for_export(model)
+  input_shape = models.dense.input_shape[1:]
+  dataset = _DATASET.value or config.get("dataset")
+  data_dir = _DATA_DIR.value or config.get("data_dir")
+  needs_train = _QUANTIZE.value == "int8"
+  if (needs_train or _CHECK_SAMPLES.value) and not dataset:
+    sys.exit("No dataset: no config.json beside the model; pass --dataset "
+             "(or --check_samples=0 for a float export without checks).")
+
+  check = representative = train = None
+  if _CHECK_SAMPLES.value:
+    check = _arrays(dataset, _CHECK_SPLIT.value, _CHECK_DATA.value or data_dir,
+                    _CHECK_SAMPLES.value, config, input_shape)
+  if needs_train:
+    limit = max(_REPRESENTATIVE.value,
+                _QAT_SAMPLES.value if _QAT_EPOCHS.value else 0)
+    train = _arrays(dataset, "train", data_dir, limit, config, input_shape)
+    # Calibrate on a spread of the examples, not the first few classes.
+    step = max(1, len(train[0]) // _REPRESENTATIVE.value)
+    representative = train[0][::step][:_REPRESENTATIVE.value]
+
+  report = dict(source=source, output=_OUTPUT.value, dataset=dataset,
+                quantize=_QUANTIZE.value, sparse=_SPARSE.value,
+                int8_io=_INT8_IO.value, verification={})
+  reference = None
+  if check is not None:
+    reference = tflite_check.keras_logits(model, check[0])
+    keras_pruned = tflite_check.keras_logits(models.pruned, check[0])
+    report["keras_pruned_max_abs_dlogit"] = float(
+        np.max(np.abs(keras_pruned - reference)))
+  exported, dense, failures = _conversions(models, reference, check,
+                                           representative, train, report)
+
+  prune = models.prune_report
+  kernel_layers = [l for l in prune.to_dict()["layers"]
+                   if l["class_name"] in ("Conv2D", "DepthwiseConv2D", "Dense")]
+  report.update(
+      size_bytes=dict(exported=len(exported), dense_export=len(dense)),
+      params=dict(before=prune.params_before, after=prune.params_after),
+      macs=dict(before=prune.macs_before, after=prune.macs_after,
+                reduction=prune.macs_before / max(prune.macs_after, 1)),
+      channels=dict(kept=sum(l["out_kept"] for l in kernel_layers),
+                    total=sum(l["out_total"] for l in kernel_layers)),
+      silenced_channels=models.silenced, prune=prune.to_dict(),
+      weights=tflite_check.weight_summary(exported),
+      xnnpack_sparse=tflite_check.xnnpack_sparse_eligibility(exported))
+  if _LATENCY_ROUNDS.value:
+    sample = (check[0][:1] if check is not None else
+              np.zeros((1,) + tuple(input_shape), np.float32))
+    timing = tflite_check.measure_latency(
+        {"dense": dense, "exported": exported}, sample, threads=threads,
+        rounds=_LATENCY_ROUNDS.value)
+    report["latency_ms"] = {}
+    for n, row in timing.items():
+      speedup = row["dense"] / row["exported"]
+      report["latency_ms"][str(n)] = dict(
+          row, speedup=speedup,
+          speedup_per_mac_reduction=speedup / report["macs"]["reduction"])
+  report["failures"] = failures
+  report["passed"] = not failures
+
+  output = _OUTPUT.value
+  stem = os.path.splitext(output)[0]
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  files = dict(tflite=output,
+               report=os.path.join(os.path.dirname(os.path.abspath(output)),
+                                   "export_report.json"),
+               summary=stem + "_summary.txt", plot=stem + "_channels.png")
+  report["files"] = files
+  with open(output, "wb") as f:
+    f.write(exported)
+  _plot(kernel_layers, files["plot"],
+        f"{model.name}: output channels kept; MACs "
+        f"{report['macs']['reduction']:.2f}x fewer")
+  lines = _summary(report)
+  with open(files["summary"], "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(files["report"], "w") as f:
+    json.dump(report, f, indent=2)
+  print("\n".join(lines))
+  if failures:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
