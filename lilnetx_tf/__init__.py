@@ -20,6 +20,10 @@ from lilnetx_tf.codec import decompress_latents
 from lilnetx_tf.convert import compressible
 from lilnetx_tf.convert import decompressed_model
 from lilnetx_tf.decoders import KernelDecoder
+from lilnetx_tf.fileformat import CorruptFileError
+from lilnetx_tf.fileformat import inspect_compressed
+from lilnetx_tf.fileformat import load_compressed
+from lilnetx_tf.fileformat import save_compressed
 from lilnetx_tf.layers import LatentConv2D
 from lilnetx_tf.layers import LatentDense
 from lilnetx_tf.layers import LatentDepthwiseConv2D
@@ -32,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompressionLogger",
+    "CorruptFileError",
     "GroupPrior",
     "KernelDecoder",
     "LatentConv2D",
@@ -44,4 +49,7 @@ __all__ = [
     "compression_stats",
     "decompress_latents",
     "decompressed_model",
+    "inspect_compressed",
+    "load_compressed",
+    "save_compressed",
 ]
