@@ -8,6 +8,7 @@ rounded and the bits are their self-information; for compression the prior is
 turned into integer range-coding tables.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -35,6 +36,35 @@ class _OwnedDeepFactorized(tfc.DeepFactorized):
 
   def _make_variables(self):
     self._matrices, self._biases, self._factors = self._owned
+
+
+def _noisy_deep_factorized(matrices, biases, factors, positions, num_filters,
+                           init_scale):
+  base = _OwnedDeepFactorized(matrices, biases, factors,
+                              batch_shape=(positions,),
+                              num_filters=num_filters, init_scale=init_scale)
+  return tfc.UniformNoiseAdapter(base)
+
+
+@functools.lru_cache(maxsize=None)
+def _table_builder(positions, num_filters, init_scale, tail_mass, precision):
+  """A traced table builder shared by all priors of one configuration.
+
+  Graph mode because tfc's tail estimation loops are slow step by step in
+  eager mode; shared so that each configuration is traced once per process,
+  whatever the number of priors (models) coded.
+  """
+
+  @tf.function(autograph=False)
+  def build(matrices, biases, factors):
+    model = tfc.ContinuousBatchedEntropyModel(
+        _noisy_deep_factorized(matrices, biases, factors, positions,
+                               num_filters, init_scale),
+        coding_rank=2, compression=True, stateless=True, tail_mass=tail_mass,
+        range_coder_precision=precision, offset_heuristic=False)
+    return model.cdf, model.cdf_offset
+
+  return build
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
@@ -93,17 +123,13 @@ class GroupPrior(tf.keras.layers.Layer):
     """The noisy deep factorized density (a tfp distribution)."""
     if not self.built:
       self.build()
-    base = _OwnedDeepFactorized(
-        self._matrices, self._biases, self._factors,
-        batch_shape=(self.positions,), num_filters=self.num_filters,
-        init_scale=self.init_scale)
-    return tfc.UniformNoiseAdapter(base)
+    return _noisy_deep_factorized(self._matrices, self._biases, self._factors,
+                                  self.positions, self.num_filters,
+                                  self.init_scale)
 
-  def _entropy_model(self, compression=False):
+  def _entropy_model(self):
     return tfc.ContinuousBatchedEntropyModel(
-        self.distribution(), coding_rank=2, compression=compression,
-        stateless=True, tail_mass=self.tail_mass,
-        range_coder_precision=self.range_coder_precision,
+        self.distribution(), coding_rank=2, compression=False,
         offset_heuristic=False)
 
   def bits(self, slices, training):
@@ -124,12 +150,6 @@ class GroupPrior(tf.keras.layers.Layer):
   def call(self, slices, training=None):
     return self.bits(slices, bool(training))
 
-  # Graph mode: tfc's tail estimation loops are slow step by step in eager.
-  @tf.function(autograph=False)
-  def _tables(self):
-    model = self._entropy_model(compression=True)
-    return model.cdf, model.cdf_offset
-
   def coding_tables(self):
     """Integer range-coding tables derived from the current prior.
 
@@ -137,7 +157,11 @@ class GroupPrior(tf.keras.layers.Layer):
       `(cdf, cdf_offset)` as int32 NumPy arrays, the tables of
       `tfc.ContinuousBatchedEntropyModel`; they embed the precision.
     """
-    cdf, cdf_offset = self._tables()
+    if not self.built:
+      self.build()
+    build = _table_builder(self.positions, self.num_filters, self.init_scale,
+                           self.tail_mass, self.range_coder_precision)
+    cdf, cdf_offset = build(self._matrices, self._biases, self._factors)
     return np.asarray(cdf, np.int32), np.asarray(cdf_offset, np.int32)
 
   def get_config(self):

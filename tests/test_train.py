@@ -1,4 +1,4 @@
-"""Tests of the training CLI `train`: configs, registries, runs, resume, strategies.
+"""Tests of the training CLI: configs, registries, runs, resume, strategies.
 
 Runs use real data at small scale: scikit-learn's embedded digits, a slice of
 MNIST's IDX files and a slice of the CIFAR-10 JPEG archive. Strategies that
@@ -56,7 +56,7 @@ def _cli(*args, env=None, timeout=240):
                         timeout=timeout, check=False)
 
 
-# -- Configs and registries ---------------------------------------------------
+# -- Configs and registries ----------------------------------------------------
 
 
 def test_command_line_overrides_reach_the_config():
@@ -151,18 +151,26 @@ def test_schedule_warms_up_then_decays_by_cosine():
     warmup_cosine_decay(1e-2, total_steps=10, warmup_steps=11)
 
 
-# -- Runs ------------------------------------------------------------------------
+# -- Runs ----------------------------------------------------------------------
 
 
 def test_digits_run_writes_consistent_outputs_and_is_not_repeated(tmp_path):
   workdir = str(tmp_path / "run")
-  metrics = loop.run(_digits_config(), workdir)
+  metrics = loop.run(_digits_config(log_histograms=True), workdir)
   for name in ("config.json", "model.keras", "best.keras", "metrics.json",
                "report.png", "log.csv"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   with open(os.path.join(workdir, "report.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert os.listdir(os.path.join(workdir, "tensorboard", "train"))
+  tags = set()
+  for run in ("train", "histograms"):
+    for path in (tmp_path / "run" / "tensorboard" / run).glob("events*"):
+      for event in tf.compat.v1.train.summary_iterator(str(path)):
+        tags.update(f"{run}/{v.tag}" for v in event.summary.value)
+  assert {"train/epoch_loss", "train/epoch_accuracy",
+          "train/epoch_learning_rate", "train/epoch_estimated_bytes",
+          "train/epoch_slice_sparsity", "histograms/latents/fc1",
+          "histograms/latents/logits"} <= tags
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"] == "lenet_300_100"
   with open(os.path.join(workdir, "metrics.json")) as f:
@@ -198,7 +206,8 @@ def test_digits_run_writes_consistent_outputs_and_is_not_repeated(tmp_path):
 
   # Re-running a finished run trains nothing and returns the same figures.
   stamp = os.path.getmtime(os.path.join(workdir, "log.csv"))
-  assert loop.run(_digits_config(), workdir) == json.loads(json.dumps(metrics))
+  assert loop.run(_digits_config(log_histograms=True), workdir) == json.loads(
+      json.dumps(metrics))
   assert os.path.getmtime(os.path.join(workdir, "log.csv")) == stamp
 
 

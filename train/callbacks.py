@@ -1,4 +1,4 @@
-"""Callbacks of the training CLI: run state, learning rate, epoch summary.
+"""Callbacks of the training CLI: run state, learning rate, summaries.
 
 `RunCheckpoint` owns everything a resumed run needs: one `tf.train.Checkpoint`
 of the model (which tracks its weights, both optimizers with their step
@@ -17,8 +17,8 @@ import tensorflow as tf
 
 import lilnetx_tf
 
-__all__ = ["EpochSummary", "LearningRateLogger", "RunCheckpoint",
-           "save_atomically"]
+__all__ = ["EpochSummary", "LatentHistograms", "LearningRateLogger",
+           "RunCheckpoint", "save_atomically"]
 
 BEST_METRIC = "val_accuracy"
 
@@ -138,6 +138,44 @@ class LearningRateLogger(tf.keras.callbacks.Callback):
       # For a schedule, Keras keeps the rate of the latest step here.
       logs["learning_rate"] = float(
           tf.keras.backend.get_value(self.model.optimizer.learning_rate))
+
+
+class LatentHistograms(tf.keras.callbacks.Callback):
+  """Writes TensorBoard histograms of the rounded latents, once per epoch.
+
+  The integers that get range coded, one histogram per layer
+  (`latents/<layer>`); for a plain Keras model, its kernels
+  (`kernels/<layer>`).
+
+  Args:
+    logdir: TensorBoard run directory to write to.
+  """
+
+  def __init__(self, logdir):
+    super().__init__()
+    self.logdir = logdir
+    self._writer = None
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self.logdir)
+    with self._writer.as_default():
+      if isinstance(self.model, lilnetx_tf.LilNetXModel):
+        for layer in self.model.latent_layers:
+          tf.summary.histogram(f"latents/{layer.name}",
+                               tf.round(layer.latent), step=epoch)
+      else:
+        for layer in self.model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+          if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense,
+                                tf.keras.layers.DepthwiseConv2D)):
+            tf.summary.histogram(f"kernels/{layer.name}", layer.weights[0],
+                                 step=epoch)
+    self._writer.flush()
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
 
 
 def _bytes(n):

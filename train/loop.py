@@ -93,12 +93,13 @@ def _callbacks(config, state, dirs, csv_path, resumed, start):
     cbs.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
   cbs += [
       tf.keras.callbacks.CSVLogger(csv_path, append=resumed),
-      tf.keras.callbacks.TensorBoard(
-          dirs.path("tensorboard"), write_graph=False, profile_batch=0,
-          histogram_freq=1 if config.log_histograms else 0),
-      callbacks_lib.EpochSummary(config.epochs, start),
-      state,
+      tf.keras.callbacks.TensorBoard(dirs.path("tensorboard"),
+                                     write_graph=False, profile_batch=0),
   ]
+  if config.log_histograms:
+    cbs.append(callbacks_lib.LatentHistograms(
+        dirs.path("tensorboard", "histograms")))
+  cbs += [callbacks_lib.EpochSummary(config.epochs, start), state]
   return cbs
 
 
@@ -131,7 +132,8 @@ def _final_report(config, model, test_ds, state, dirs, infos):
       layers=layers)
   report.write_json(dirs.path("metrics.json"), metrics)
   report.plot_report(
-      dirs.path("report.png"), layers, report.read_csv_log(dirs.path("log.csv")),
+      dirs.path("report.png"), layers,
+      report.read_csv_log(dirs.path("log.csv")),
       f"{config.model} on {config.dataset}"
       f"{' (vanilla)' if config.vanilla else ' (LilNetX)'}: "
       f"{100 * final['test_accuracy']:.2f}% test accuracy")

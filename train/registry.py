@@ -13,10 +13,10 @@ import tensorflow as tf
 
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
-from lilnetx_tf.data import registry as data_registry
 from lilnetx_tf import groups
 from lilnetx_tf import models
 from lilnetx_tf import sparsity
+from lilnetx_tf.data import registry as data_registry
 from train import distribute
 from train.schedule import warmup_cosine_decay
 
@@ -112,7 +112,8 @@ def build_model(config, info, steps_per_epoch):
     A compiled `LilNetXModel`, or with `config.vanilla` the plain zoo model.
   """
   network = models.build_model(config.model, info.input_shape,
-                               info.num_classes, **config.model_options)
+                               info.num_classes,
+                               **config.model_options.to_dict())
   if config.vanilla:
     model = network
     if config.weight_decay:

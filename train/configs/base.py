@@ -1,8 +1,9 @@
-"""Every field of a training config, with the reference implementation's defaults.
+"""Every training config field, with the reference implementation's defaults.
 
-Used as is it trains LeNet-5 on MNIST; the experiment configs start from it.
-`None` fields are placeholders: override them from the command line, e.g.
-`--config.data_dir=../shared/data/mnist --config.train_limit=2000`.
+The experiment configs start from it and change what differs (model, data,
+batch size, epochs). `None` fields are placeholders: override them from the
+command line, e.g. `--config.data_dir=../shared/data/mnist
+--config.train_limit=2000`.
 """
 
 import ml_collections

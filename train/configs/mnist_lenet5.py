@@ -12,6 +12,6 @@ def get_config():
   config.model = "lenet5"
   config.dataset = "mnist"
   config.batch_size = 128
-  config.epochs = 8
+  config.epochs = 10
   config.warmup_epochs = 1
   return config
