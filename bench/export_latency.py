@@ -60,6 +60,10 @@ _INIT_BOUND = flags.DEFINE_float(
     "zero in fewer steps.")
 _TARGET = flags.DEFINE_float("target_removed", 0.4,
                              "Stop once this fraction of MACs is removable.")
+_FINETUNE = flags.DEFINE_integer(
+    "finetune_epochs", 2, "Then train this many epochs at a tenth of the "
+    "learning rate (prior still on) to let the accuracy settle; the removable "
+    "MACs are measured again after them.")
 _ROUNDS = flags.DEFINE_integer("rounds", 200, "Interleaved latency rounds.")
 _THREADS = flags.DEFINE_list("threads", ["1", "2"], "Interpreter threads.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
@@ -85,20 +89,28 @@ def _train(x_test, y_test):
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
   history = []
-  for epoch in range(1, _MAX_EPOCHS.value + 1):
+
+  def epoch(phase):
     tic = time.time()
     model.fit(train_ds, epochs=1, verbose=0)
     report = tflite.prepare_for_export(model).prune_report
     removed = 1 - report.macs_after / report.macs_before
     accuracy = float(np.mean(
         tflite_check.keras_logits(model, x_test).argmax(1) == y_test))
-    history.append(dict(epoch=epoch, seconds=time.time() - tic,
-                        removable_macs=removed, test_accuracy=accuracy))
-    print(f"epoch {epoch}: {time.time() - tic:.0f} s, removable MACs "
-          f"{100 * removed:.1f}%, test accuracy {100 * accuracy:.1f}%",
-          flush=True)
-    if epoch >= _MIN_EPOCHS.value and removed >= _TARGET.value:
+    history.append(dict(epoch=len(history) + 1, phase=phase,
+                        seconds=time.time() - tic, removable_macs=removed,
+                        test_accuracy=accuracy))
+    print(f"epoch {len(history)} ({phase}): {time.time() - tic:.0f} s, "
+          f"removable MACs {100 * removed:.1f}%, test accuracy "
+          f"{100 * accuracy:.1f}%", flush=True)
+    return removed
+
+  for i in range(1, _MAX_EPOCHS.value + 1):
+    if epoch("sparsify") >= _TARGET.value and i >= _MIN_EPOCHS.value:
       break
+  model.optimizer.learning_rate.assign(_LR.value / 10)
+  for _ in range(_FINETUNE.value):
+    epoch("settle")
   return model, history
 
 
@@ -142,7 +154,7 @@ def main(argv):
       config={k: flags.FLAGS[k].value for k in (
           "train_samples", "batch_size", "learning_rate", "lambda_sparsity",
           "lambda_rate", "sparsity_structure", "latent_init_bound",
-          "target_removed", "rounds")},
+          "target_removed", "finetune_epochs", "rounds")},
       history=history, macs_before=report.macs_before,
       macs_after=report.macs_after, mac_reduction=reduction,
       params_before=report.params_before, params_after=report.params_after,
@@ -163,6 +175,10 @@ def main(argv):
         f"{100 * history[-1]['test_accuracy']:.1f}% "
         f"({len(x_test)} images); removable MACs "
         f"{100 * (1 - 1 / reduction):.1f}%")
+  if 1 - 1 / reduction < _TARGET.value:
+    print(f"TARGET NOT REACHED: only {100 * (1 - 1 / reduction):.1f}% of the "
+          f"MACs are removable (< {100 * _TARGET.value:g}%); raise "
+          "--lambda_sparsity or --max_epochs.")
   print(f"Pruned TFLite parity with the trained model: "
         f"{'PASS' if parity.passed else 'FAIL ' + parity.failure} "
         f"(agreement {100 * parity.agreement:.2f}%, max |dlogit| "

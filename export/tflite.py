@@ -40,6 +40,7 @@ from absl import flags
 import lilnetx_tf
 from lilnetx_tf import tflite
 from lilnetx_tf import tflite_check
+from lilnetx_tf import tflite_sparse
 import matplotlib  # pylint: disable=g-bad-import-order
 matplotlib.use("Agg")  # Files only.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -90,6 +91,11 @@ _QAT_SAMPLES = flags.DEFINE_integer(
     lower_bound=1)
 _QAT_LR = flags.DEFINE_float("qat_learning_rate", 1e-4,
                              "Adam learning rate of the fine-tuning.")
+_PRUNE_ATOL = flags.DEFINE_float(
+    "prune_atol", 0.0, "Opt-in approximation: also remove channels whose "
+    "folded weights and biases are at most this large (verification measures "
+    "the effect; float32 parity may then fail). Default 0: exact.",
+    lower_bound=0.0)
 _LATENCY_ROUNDS = flags.DEFINE_integer(
     "latency_rounds", 50, "Interleaved latency rounds; 0 skips latency.",
     lower_bound=0)
@@ -167,11 +173,12 @@ def _conversions(models, reference, check, representative, train, report):
       # Reported for comparison; only the shipped (fine-tuned) model must pass.
       check_model("int8_without_qat", exported, float_parity=False,
                   required=False)
+      x, y = (a[:_QAT_SAMPLES.value] for a in train)
       qat_model = tflite.quantization_aware_finetune(
-          models.pruned, *train, epochs=_QAT_EPOCHS.value,
+          models.pruned, x, y, epochs=_QAT_EPOCHS.value,
           learning_rate=_QAT_LR.value)
       kept, total = tflite.zero_weights_kept(models.pruned, qat_model)
-      report["qat"] = dict(epochs=_QAT_EPOCHS.value, samples=len(train[0]),
+      report["qat"] = dict(epochs=_QAT_EPOCHS.value, samples=len(x),
                            learning_rate=_QAT_LR.value, zeros_kept=kept,
                            zeros_total=total)
       if kept != total:
@@ -192,6 +199,9 @@ def _plot(layers, path, title):
           label="before")
   ax.barh(rows, [l["out_kept"] for l in layers], color="#2b6cb0",
           label="kept")
+  for row, l in zip(rows, layers):
+    ax.text(l["out_total"], row, f" {l['out_kept']}/{l['out_total']}",
+            va="center", fontsize=6)
   ax.set_yticks(rows, names, fontsize=7)
   ax.invert_yaxis()
   ax.set_xlabel("output channels")
@@ -247,24 +257,14 @@ def _summary(report):
   return lines
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
-  if not _OUTPUT.value:
-    raise app.UsageError("--output is required.")
-  if _INT8_IO.value and _QUANTIZE.value != "int8":
-    raise app.UsageError("--int8_io needs --quantize=int8.")
-  threads = [int(t) for t in _LATENCY_THREADS.value]
-  model, config, source = _load()
-  models = tflite.prepare_for_export(model)
-  input_shape = models.dense.input_shape[1:]
+def _data(config, input_shape):
+  """(check, representative, train) arrays the flags ask for, or None."""
   dataset = _DATASET.value or config.get("dataset")
   data_dir = _DATA_DIR.value or config.get("data_dir")
   needs_train = _QUANTIZE.value == "int8"
   if (needs_train or _CHECK_SAMPLES.value) and not dataset:
     sys.exit("No dataset: no config.json beside the model; pass --dataset "
              "(or --check_samples=0 for a float export without checks).")
-
   check = representative = train = None
   if _CHECK_SAMPLES.value:
     check = _arrays(dataset, _CHECK_SPLIT.value, _CHECK_DATA.value or data_dir,
@@ -276,66 +276,90 @@ def main(argv):
     # Calibrate on a spread of the examples, not the first few classes.
     step = max(1, len(train[0]) // _REPRESENTATIVE.value)
     representative = train[0][::step][:_REPRESENTATIVE.value]
+  return dataset, check, representative, train
 
-  report = dict(source=source, output=_OUTPUT.value, dataset=dataset,
-                quantize=_QUANTIZE.value, sparse=_SPARSE.value,
-                int8_io=_INT8_IO.value, verification={})
-  reference = None
-  if check is not None:
-    reference = tflite_check.keras_logits(model, check[0])
-    keras_pruned = tflite_check.keras_logits(models.pruned, check[0])
-    report["keras_pruned_max_abs_dlogit"] = float(
-        np.max(np.abs(keras_pruned - reference)))
-  exported, dense, failures = _conversions(models, reference, check,
-                                           representative, train, report)
 
+def _figures(models, exported, dense, sample):
+  """Report entries: sizes, params, MACs, channels, storage, latency."""
   prune = models.prune_report
-  kernel_layers = [l for l in prune.to_dict()["layers"]
-                   if l["class_name"] in ("Conv2D", "DepthwiseConv2D", "Dense")]
-  report.update(
+  layers = prune.to_dict()["layers"]
+  kernel_layers = [l for l in layers if l["class_name"] in (
+      "Conv2D", "DepthwiseConv2D", "Dense")]
+  reduction = prune.macs_before / max(prune.macs_after, 1)
+  figures = dict(
       size_bytes=dict(exported=len(exported), dense_export=len(dense)),
       params=dict(before=prune.params_before, after=prune.params_after),
       macs=dict(before=prune.macs_before, after=prune.macs_after,
-                reduction=prune.macs_before / max(prune.macs_after, 1)),
+                reduction=reduction),
       channels=dict(kept=sum(l["out_kept"] for l in kernel_layers),
                     total=sum(l["out_total"] for l in kernel_layers)),
-      silenced_channels=models.silenced, prune=prune.to_dict(),
-      weights=tflite_check.weight_summary(exported),
-      xnnpack_sparse=tflite_check.xnnpack_sparse_eligibility(exported))
+      kernel_layers=kernel_layers, silenced_channels=models.silenced,
+      prune=prune.to_dict(),
+      weights=tflite_sparse.weight_summary(exported),
+      xnnpack_sparse=tflite_sparse.xnnpack_sparse_eligibility(exported))
   if _LATENCY_ROUNDS.value:
-    sample = (check[0][:1] if check is not None else
-              np.zeros((1,) + tuple(input_shape), np.float32))
     timing = tflite_check.measure_latency(
-        {"dense": dense, "exported": exported}, sample, threads=threads,
+        {"dense": dense, "exported": exported}, sample,
+        threads=[int(t) for t in _LATENCY_THREADS.value],
         rounds=_LATENCY_ROUNDS.value)
-    report["latency_ms"] = {}
-    for n, row in timing.items():
-      speedup = row["dense"] / row["exported"]
-      report["latency_ms"][str(n)] = dict(
-          row, speedup=speedup,
-          speedup_per_mac_reduction=speedup / report["macs"]["reduction"])
-  report["failures"] = failures
-  report["passed"] = not failures
+    figures["latency_ms"] = {
+        str(n): dict(row, speedup=row["dense"] / row["exported"],
+                     speedup_per_mac_reduction=(
+                         row["dense"] / row["exported"] / reduction))
+        for n, row in timing.items()}
+  return figures
 
+
+def _write(report, exported, title):
+  """Writes the .tflite, the JSON report, the summary and the plot."""
   output = _OUTPUT.value
+  directory = os.path.dirname(os.path.abspath(output))
+  os.makedirs(directory, exist_ok=True)
   stem = os.path.splitext(output)[0]
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   files = dict(tflite=output,
-               report=os.path.join(os.path.dirname(os.path.abspath(output)),
-                                   "export_report.json"),
+               report=os.path.join(directory, "export_report.json"),
                summary=stem + "_summary.txt", plot=stem + "_channels.png")
   report["files"] = files
   with open(output, "wb") as f:
     f.write(exported)
-  _plot(kernel_layers, files["plot"],
-        f"{model.name}: output channels kept; MACs "
-        f"{report['macs']['reduction']:.2f}x fewer")
+  _plot(report["kernel_layers"], files["plot"], title)
   lines = _summary(report)
   with open(files["summary"], "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(files["report"], "w") as f:
     json.dump(report, f, indent=2)
   print("\n".join(lines))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+  if not _OUTPUT.value:
+    raise app.UsageError("--output is required.")
+  if (_INT8_IO.value or _QAT_EPOCHS.value) and _QUANTIZE.value != "int8":
+    raise app.UsageError("--int8_io and --qat-epochs need --quantize=int8.")
+  model, config, source = _load()
+  models = tflite.prepare_for_export(model, atol=_PRUNE_ATOL.value)
+  input_shape = tuple(models.dense.input_shape[1:])
+  dataset, check, representative, train = _data(config, input_shape)
+
+  report = dict(source=source, output=_OUTPUT.value, dataset=dataset,
+                quantize=_QUANTIZE.value, sparse=_SPARSE.value,
+                int8_io=_INT8_IO.value, prune_atol=_PRUNE_ATOL.value,
+                verification={})
+  reference = None
+  if check is not None:
+    reference = tflite_check.keras_logits(model, check[0])
+    report["keras_pruned_max_abs_dlogit"] = float(np.max(np.abs(
+        tflite_check.keras_logits(models.pruned, check[0]) - reference)))
+  exported, dense, failures = _conversions(models, reference, check,
+                                           representative, train, report)
+  sample = (check[0][:1] if check is not None else
+            np.zeros((1,) + input_shape, np.float32))
+  report.update(_figures(models, exported, dense, sample))
+  report.update(failures=failures, passed=not failures)
+  _write(report, exported, f"{models.dense.name}: output channels kept; MACs "
+         f"{report['macs']['reduction']:.2f}x fewer")
   if failures:
     sys.exit(1)
 

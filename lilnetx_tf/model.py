@@ -204,8 +204,12 @@ class LilNetXModel(tf.keras.Model):
 
   def total_bits(self, training=False):
     """Bits of all latents under the priors (noisy bound or rounded)."""
-    bits = [self.priors[l.group].bits(groups.to_slices(l.latent), training)
-            for l in self._latent_layers]
+    bits = []
+    # One prior evaluation per group, not per layer: fewer, larger ops.
+    for g, layers in self.group_layers.items():
+      slices = [groups.to_slices(l.latent) for l in layers]
+      slices = slices[0] if len(slices) == 1 else tf.concat(slices, axis=0)
+      bits.append(self.priors[g].bits(slices, training))
     return tf.add_n(bits)
 
   def group_norm_sum(self):

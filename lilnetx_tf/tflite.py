@@ -17,8 +17,8 @@ dynamic-range or full-integer int8, optionally storing the remaining
 unstructured zeros as sparse tensors. `quantization_aware_finetune` adds a
 short int8 quantization-aware fine-tune that keeps zero weights zero
 (tensorflow-model-optimization's prune-preserving scheme). Verification,
-latency and the XNNPACK sparse-inference analysis live in
-`lilnetx_tf.tflite_check`.
+latency live in `lilnetx_tf.tflite_check`, the analysis of sparse storage and
+XNNPACK sparse inference in `lilnetx_tf.tflite_sparse`.
 """
 
 import contextlib
@@ -146,20 +146,23 @@ def _silence_dead_channels(model):
   return silenced
 
 
-def prepare_for_export(model):
+def prepare_for_export(model, *, atol=0.0):
   """Decodes, folds batch norm and removes zero channels, exactly.
 
   Args:
     model: A `LilNetXModel` or a plain functional/Sequential Keras model made
       of stock layers (and `ChannelPad`), each called once. Not modified.
+    atol: Opt-in approximation: folded weights and biases of magnitude up to
+      `atol` count as zero when removing channels (see
+      `remove_zero_channels`); verify the outputs when using it.
 
   Returns:
     `ExportModels` with the dense and the pruned Keras model, whose outputs
-    equal `model`'s in inference mode to float32 rounding.
+    equal `model`'s in inference mode to float32 rounding (with `atol=0`).
   """
   dense = fold.fold_batch_norm(plain_model(model))
   silenced = _silence_dead_channels(dense)
-  pruned, report = prune.remove_zero_channels(dense)
+  pruned, report = prune.remove_zero_channels(dense, atol=atol)
   return ExportModels(dense=dense, pruned=pruned, prune_report=report,
                       silenced=silenced)
 
@@ -202,7 +205,7 @@ def convert(model, quantize="none", *, sparse=False, representative_data=None,
     sparse: Also apply `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`: weight
       tensors with enough zeros (about 30% or more, the converter decides) are
       stored in TFLite's sparse format and densified at load time (XNNPACK on
-      ARM can run eligible models sparse; see `tflite_check`).
+      ARM can run eligible models sparse; see `tflite_sparse`).
     representative_data: float32 array [N, ...] of model inputs (normalised
       training examples), required for "int8".
     int8_io: With "int8", make the model's input and output int8 too (for

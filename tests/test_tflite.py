@@ -23,6 +23,7 @@ from lilnetx_tf import data
 from lilnetx_tf import models as zoo
 from lilnetx_tf import tflite
 from lilnetx_tf import tflite_check
+from lilnetx_tf import tflite_sparse
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 L = tf.keras.layers
@@ -125,7 +126,7 @@ def test_export_removes_zero_channels_exactly(mnist, name, options, shape):
                                float_parity=True)
   assert result.passed and result.agreement == 1.0
   if name == "resnet20":
-    xnn = tflite_check.xnnpack_sparse_eligibility(content)
+    xnn = tflite_sparse.xnnpack_sparse_eligibility(content)
     assert not xnn["qualifies"]
     assert any("starts with CONV_2D 3x3 stride 1x1" in r
                for r in xnn["reasons"])
@@ -190,7 +191,7 @@ def test_every_quantization_mode_runs_on_real_data(mnist, small, quantize,
   assert outputs.shape == reference.shape and np.all(np.isfinite(outputs))
   input_type = runner.interpreter.get_input_details()[0]["dtype"]
   assert input_type == (np.int8 if int8_io else np.float32)
-  weights = tflite_check.weight_summary(content)
+  weights = tflite_sparse.weight_summary(content)
   assert (weights["stored_sparse"] > 0) == sparse
   result = tflite_check.verify(reference, outputs, y,
                                float_parity=quantize == "none")
@@ -250,15 +251,15 @@ def _mobile_net(sparse_fraction, rng):
 def test_xnnpack_sparse_eligibility():
   rng = np.random.default_rng(0)
   model = _mobile_net(0.8, rng)
-  sparse = tflite_check.xnnpack_sparse_eligibility(
+  sparse = tflite_sparse.xnnpack_sparse_eligibility(
       tflite.convert(model, sparse=True))
   assert sparse["qualifies"], sparse["reasons"]
   assert sparse["conv1x1_zero_fraction"] >= 2 / 3
   assert sparse["conv1x1_stored_sparse"] and sparse["ends_in_mean"]
-  dense = tflite_check.xnnpack_sparse_eligibility(tflite.convert(model))
+  dense = tflite_sparse.xnnpack_sparse_eligibility(tflite.convert(model))
   assert len(dense["reasons"]) == 1
   assert "not stored sparse" in dense["reasons"][0]
-  too_few = tflite_check.xnnpack_sparse_eligibility(
+  too_few = tflite_sparse.xnnpack_sparse_eligibility(
       tflite.convert(_mobile_net(0.4, rng), sparse=True))
   assert any("needs at least 2/3" in r for r in too_few["reasons"])
 
