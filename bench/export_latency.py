@@ -69,7 +69,8 @@ _THREADS = flags.DEFINE_list("threads", ["1", "2"], "Interpreter threads.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Load the trained model from this .keras file if it "
-    "exists (timing again without training), else save it there.")
+    "exists (timing again without training; give the same training flags, "
+    "which the printout repeats), else save it there.")
 
 
 def _train(x_test, y_test):

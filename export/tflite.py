@@ -27,7 +27,8 @@ failure makes the command exit with status 1, after writing every output.
 Outputs: the .tflite, `export_report.json` beside it, and a summary printed
 and written as OUTPUT_STEM_summary.txt with a plot OUTPUT_STEM_channels.png of
 the channels kept per layer. Latency: the exported model against the dense
-(unpruned, same quantization) export, batch 1, in interleaved runs.
+export (unpruned, same quantization; written as OUTPUT_STEM_dense.tflite for
+on-device comparisons), batch 1, 1 and 2 threads, in interleaved runs.
 """
 
 import json
@@ -37,7 +38,7 @@ import sys
 from absl import app
 from absl import flags
 
-import lilnetx_tf
+import lilnetx_tf  # pylint: disable=unused-import  # Quiet TF; registers LilNetX layers.
 from lilnetx_tf import tflite
 from lilnetx_tf import tflite_check
 from lilnetx_tf import tflite_sparse
@@ -189,6 +190,12 @@ def _conversions(models, reference, check, representative, train, report):
   return exported, dense, failures
 
 
+def _kernel_layers(layers):
+  """The conv / dense entries of the prune report's layers."""
+  return [l for l in layers
+          if l["class_name"] in ("Conv2D", "DepthwiseConv2D", "Dense")]
+
+
 def _plot(layers, path, title):
   """Bar chart of the output channels kept per conv / dense layer."""
   names = [l["name"] for l in layers]
@@ -282,9 +289,7 @@ def _data(config, input_shape):
 def _figures(models, exported, dense, sample):
   """Report entries: sizes, params, MACs, channels, storage, latency."""
   prune = models.prune_report
-  layers = prune.to_dict()["layers"]
-  kernel_layers = [l for l in layers if l["class_name"] in (
-      "Conv2D", "DepthwiseConv2D", "Dense")]
+  kernel_layers = _kernel_layers(prune.to_dict()["layers"])
   reduction = prune.macs_before / max(prune.macs_after, 1)
   figures = dict(
       size_bytes=dict(exported=len(exported), dense_export=len(dense)),
@@ -293,7 +298,7 @@ def _figures(models, exported, dense, sample):
                 reduction=reduction),
       channels=dict(kept=sum(l["out_kept"] for l in kernel_layers),
                     total=sum(l["out_total"] for l in kernel_layers)),
-      kernel_layers=kernel_layers, silenced_channels=models.silenced,
+      silenced_channels=models.silenced,
       prune=prune.to_dict(),
       weights=tflite_sparse.weight_summary(exported),
       xnnpack_sparse=tflite_sparse.xnnpack_sparse_eligibility(exported))
@@ -310,19 +315,20 @@ def _figures(models, exported, dense, sample):
   return figures
 
 
-def _write(report, exported, title):
-  """Writes the .tflite, the JSON report, the summary and the plot."""
+def _write(report, exported, dense, title):
+  """Writes both .tflite files, the JSON report, the summary and the plot."""
   output = _OUTPUT.value
   directory = os.path.dirname(os.path.abspath(output))
   os.makedirs(directory, exist_ok=True)
   stem = os.path.splitext(output)[0]
-  files = dict(tflite=output,
+  files = dict(tflite=output, dense_tflite=stem + "_dense.tflite",
                report=os.path.join(directory, "export_report.json"),
                summary=stem + "_summary.txt", plot=stem + "_channels.png")
   report["files"] = files
-  with open(output, "wb") as f:
-    f.write(exported)
-  _plot(report["kernel_layers"], files["plot"], title)
+  for key, content in (("tflite", exported), ("dense_tflite", dense)):
+    with open(files[key], "wb") as f:
+      f.write(content)
+  _plot(_kernel_layers(report["prune"]["layers"]), files["plot"], title)
   lines = _summary(report)
   with open(files["summary"], "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -358,7 +364,7 @@ def main(argv):
             np.zeros((1,) + input_shape, np.float32))
   report.update(_figures(models, exported, dense, sample))
   report.update(failures=failures, passed=not failures)
-  _write(report, exported, f"{models.dense.name}: output channels kept; MACs "
+  _write(report, exported, dense, f"{models.dense.name}: output channels kept; MACs "
          f"{report['macs']['reduction']:.2f}x fewer")
   if failures:
     sys.exit(1)

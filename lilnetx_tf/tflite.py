@@ -16,21 +16,18 @@ The exported model is built in three exact steps from a trained model:
 dynamic-range or full-integer int8, optionally storing the remaining
 unstructured zeros as sparse tensors. `quantization_aware_finetune` adds a
 short int8 quantization-aware fine-tune that keeps zero weights zero
-(tensorflow-model-optimization's prune-preserving scheme). Verification,
+(tensorflow-model-optimization's prune-preserving scheme). Verification and
 latency live in `lilnetx_tf.tflite_check`, the analysis of sparse storage and
 XNNPACK sparse inference in `lilnetx_tf.tflite_sparse`.
 """
 
-import contextlib
 import dataclasses
-import os
-import sys
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from lilnetx_tf import fold
+from lilnetx_tf._quiet import filtered_stderr
 from lilnetx_tf import prune
 from lilnetx_tf.convert import decompressed_model
 from lilnetx_tf.model import LilNetXModel
@@ -59,8 +56,10 @@ _CONVERTER_NOISE = (
 
 # pylint: disable=protected-access
 _Graph = fold._Graph
+_call_clone = fold._call_clone
 _linear_kind = fold._linear_kind
 _kernel_and_bias = fold._kernel_and_bias
+_prune_kind = prune._kind
 # pylint: enable=protected-access
 
 
@@ -128,7 +127,7 @@ def _silence_dead_channels(model):
       continue
     if layer.activation.__name__ == "linear":
       consumers = graph.consumers[op.outputs[0]]
-      if not consumers or any(prune._kind(graph, c) != "act"  # pylint: disable=protected-access
+      if not consumers or any(_prune_kind(graph, c) != "act"
                               for c in consumers):
         continue
       activations = [c.layer for c in consumers]
@@ -165,30 +164,6 @@ def prepare_for_export(model, *, atol=0.0):
   pruned, report = prune.remove_zero_channels(dense, atol=atol)
   return ExportModels(dense=dense, pruned=pruned, prune_report=report,
                       silenced=silenced)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-  """Captures file descriptor 2 and replays all but known converter noise."""
-  try:
-    saved = os.dup(2)
-  except OSError:
-    yield
-    return
-  with tempfile.TemporaryFile() as captured:
-    sys.stderr.flush()
-    os.dup2(captured.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      captured.seek(0)
-      text = captured.read().decode("utf-8", errors="replace")
-      for line in text.splitlines():
-        if line.strip() and not any(n in line for n in _CONVERTER_NOISE):
-          sys.stderr.write(line + "\n")
 
 
 def convert(model, quantize="none", *, sparse=False, representative_data=None,
@@ -243,7 +218,7 @@ def convert(model, quantize="none", *, sparse=False, representative_data=None,
     if int8_io:
       converter.inference_input_type = tf.int8
       converter.inference_output_type = tf.int8
-  with _quiet_stderr():
+  with filtered_stderr(_CONVERTER_NOISE):
     return converter.convert()
 
 
@@ -281,15 +256,85 @@ def _quantize_configs():
   return NoOpQuantizeConfig, registry
 
 
+def _fuse_relu(model):
+  """Moves each plain ReLU layer into the conv / dense layer before it.
+
+  tfmot's 8-bit scheme leaves a kernel layer followed by a ReLU layer without
+  weight fake-quantization (its output range moves to the ReLU). With the
+  ReLU fused, as TFLite will run it, the kernel is fake-quantized (and
+  prune-preserved) during training. ReLU6 stays a layer: tfmot does not
+  quantize a fused relu6.
+  """
+  graph = _Graph(model)
+  fused = {}  # ReLU op -> its producer.
+  for op in graph.ops:
+    layer = op.layer
+    plain_relu = type(layer) is tf.keras.layers.ReLU and (  # pylint: disable=unidiomatic-typecheck
+        layer.max_value is None and not layer.negative_slope
+        and not layer.threshold)
+    if not plain_relu:
+      continue
+    tensor = op.inputs[0]
+    producer = graph.producer.get(tensor)
+    if (producer is not None and _linear_kind(producer.layer) is not None
+        and producer.layer.activation.__name__ == "linear"
+        and len(graph.consumers[tensor]) == 1 and tensor not in graph.outputs):
+      fused[op] = producer
+  producers = set(fused.values())
+
+  def visit(op, args, kwargs):
+    if op in fused:
+      return args[0]
+    updates = {"activation": "relu"} if op in producers else {}
+    return _call_clone(op.layer, args, kwargs, op.layer.get_weights(),
+                       **updates)
+
+  return graph.rebuild(visit)
+
+
+def _kernel_variables(qat_model):
+  """Layer name -> kernel variable of every conv / dense layer of a QAT model.
+
+  The wrapped layer's kernel attribute holds the last fake-quantized tensor;
+  the trained values are in the variable.
+  """
+  kernels = {}
+  for layer in qat_model.layers:
+    inner = getattr(layer, "layer", layer)  # Unwrap QuantizeWrapper.
+    kind = _linear_kind(inner)
+    if kind is not None:
+      attr = "depthwise_kernel" if kind == "depthwise" else "kernel"
+      kernels[inner.name] = next(
+          w for w in layer.weights
+          if w.name.rsplit("/", 1)[-1].split(":")[0] == attr)
+  return kernels
+
+
+class _KeepZeros(tf.keras.callbacks.Callback):
+  """Resets the zero weights of kernels to zero after every training step."""
+
+  def __init__(self, variables):
+    super().__init__()
+    self._masks = [(v, tf.constant(v.numpy() != 0, v.dtype)) for v in variables]
+
+  def on_train_batch_end(self, batch, logs=None):
+    for variable, mask in self._masks:
+      variable.assign(variable * mask)
+
+
 def quantization_aware_finetune(model, x, y, *, epochs, batch_size=64,
                                 learning_rate=1e-4, seed=0):
   """Fine-tunes a plain model for int8 with zero weights kept at zero.
 
   Uses tensorflow-model-optimization's quantization-aware training with
   `Default8BitPrunePreserveQuantizeScheme`: the fake-quantized kernels are
-  multiplied by the mask of their nonzero weights, so zeros (and the removed
-  structure) survive. Layers the 8-bit scheme does not know (e.g.
-  `ChannelPad`) stay float during training.
+  multiplied by the mask of their nonzero weights. The scheme leaves
+  depthwise kernels and kernels followed by a ReLU6 layer out (tfmot does not
+  fake-quantize the latter), so after every step their zero weights are reset
+  to zero as well: every zero, and so the removed structure, survives. Plain
+  ReLU layers are fused into the layer before them first (as in TFLite),
+  and layers the 8-bit scheme does not know (e.g. `ChannelPad`) stay float
+  during training.
 
   Args:
     model: Plain Keras model, usually `ExportModels.pruned`. Not modified.
@@ -322,8 +367,9 @@ def quantization_aware_finetune(model, x, y, *, epochs, batch_size=64,
     return quantization.quantize_annotate_layer(new, noop_config())
 
   tf.keras.utils.set_random_seed(seed)
-  annotated = tf.keras.models.clone_model(model, clone_function=annotate)
-  annotated.set_weights(model.get_weights())
+  fused = _fuse_relu(model)
+  annotated = tf.keras.models.clone_model(fused, clone_function=annotate)
+  annotated.set_weights(fused.get_weights())
   with quantization.quantize_scope(
       {"NoOpQuantizeConfig": noop_config, **custom}):
     qat = quantization.quantize_apply(
@@ -334,7 +380,8 @@ def quantization_aware_finetune(model, x, y, *, epochs, batch_size=64,
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
   qat.fit(np.asarray(x, np.float32), np.asarray(y), batch_size=batch_size,
-          epochs=epochs, shuffle=True, verbose=0)
+          epochs=epochs, shuffle=True, verbose=0,
+          callbacks=[_KeepZeros(_kernel_variables(qat).values())])
   return qat
 
 
@@ -349,18 +396,8 @@ def zero_weights_kept(model, qat_model):
     `(kept, total)`: zero kernel weights of `model` that are still exactly
     zero in the corresponding QAT kernel, and all zero kernel weights.
   """
-  kernels = {}
-  for layer in qat_model.layers:
-    inner = getattr(layer, "layer", layer)  # Unwrap QuantizeWrapper.
-    kind = _linear_kind(inner)
-    if kind is None:
-      continue
-    # The wrapped layer's kernel attribute holds the last fake-quantized
-    # tensor; the trained values are in its variable.
-    attr = "depthwise_kernel" if kind == "depthwise" else "kernel"
-    kernels[inner.name] = next(
-        w.numpy() for w in layer.weights
-        if w.name.rsplit("/", 1)[-1].split(":")[0] == attr)
+  kernels = {name: variable.numpy()
+             for name, variable in _kernel_variables(qat_model).items()}
   kept = total = 0
   for layer in model.layers:
     if _linear_kind(layer) is None:

@@ -158,7 +158,8 @@ def verify(reference_logits, exported_logits, labels, *, float_parity,
   relative = max_abs / max(float(np.max(np.abs(ref))), 1e-30)
   drop = 100 * (acc_ref - acc_out)
   if float_parity:
-    criterion = f"float32 parity: 100% agreement, relative dlogit <= {tolerance:g}"
+    criterion = (f"float32 parity: 100% agreement, relative dlogit <= "
+                 f"{tolerance:g}")
     failures = []
     if agreement < 1:
       failures.append(f"top-1 agreement {100 * agreement:.2f}% < 100%")

@@ -6,7 +6,8 @@ the converter stored in TFLite's sparse format (`--sparse`).
 `xnnpack_sparse_eligibility` says whether XNNPACK would run the model with
 sparse inference, and why not. XNNPACK's rules (TFLite's XNNPACK README,
 "Sparse Inference", and XNNPACK's NCHW rewrite): float32/float16 operators;
-weights stored sparse (DENSIFY); the sparse subgraph starts with a 3x3
+some weights stored sparse (DENSIFY ops: only then does TFLite's delegate ask
+XNNPACK for sparse inference); the sparse subgraph starts with a 3x3
 stride-2 CONV_2D with padding 1 on each side and 3 input channels, contains
 only 1x1 stride-1 unpadded CONV_2D, 3x3 / 5x5 DEPTHWISE_CONV_2D (stride 1 or
 2, padding k // 2), ADD / MUL of 4-D tensors, elementwise activations and
@@ -45,6 +46,8 @@ _SPARSE_FUSED = (schema.ActivationFunctionType.NONE,
                  schema.ActivationFunctionType.RELU,
                  schema.ActivationFunctionType.RELU_N1_TO_1,
                  schema.ActivationFunctionType.RELU6)
+_ACTIVATION_NAMES = {v: k for k, v in vars(
+    schema.ActivationFunctionType).items() if not k.startswith("_")}
 PLATFORM_NOTE = ("XNNPACK never uses sparse inference on x86 CPUs with AVX; on "
                  "ARM it does when the model qualifies (and the interpreter "
                  "uses XNNPACK).")
@@ -168,7 +171,7 @@ def _incompatibility(graph, op):
   name = op["name"]
   fused = getattr(op["options"], "fusedActivationFunction", 0)
   if fused not in _SPARSE_FUSED:
-    return f"{name} with fused activation {fused}"
+    return f"{name} with fused {_ACTIVATION_NAMES.get(fused, fused)}"
   if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
     kh, kw, stride, dilation, pad, cin = _conv_geometry(graph, op)
     if dilation != (1, 1):
@@ -216,7 +219,7 @@ def xnnpack_sparse_eligibility(content):
     A dict: `qualifies` (on ARM; see `platform`), `reasons` it does not,
     `stem` (the first operator), `ends_in_mean`, `incompatible_ops` (kind ->
     count), `conv1x1_weights`, `conv1x1_zero_fraction`,
-    `conv1x1_stored_sparse`, and `platform`.
+    `weights_stored_sparse` (tensors), and `platform`.
   """
   graph = _Flatbuffer(content)
   ops = [op for op in graph.ops if not (
@@ -224,7 +227,7 @@ def xnnpack_sparse_eligibility(content):
   reasons = []
   report = dict(qualifies=False, reasons=reasons, stem=None,
                 ends_in_mean=False, incompatible_ops={}, conv1x1_weights=0,
-                conv1x1_zero_fraction=0.0, conv1x1_stored_sparse=False,
+                conv1x1_zero_fraction=0.0, weights_stored_sparse=0,
                 platform=PLATFORM_NOTE)
   kernel_types = set()
   for op in ops:
@@ -249,9 +252,8 @@ def xnnpack_sparse_eligibility(content):
     report["stem"] = f"CONV_2D {_describe(kh, kw, stride, pad, cin)}"
     if ((kh, kw) != (3, 3) or stride != (2, 2) or dilation != (1, 1)
         or pad != (1, 1, 1, 1) or cin != 3):
-      reasons.append(f"starts with CONV_2D {_describe(kh, kw, stride, pad, cin)}"
-                     "; needs 3x3 stride 2, padding 1 on each side, 3 input "
-                     "channels")
+      reasons.append(f"starts with {report['stem']}; needs 3x3 stride 2, "
+                     "padding 1 on each side, 3 input channels")
   end = next((i for i in range(first + 1, len(ops))
               if _spatial_mean(graph, ops[i])), None)
   report["ends_in_mean"] = end is not None
@@ -261,30 +263,30 @@ def xnnpack_sparse_eligibility(content):
     end = len(ops)
   incompatible = collections.Counter()
   zeros = size = 0
-  all_sparse = True
   for op in ops[first + 1:end]:
     why = _incompatibility(graph, op)
     if why is not None:
       incompatible[why] += 1
     elif op["name"] == "CONV_2D":
-      z, n, sparse = graph.zeros(op["inputs"][1])
-      zeros, size, all_sparse = zeros + z, size + n, all_sparse and sparse
+      z, n, _ = graph.zeros(op["inputs"][1])
+      zeros, size = zeros + z, size + n
   report["incompatible_ops"] = dict(incompatible)
   if incompatible:
     kinds = "; ".join(f"{n} x {why}" for why, n in incompatible.items())
     reasons.append(f"operators sparse inference does not support: {kinds}")
   report["conv1x1_weights"] = size
   report["conv1x1_zero_fraction"] = zeros / size if size else 0.0
-  report["conv1x1_stored_sparse"] = bool(size) and all_sparse
+  report["weights_stored_sparse"] = sum(op["name"] == "DENSIFY"
+                                        for op in graph.ops)
   if not size:
     reasons.append("no 1x1 CONV_2D to run sparse")
-  else:
-    if zeros < 2 * size / 3:
-      reasons.append(f"only {100 * zeros / size:.1f}% of the 1x1 CONV_2D "
-                     "weights are zero; needs at least 2/3")
-    if not all_sparse:
-      reasons.append("1x1 CONV_2D weights not stored sparse (export with "
-                     "--sparse; the converter stores a tensor sparse only "
-                     "from about 30% zeros)")
+  elif zeros < 2 * size / 3:
+    reasons.append(f"only {100 * zeros / size:.1f}% of the 1x1 CONV_2D "
+                   "weights are zero; needs at least 2/3")
+  if not report["weights_stored_sparse"]:
+    # The delegate asks XNNPACK for sparse inference only then.
+    reasons.append("no weights stored sparse (export with --sparse; the "
+                   "converter stores a tensor sparse only from about 30% "
+                   "zeros)")
   report["qualifies"] = not reasons
   return report

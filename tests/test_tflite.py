@@ -204,6 +204,30 @@ def test_every_quantization_mode_runs_on_real_data(mnist, small, quantize,
     assert result.accuracy_exported >= result.accuracy_reference - 0.05
 
 
+def test_quantization_aware_finetune_keeps_every_zero(mnist):
+  # Conv -> ReLU (fused for QAT), depthwise -> ReLU6 (outside tfmot's
+  # prune-preserving scheme), dense: zeros must survive in all three.
+  inputs = tf.keras.Input((28, 28, 1))
+  x = L.ReLU()(L.Conv2D(8, 3, 2, name="conv")(inputs))
+  x = L.ReLU(6.0)(L.DepthwiseConv2D(3, name="dw")(x))
+  x = L.Dense(10, name="logits")(L.Flatten()(x))
+  model = tf.keras.Model(inputs, x)
+  rng = np.random.default_rng(0)
+  for layer in model.layers:
+    if layer.weights:
+      weights = layer.get_weights()
+      weights[0][rng.random(weights[0].shape) < 0.5] = 0
+      layer.set_weights(weights)
+  qat = tflite.quantization_aware_finetune(
+      model, mnist[0][:256], mnist[1][:256], epochs=1, batch_size=32,
+      learning_rate=1e-2)
+  kept, total = tflite.zero_weights_kept(model, qat)
+  assert total > 0.4 * model.count_params() and kept == total
+  trained = {l.name: l.get_weights() for l in model.layers}
+  assert any(not np.array_equal(w.numpy(), trained["logits"][0])
+             for w in qat.trainable_weights if "logits/kernel" in w.name)
+
+
 def test_verify_rejects_a_different_model(mnist, small):
   model, exported = small
   x, y = mnist[2], mnist[3]
@@ -255,10 +279,10 @@ def test_xnnpack_sparse_eligibility():
       tflite.convert(model, sparse=True))
   assert sparse["qualifies"], sparse["reasons"]
   assert sparse["conv1x1_zero_fraction"] >= 2 / 3
-  assert sparse["conv1x1_stored_sparse"] and sparse["ends_in_mean"]
+  assert sparse["weights_stored_sparse"] > 0 and sparse["ends_in_mean"]
   dense = tflite_sparse.xnnpack_sparse_eligibility(tflite.convert(model))
   assert len(dense["reasons"]) == 1
-  assert "not stored sparse" in dense["reasons"][0]
+  assert "no weights stored sparse" in dense["reasons"][0]
   too_few = tflite_sparse.xnnpack_sparse_eligibility(
       tflite.convert(_mobile_net(0.4, rng), sparse=True))
   assert any("needs at least 2/3" in r for r in too_few["reasons"])
@@ -300,6 +324,8 @@ def test_cli_exports_verifies_and_reports(small, mnist, tmp_path, data_dir):
   assert not report["xnnpack_sparse"]["qualifies"]
   content = output.read_bytes()
   assert len(content) == report["size_bytes"]["exported"]
+  dense = pathlib.Path(report["files"]["dense_tflite"]).read_bytes()
+  assert len(dense) == report["size_bytes"]["dense_export"] > len(content)
   assert tflite_check.TFLiteRunner(content)(mnist[2][:8]).shape == (8, 10)
   summary = pathlib.Path(report["files"]["summary"]).read_text()
   assert summary.strip() == result.stdout.strip()

@@ -224,7 +224,8 @@ class EpochSummary(tf.keras.callbacks.Callback):
         size += f", {_bytes(logs['coded_bytes'])} coded"
       parts.append(size)
     if "slice_sparsity" in logs:
-      parts.append(f"slice sparsity {100 * logs['slice_sparsity']:.1f}%")
+      parts.append(f"slice sparsity {100 * logs['slice_sparsity']:.1f}%, "
+                   f"zero weights {100 * logs['weight_sparsity']:.1f}%")
     if "learning_rate" in logs:
       parts.append(f"lr {logs['learning_rate']:.2e}")
     parts.append(f"{time.time() - self._start:.0f} s")

@@ -140,12 +140,13 @@ def _final_report(config, model, test_ds, state, dirs, infos):
   size = final.get("coded_bytes", final["float32_bytes"])
   logging.info(
       "Done: %d epochs, test accuracy %.2f%% (best %.2f%% at epoch %s), %s "
-      "%d bytes, slice sparsity %.1f%%, MACs %.1f%% of dense, %.0f s of "
-      "training. Outputs in %s.", metrics["epochs"],
+      "%d bytes, slice sparsity %.1f%%, zero weights %.1f%%, MACs %.1f%% of "
+      "dense, %.0f s of training. Outputs in %s.", metrics["epochs"],
       100 * final["test_accuracy"],
       100 * best["test_accuracy"], best["epoch"],
       "float32 kernels" if config.vanilla else "coded latents", size,
-      100 * final["slice_sparsity"], 100 * final["macs_ratio"],
+      100 * final["slice_sparsity"], 100 * final["weight_sparsity"],
+      100 * final["macs_ratio"],
       metrics["train_wall_seconds"], dirs.workdir)
   return metrics
 

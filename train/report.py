@@ -56,10 +56,14 @@ def vanilla_stats(model):
         macs_dense=int(macs),
         macs_effective=int(round(macs * (1 - zero.mean()))))
   total = {key: sum(s[key] for s in layers.values())
-           for key in ("weights", "nonzero_weights", "slices", "zero_slices",
-                       "float32_bytes", "macs_dense", "macs_effective")}
+           for key in ("weights", "nonzero_weights", "float32_bytes",
+                       "macs_dense", "macs_effective")}
   total["weight_sparsity"] = 1 - total["nonzero_weights"] / total["weights"]
-  total["slice_sparsity"] = total.pop("zero_slices") / total.pop("slices")
+  # As `compression_stats`: slices of convolutions only, if there are any.
+  structured = [s for s in layers.values() if len(s["shape"]) == 4]
+  structured = structured or list(layers.values())
+  total["slice_sparsity"] = (sum(s["zero_slices"] for s in structured) /
+                             sum(s["slices"] for s in structured))
   total["macs_ratio"] = total["macs_effective"] / total["macs_dense"]
   total["params"] = int(model.count_params())
   return dict(layers=layers, total=total)
