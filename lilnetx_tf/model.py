@@ -293,6 +293,14 @@ class LilNetXModel(tf.keras.Model):
     self._norm_tracker.update_state(norm_sum)
     return self.compute_metrics(x, y, y_pred, sample_weight)
 
+  def test_step(self, data):
+    logs = super().test_step(data)
+    # The trackers measure the training objective; evaluation leaves them
+    # empty, so report none rather than zeros (`val_bits_per_latent` ...).
+    for tracker in (self._bits_tracker, self._norm_tracker):
+      logs.pop(tracker.name, None)
+    return logs
+
   def get_config(self):
     return dict(
         name=self.name,
