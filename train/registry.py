@@ -137,4 +137,8 @@ def build_model(config, info, steps_per_epoch):
     compile_args["prior_optimizer"] = tf.keras.optimizers.Adam(
         config.prior_learning_rate)
   model.compile(**compile_args)
+  # Keras 2.14 reduces step outputs with "sum" across multi-worker replicas
+  # by default ("auto"); the metric values are already global there, so a
+  # sum would report each worker's copy added up (accuracy above 1).
+  model.distribute_reduction_method = "first"
   return model
