@@ -38,7 +38,7 @@ import sys
 from absl import app
 from absl import flags
 
-import lilnetx_tf  # pylint: disable=unused-import  # Quiet TF; registers LilNetX layers.
+import lilnetx_tf  # Before tensorflow: quiets TF; registers LilNetX layers.
 from lilnetx_tf import tflite
 from lilnetx_tf import tflite_check
 from lilnetx_tf import tflite_sparse
@@ -125,12 +125,7 @@ def _load():
     with open(config_path) as f:
       config = json.load(f)
   if _COMPRESSED.value:
-    try:
-      from lilnetx_tf import fileformat  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      sys.exit(f"--compressed needs lilnetx_tf.fileformat, which is missing "
-               f"({e}).")
-    model = fileformat.load_compressed(path)
+    model = lilnetx_tf.load_compressed(path)
   else:
     model = tf.keras.models.load_model(path, compile=False)
   return model, config, path

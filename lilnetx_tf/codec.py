@@ -121,8 +121,7 @@ def decompress_latents(coded_groups):
   """
   latents = {}
   for coded in coded_groups:
-    rows = [groups.num_positions(s) and int(np.prod(s)) //
-            groups.num_positions(s) for s in coded.shapes]
+    rows = [int(np.prod(s)) // groups.num_positions(s) for s in coded.shapes]
     try:
       symbols = decode_symbols(coded.data, sum(rows), coded.cdf,
                                coded.cdf_offset)

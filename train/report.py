@@ -69,24 +69,14 @@ def vanilla_stats(model):
   return dict(layers=layers, total=total)
 
 
-def _save_compressed(model, path):
-  """Writes the compressed file if `lilnetx_tf.fileformat` exists; its bytes."""
-  try:
-    from lilnetx_tf import fileformat  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  fileformat.save_compressed(model, path)
-  return os.path.getsize(path)
-
-
 def model_figures(model, vanilla, compressed_path=None):
   """Size, sparsity and MAC figures of a trained model.
 
   Args:
     model: The trained `LilNetXModel` (or plain model when `vanilla`).
     vanilla: Whether `model` is a plain Keras model.
-    compressed_path: Where to write the compressed file (LilNetX only), if
-      `lilnetx_tf.fileformat.save_compressed` is available.
+    compressed_path: Where to write the compressed file (LilNetX only), or
+      None.
 
   Returns:
     `(total, layers)`: JSON-ready dicts; `total['file_bytes']` is the size of
@@ -98,7 +88,8 @@ def model_figures(model, vanilla, compressed_path=None):
   else:
     stats = lilnetx_tf.compression_stats(model, coded=True)
     stats["total"]["file_bytes"] = (
-        _save_compressed(model, compressed_path) if compressed_path else None)
+        lilnetx_tf.save_compressed(model, compressed_path)["file_bytes"]
+        if compressed_path else None)
   return stats["total"], stats["layers"]
 
 
