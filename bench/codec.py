@@ -69,8 +69,8 @@ def _fit_priors(model, rng):
   """Fits each group's prior to its latents, as training would."""
   latents = codec.rounded_latents(model)
   for group, layers in model.group_layers.items():
-    slices = np.concatenate([groups.to_slices(latents[l.name])
-                             for l in layers])
+    values = np.concatenate([groups.to_positions(latents[l.name])
+                             for l in layers], axis=1)
     prior = model.priors[group]
     optimizer = tf.keras.optimizers.Adam(0.05)
 
@@ -82,7 +82,7 @@ def _fit_priors(model, rng):
       optimizer.apply_gradients(zip(tape.gradient(bits, variables), variables))
 
     for _ in range(_FIT_STEPS.value):
-      step(tf.constant(slices[rng.integers(0, len(slices), 10_000)]))
+      step(tf.constant(values[:, rng.integers(0, values.shape[1], 10_000)]))
 
 
 def _timed(function, runs):

@@ -6,7 +6,8 @@ same spatial shape. A *group* is named after that shape (`conv3x3`, `conv1x1`,
 of *slices*: one row per (input, output) pair, one column per kernel position
 (k*k columns for a k x k kernel, one for 1x1 convs and dense layers). The
 decoder maps each row, the prior models each column, and the slice sparsity
-prior acts on rows.
+prior acts on rows. The priors evaluate the transposed, *position-major* view
+`(positions, in * out)`, which is a free reshape of the kernel.
 """
 
 import numpy as np
@@ -16,6 +17,7 @@ __all__ = [
     "group_name",
     "num_positions",
     "to_slices",
+    "to_positions",
     "from_slices",
     "SPARSITY_STRUCTURES",
 ]
@@ -80,6 +82,19 @@ def to_slices(kernel):
     return tf.reshape(kernel, (-1, 1))
   kh, kw, cin, cout = kernel.shape
   return tf.reshape(tf.transpose(kernel, (2, 3, 0, 1)), (cin * cout, kh * kw))
+
+
+def to_positions(kernel):
+  """Returns the position-major view `(positions, in * out)` of a kernel.
+
+  The transpose of `to_slices(kernel)`, and a free reshape of a `(kh, kw, in,
+  out)` or `(in, out)` kernel: the layout the priors evaluate.
+  """
+  shape = kernel.shape
+  positions = num_positions(tuple(int(d) for d in shape))
+  if isinstance(kernel, np.ndarray):
+    return kernel.reshape(positions, -1)
+  return tf.reshape(kernel, (positions, -1))
 
 
 def from_slices(slices, kernel_shape):

@@ -207,9 +207,9 @@ class LilNetXModel(tf.keras.Model):
     bits = []
     # One prior evaluation per group, not per layer: fewer, larger ops.
     for g, layers in self.group_layers.items():
-      slices = [groups.to_slices(l.latent) for l in layers]
-      slices = slices[0] if len(slices) == 1 else tf.concat(slices, axis=0)
-      bits.append(self.priors[g].bits(slices, training))
+      values = [groups.to_positions(l.latent) for l in layers]
+      values = values[0] if len(values) == 1 else tf.concat(values, axis=1)
+      bits.append(self.priors[g].bits(values, training))
     return tf.add_n(bits)
 
   def group_norm_sum(self):

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
+from lilnetx_tf.layers import round_ste
+
 __all__ = ["GroupPrior"]
 
 
@@ -38,29 +40,58 @@ class _OwnedDeepFactorized(tfc.DeepFactorized):
     self._matrices, self._biases, self._factors = self._owned
 
 
+def _logits_by_position(values, matrices, biases, factors):
+  """`tfc.DeepFactorized._logits_cumulative` on position-major values.
+
+  tfc reshapes and transposes its `(..., positions)` inputs to `(positions, 1,
+  n)` and back on every call; position-major inputs need neither.
+
+  Args:
+    values: `(positions, n)` tensor.
+    matrices: The density network's matrices (before softplus).
+    biases: Its biases.
+    factors: Its nonlinearity factors (before tanh).
+
+  Returns:
+    `(positions, n)` logits of the cumulative densities at `values`.
+  """
+  logits = values[:, None, :]
+  for i, matrix in enumerate(matrices):
+    logits = tf.linalg.matmul(tf.nn.softplus(matrix), logits) + biases[i]
+    if i < len(factors):
+      logits += tf.math.tanh(factors[i]) * tf.math.tanh(logits)
+  return logits[:, 0, :]
+
+
+def _noisy_log_prob(upper, lower):
+  """log(sigmoid(upper) - sigmoid(lower)): log-mass of one unit interval.
+
+  `upper` and `lower` are the cumulative logits at y + 1/2 and y - 1/2. The
+  formula is tfc's (`_log_prob_with_logsf_and_logcdf`), including its choice
+  of the numerically safe side: right of the median, the difference of the
+  survival functions. Choosing the arguments first needs two log-sigmoids
+  instead of four.
+  """
+  right = upper > 0
+  big = tf.math.log_sigmoid(tf.where(right, -lower, upper))
+  small = tf.math.log_sigmoid(tf.where(right, -upper, lower))
+  # log(exp(big) - exp(small)), as tfc's _logsum_expbig_minus_expsmall.
+  return tf.where(tf.math.is_inf(big), big,
+                  tf.math.log1p(-tf.exp(small - big)) + big)
+
+
 class _NoisyDeepFactorized(tfc.UniformNoiseAdapter):
   """`tfc.NoisyDeepFactorized` whose `log_prob` runs the density network once.
 
   tfc's `UniformNoiseAdapter.log_prob` evaluates the base distribution's
   log-CDF and log-survival function at y - 1/2 and y + 1/2: four passes of
-  the density network, which dominate a training step's overhead. The deep
-  factorized CDF is sigmoid(logits), so one pass over both points gives all
-  four; the formula, including the choice of the numerically safe side, is
-  tfc's (`_log_prob_with_logsf_and_logcdf`).
+  the density network. The deep factorized CDF is sigmoid(logits), so one pass
+  over both points gives all four.
   """
 
   def _log_prob(self, y):
     logits = self.base._logits_cumulative(tf.stack([y + .5, y - .5]))  # pylint: disable=protected-access
-    upper, lower = logits[0], logits[1]
-    # Right of the median, difference the survival functions instead.
-    right = upper > 0
-    big = tf.where(right, tf.math.log_sigmoid(-lower),
-                   tf.math.log_sigmoid(upper))
-    small = tf.where(right, tf.math.log_sigmoid(-upper),
-                     tf.math.log_sigmoid(lower))
-    # log(exp(big) - exp(small)), as tfc's _logsum_expbig_minus_expsmall.
-    return tf.where(tf.math.is_inf(big), big,
-                    tf.math.log1p(-tf.exp(small - big)) + big)
+    return _noisy_log_prob(logits[0], logits[1])
 
 
 def _noisy_deep_factorized(matrices, biases, factors, positions, num_filters,
@@ -152,28 +183,50 @@ class GroupPrior(tf.keras.layers.Layer):
                                   self.positions, self.num_filters,
                                   self.init_scale)
 
-  def _entropy_model(self):
-    return tfc.ContinuousBatchedEntropyModel(
-        self.distribution(), coding_rank=2, compression=False,
-        offset_heuristic=False)
+  def log_prob(self, values):
+    """Log-probabilities of position-major values under the noisy density.
 
-  def bits(self, slices, training):
-    """Bits of a `(rows, positions)` slice matrix under this prior.
+    Equal to `self.distribution().log_prob` on the transposed values, but the
+    density network runs once on both interval ends, without transposes: this
+    is most of a training step's overhead.
 
     Args:
-      slices: Float latents in slice layout (see `groups.to_slices`).
+      values: `(positions, n)` float tensor (see `groups.to_positions`).
+
+    Returns:
+      `(positions, n)` natural-log probabilities.
+    """
+    if not self.built:
+      self.build()
+    n = tf.shape(values)[1]
+    logits = _logits_by_position(tf.concat([values + .5, values - .5], 1),
+                                 self._matrices, self._biases, self._factors)
+    return _noisy_log_prob(logits[:, :n], logits[:, n:])
+
+  def bits(self, values, training):
+    """Bits of position-major latents under this prior.
+
+    The same figures as `tfc.ContinuousBatchedEntropyModel` (integer
+    quantization, `offset_heuristic=False`) on the slice matrix.
+
+    Args:
+      values: `(positions, n)` float latents (see `groups.to_positions`).
       training: With `True`, adds uniform noise and returns the
         differentiable upper bound used for training; with `False`, rounds
-        and returns the self-information of the integers.
+        (straight-through) and returns the self-information of the integers.
 
     Returns:
       A scalar float tensor.
     """
-    _, bits = self._entropy_model()(slices, training=training)
-    return bits
+    values = tf.convert_to_tensor(values, tf.float32)
+    if training:
+      values += tf.random.uniform(tf.shape(values), -.5, .5)
+    else:
+      values = round_ste(values)
+    return tf.reduce_sum(self.log_prob(values)) / -math.log(2.0)
 
-  def call(self, slices, training=None):
-    return self.bits(slices, bool(training))
+  def call(self, values, training=None):
+    return self.bits(values, bool(training))
 
   def coding_tables(self):
     """Integer range-coding tables derived from the current prior.

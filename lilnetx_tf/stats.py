@@ -55,7 +55,7 @@ def layer_stats(layer, prior=None):
   )
   if prior is not None:
     stats["estimated_bits"] = float(
-        prior.bits(groups.to_slices(layer.latent), training=False))
+        prior.bits(groups.to_positions(layer.latent), training=False))
   return stats
 
 

@@ -41,6 +41,13 @@ def test_slices_round_trip_and_layout():
   np.testing.assert_array_equal(
       groups.from_slices(groups.to_slices(tf.constant(kernel)),
                          kernel.shape).numpy(), kernel)
+  # The priors' position-major view is the transposed slice matrix.
+  np.testing.assert_array_equal(groups.to_positions(kernel), slices.T)
+  np.testing.assert_array_equal(
+      groups.to_positions(tf.constant(kernel)).numpy(), slices.T)
+  dense = np.arange(6, dtype=np.float32).reshape(2, 3)
+  np.testing.assert_array_equal(groups.to_positions(dense),
+                                groups.to_slices(dense).T)
 
 
 def test_zero_latent_slice_decodes_to_exact_zero():
@@ -165,12 +172,12 @@ def test_eval_bits_are_self_information_of_rounded_latents():
   model = lilnetx_tf.compressible(_small_net(), seed=0)
   layer = model.group_layers["conv3x3"][0]
   prior = model.priors["conv3x3"]
-  slices = groups.to_slices(layer.latent)
-  bits = prior.bits(slices, training=False).numpy()
-  probs = prior.distribution().prob(tf.round(slices)).numpy()
+  values = groups.to_positions(layer.latent)
+  bits = prior.bits(values, training=False).numpy()
+  probs = prior.distribution().prob(tf.round(tf.transpose(values))).numpy()
   np.testing.assert_allclose(bits, -np.log2(probs).sum(), rtol=1e-4)
   # Noisy training bits are a (loose) upper bound-like estimate, close by.
-  assert abs(prior.bits(slices, training=True).numpy() - bits) < 0.2 * bits
+  assert abs(prior.bits(values, training=True).numpy() - bits) < 0.2 * bits
 
 
 def test_range_coding_round_trip_and_size():
@@ -232,6 +239,26 @@ def test_bad_arguments_are_clear_errors():
     layer(np.ones((1, 2), np.float32))
 
 
+def test_prior_bits_equal_tensorflow_compression_entropy_model():
+  """GroupPrior.bits gives ContinuousBatchedEntropyModel's figures."""
+  import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(0)
+  prior = lilnetx_tf.GroupPrior(9, init_scale=4.0)
+  prior.build()
+  slices = tf.random.stateless_uniform((3000, 9), seed=(3, 4), minval=-9,
+                                       maxval=9)
+  entropy_model = tfc.ContinuousBatchedEntropyModel(
+      prior.distribution(), coding_rank=2, compression=False,
+      offset_heuristic=False)
+  _, expected = entropy_model(slices, training=False)
+  ours = prior.bits(tf.transpose(slices), training=False)
+  np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5)
+  # Training bits: the same density at noisy points, so close on average.
+  _, noisy = entropy_model(slices, training=True)
+  ours = prior.bits(tf.transpose(slices), training=True)
+  np.testing.assert_allclose(ours.numpy(), noisy.numpy(), rtol=0.01)
+
+
 def test_prior_log_prob_equals_tensorflow_compression():
   """The one-pass log-prob equals tfc's UniformNoiseAdapter, values and grads."""
   import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
@@ -246,6 +273,10 @@ def test_prior_log_prob_equals_tensorflow_compression():
     tape.watch(x)
     a = tf.reduce_sum(ours.log_prob(x))
     b = tf.reduce_sum(reference.log_prob(x))
+  # The position-major path the training step uses gives the same values.
+  np.testing.assert_allclose(
+      tf.transpose(prior.log_prob(tf.transpose(x))).numpy(),
+      reference.log_prob(x).numpy(), rtol=1e-6, atol=1e-6)
   # The same formula; XLA-free float32 kernels may still round differently.
   np.testing.assert_allclose(ours.log_prob(x).numpy(),
                              reference.log_prob(x).numpy(), rtol=1e-6,
