@@ -55,12 +55,14 @@ def _logits_by_position(values, matrices, biases, factors):
   Returns:
     `(positions, n)` logits of the cumulative densities at `values`.
   """
-  logits = values[:, None, :]
+  # expand_dims / squeeze / split rather than slicing: their gradients are
+  # reshapes and a concat, where a slice's gradient writes a zero-filled copy.
+  logits = tf.expand_dims(values, 1)
   for i, matrix in enumerate(matrices):
     logits = tf.linalg.matmul(tf.nn.softplus(matrix), logits) + biases[i]
     if i < len(factors):
       logits += tf.math.tanh(factors[i]) * tf.math.tanh(logits)
-  return logits[:, 0, :]
+  return tf.squeeze(logits, 1)
 
 
 def _noisy_log_prob(upper, lower):
@@ -198,10 +200,9 @@ class GroupPrior(tf.keras.layers.Layer):
     """
     if not self.built:
       self.build()
-    n = tf.shape(values)[1]
     logits = _logits_by_position(tf.concat([values + .5, values - .5], 1),
                                  self._matrices, self._biases, self._factors)
-    return _noisy_log_prob(logits[:, :n], logits[:, n:])
+    return _noisy_log_prob(*tf.split(logits, 2, axis=1))
 
   def bits(self, values, training):
     """Bits of position-major latents under this prior.
