@@ -21,7 +21,9 @@ Byte layout, all integers little-endian:
 
 The sections, in this order, with nothing after the last one:
 
-  HEAD    UTF-8 JSON header, at most `MAX_HEADER_BYTES` (16 MiB); below.
+  HEAD    zlib (RFC 1950) stream of the UTF-8 JSON header, which inflates
+          to at most `MAX_HEADER_BYTES` (16 MiB); below. (Format version 1,
+          still read, stored the JSON itself.)
   per group, in header order:
     TABL  zlib (RFC 1950) stream of int32 `cdf` (`cdf_length` values) then
           int32 `cdf_offset` (`positions` values): the range-coding tables of
@@ -63,6 +65,7 @@ from lilnetx_tf import codec
 from lilnetx_tf import fileformat_sections as sections
 from lilnetx_tf.convert import decompressed_model
 from lilnetx_tf.decoders import decode_kernel
+from lilnetx_tf.fileformat_architecture import architecture_problem
 from lilnetx_tf.fileformat_sections import CorruptFileError
 from lilnetx_tf.fileformat_sections import FORMAT_VERSION
 from lilnetx_tf.fileformat_sections import MAGIC
@@ -150,7 +153,7 @@ def _file_chunks(model, float_dtype):
   """The file's bytes, in pieces (see the module docstring)."""
   plain = decompressed_model(model)
   architecture = json.loads(plain.to_json())
-  problem = sections.architecture_problem(architecture)
+  problem = architecture_problem(architecture)
   if problem:
     raise ValueError(f"Cannot store model {model.name!r}: {problem}.")
   names = [l.name for l in _weighted_layers(plain)]
@@ -167,11 +170,7 @@ def _file_chunks(model, float_dtype):
                    cdf_length=int(c.cdf.shape[0]), layers=list(c.layers),
                    shapes=[list(s) for s in c.shapes]) for c in coded],
       float_params=entries, architecture=architecture)
-  head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-  if len(head) > MAX_HEADER_BYTES:
-    raise ValueError(f"The header is {len(head)} bytes, over the format's "
-                     f"limit of {MAX_HEADER_BYTES}.")
-  parts = [(b"HEAD", head)]
+  parts = [(b"HEAD", sections.pack_header(header))]
   for c in coded:
     tables = (np.asarray(c.cdf, "<i4").tobytes() +
               np.asarray(c.cdf_offset, "<i4").tobytes())

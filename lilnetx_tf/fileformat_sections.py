@@ -12,7 +12,6 @@ is a `CorruptFileError` naming the section.
 """
 
 import contextlib
-import functools
 import json
 import math
 import struct
@@ -23,6 +22,8 @@ import tensorflow as tf
 
 from lilnetx_tf import codec
 from lilnetx_tf import groups as groups_lib
+from lilnetx_tf.fileformat_architecture import MAX_LAYERS
+from lilnetx_tf.fileformat_architecture import architecture_problem
 
 __all__ = [
     "CorruptFileError",
@@ -31,14 +32,17 @@ __all__ = [
     "MAGIC",
     "MAX_HEADER_BYTES",
     "PREAMBLE",
-    "architecture_problem",
+    "READABLE_VERSIONS",
     "pack_section",
+    "pack_header",
     "parse",
     "reading",
 ]
 
 MAGIC = b"\x89LNX\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 stored the header as plain JSON; version 2 deflates it.
+READABLE_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 16 * 2**20
 PREAMBLE = struct.Struct("<8sI")  # Magic, format version.
 _SECTION = struct.Struct("<4sQI")  # Tag, payload length, CRC-32.
@@ -46,7 +50,6 @@ FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 
 # Limits far above any real model that keep a hostile header from making the
 # reader loop or allocate without end.
-_MAX_LAYERS = 20_000
 _MAX_GROUPS = 256
 _MAX_POSITIONS = 4096  # 64x64 kernels.
 _MAX_CDF_LENGTH = 2**24
@@ -64,28 +67,6 @@ _LATENTS_PER_BYTE = 4096
 _MIN_LATENT_ALLOWANCE = 2**24
 # The most deflate can expand (about 1032:1), with room to spare.
 _ZLIB_MAX_RATIO = 1100
-
-# Classes that hold code, call TF functions by name or read files on load.
-_REFUSED = {
-    "Lambda": "Lambda layers hold Python code",
-    "TFOpLambda": "TF op layers call functions by name",
-    "SlicingOpLambda": "TF op layers call functions by name",
-    "StringLookup": "lookup layers may read vocabulary files",
-    "IntegerLookup": "lookup layers may read vocabulary files",
-    "TextVectorization": "lookup layers may read vocabulary files",
-    "DenseFeatures": "feature columns may hold functions",
-}
-# Config keys whose string values Keras looks up by name, registered custom
-# objects included: only built-in names (identifiers) are allowed.
-_LOOKUP_SUFFIXES = ("activation", "_initializer", "_regularizer",
-                    "_constraint")
-_MODELS = ("Functional", "Sequential", "Model")
-_MODEL_MODULES = (None, "keras", "keras.models")
-_NON_LAYER_MODULES = ("keras.initializers", "keras.regularizers",
-                      "keras.constraints", "keras.mixed_precision")
-# Custom classes: class name -> (module, registered name).
-_CUSTOM = {"ChannelPad": ("lilnetx_tf.models.layers", "lilnetx_tf>ChannelPad")}
-
 
 class CorruptFileError(ValueError):
   """A compressed model file is damaged, foreign, newer or not allowed.
@@ -127,81 +108,6 @@ def pack_section(tag, payload):
   return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
 
 
-# -- The architecture ----------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _stock_classes():
-  """Class name -> module name of the allowed stock Keras classes."""
-  allowed = {"Policy": "keras.mixed_precision"}
-  for module, namespace, base in (
-      ("keras.layers", tf.keras.layers, tf.keras.layers.Layer),
-      ("keras.initializers", tf.keras.initializers,
-       tf.keras.initializers.Initializer),
-      ("keras.regularizers", tf.keras.regularizers,
-       tf.keras.regularizers.Regularizer),
-      ("keras.constraints", tf.keras.constraints,
-       tf.keras.constraints.Constraint)):
-    for name in dir(namespace):
-      obj = getattr(namespace, name)
-      if (isinstance(obj, type) and issubclass(obj, base) and
-          name not in _REFUSED and not issubclass(obj, tf.keras.Model)):
-        allowed[name] = module
-  return allowed
-
-
-def _class_problem(obj):
-  name, module = obj["class_name"], obj.get("module")
-  registered = obj.get("registered_name")
-  if not isinstance(name, str):
-    return f"class name {str(name)[:100]} is not a string"
-  if name in _REFUSED:
-    return f"class {name!r} is refused: {_REFUSED[name]}"
-  if name in _CUSTOM:
-    ok = (module, registered) == _CUSTOM[name]
-  elif name in _MODELS:
-    ok = module in _MODEL_MODULES and registered in (None, name)
-  elif name in _stock_classes():
-    ok = module in (None, _stock_classes()[name]) and registered in (None, name)
-  else:
-    return (f"class {name[:100]!r} is not allowed (only stock Keras classes "
-            "and lilnetx_tf>ChannelPad)")
-  if not ok:
-    return (f"class {name!r} comes with module {str(module)[:100]!r} and "
-            f"registered name {str(registered)[:100]!r}, not allowed for it")
-  return None
-
-
-def architecture_problem(config):
-  """Why a Keras model config may not be deserialised, or None if it may.
-
-  Every object with a `class_name` must be an allowed class under its own
-  module (Keras imports the module an object names), and objects named by a
-  string (activations, initializers, ...) must be built-in names.
-  """
-  if not (isinstance(config, dict) and config.get("class_name") in _MODELS):
-    return "the architecture is not a Keras model config"
-  stack, layers = [config], 0
-  while stack:
-    obj = stack.pop()
-    if isinstance(obj, dict):
-      if "class_name" in obj:
-        problem = _class_problem(obj)
-        if problem:
-          return problem
-        layers += obj.get("module") not in _NON_LAYER_MODULES
-        if layers > _MAX_LAYERS:
-          return f"more than {_MAX_LAYERS} layers"
-      for key, value in obj.items():
-        if (isinstance(value, str) and isinstance(key, str) and
-            key.endswith(_LOOKUP_SUFFIXES) and not value.isidentifier()):
-          return f"{key} {value[:100]!r} is not a built-in name"
-      stack.extend(obj.values())
-    elif isinstance(obj, list):
-      stack.extend(obj)
-  return None
-
-
 # -- The header ----------------------------------------------------------------
 
 
@@ -238,7 +144,7 @@ def _check_groups(value):
             f"{group.get('cdf_length')!r}")
     layers, shapes = group.get("layers"), group.get("shapes")
     if not (isinstance(layers, list) and isinstance(shapes, list) and
-            0 < len(layers) == len(shapes) <= _MAX_LAYERS):
+            0 < len(layers) == len(shapes) <= MAX_LAYERS):
       _fail("header", f"group {name!r}: `layers` and `shapes` must be lists "
             "of the same length")
     total = 0
@@ -276,12 +182,12 @@ def _check_float_params(value, kernel_layers):
     seen.add(key)
 
 
-def _check_header(header):
+def _check_header(header, version):
   if not isinstance(header, dict):
     _fail("header", "the header is not a JSON object")
-  if header.get("format_version") != FORMAT_VERSION:
+  if header.get("format_version") != version:
     _fail("header", f"format_version {str(header.get('format_version'))[:20]} "
-          f"differs from the preamble's {FORMAT_VERSION}")
+          f"differs from the preamble's {version}")
   if header.get("float_dtype") not in FLOAT_DTYPES:
     _fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
           f"; valid: {', '.join(FLOAT_DTYPES)}")
@@ -383,6 +289,7 @@ class _Reader:
 
 
 def _check_preamble(data):
+  """Checks the magic and version; returns the format version."""
   if not data:
     _fail("preamble", "empty file")
   if data[:len(MAGIC)] != MAGIC[:len(data)]:
@@ -393,10 +300,37 @@ def _check_preamble(data):
   _, version = PREAMBLE.unpack_from(data)
   if version > FORMAT_VERSION:
     _fail("preamble", f"format version {version} is newer than this reader, "
-          f"which supports version {FORMAT_VERSION} (update lilnetx_tf)")
-  if version != FORMAT_VERSION:
-    _fail("preamble", f"unknown format version {version}; supported: "
-          f"{FORMAT_VERSION}")
+          f"which reads versions up to {FORMAT_VERSION} (update lilnetx_tf)")
+  if version not in READABLE_VERSIONS:
+    _fail("preamble", f"unknown format version {version}; readable: "
+          f"{', '.join(map(str, READABLE_VERSIONS))}")
+  return version
+
+
+def pack_header(header):
+  """The HEAD payload of a header dict: deflated compact JSON (version 2).
+
+  Raises:
+    ValueError: if the JSON is over `MAX_HEADER_BYTES`.
+  """
+  head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+  if len(head) > MAX_HEADER_BYTES:
+    raise ValueError(f"The header is {len(head)} bytes, over the format's "
+                     f"limit of {MAX_HEADER_BYTES}.")
+  return zlib.compress(head, 9)
+
+
+def _unpack_header(payload, version):
+  """The header dict of a HEAD payload (JSON, deflated from version 2 on)."""
+  if version >= 2:
+    inflater = zlib.decompressobj()
+    # Never inflate more than the limit, whatever the stream claims.
+    payload = inflater.decompress(payload, MAX_HEADER_BYTES + 1)
+    if len(payload) > MAX_HEADER_BYTES:
+      _fail("header", f"inflates to over {MAX_HEADER_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+      _fail("header", "the header is not one complete zlib stream")
+  return json.loads(bytes(payload).decode("utf-8"))
 
 
 def _read_group(reader, group):
@@ -458,14 +392,15 @@ def parse(data):
     `tag`, `name`, `offset` and `bytes`) and `file_bytes`.
 
   Raises:
-    CorruptFileError: on anything but a well-formed file of this version.
+    CorruptFileError: on anything but a well-formed file of a readable
+      version.
   """
-  _check_preamble(data)
+  version = _check_preamble(data)
   reader = _Reader(data)
   head = reader.read(b"HEAD", "header", MAX_HEADER_BYTES)
   with reading("header"):
-    header = json.loads(bytes(head).decode("utf-8"))
-    _check_header(header)
+    header = _unpack_header(head, version)
+    _check_header(header, version)
   latents = sum(math.prod(s) for g in header["groups"] for s in g["shapes"])
   allowance = max(_MIN_LATENT_ALLOWANCE, _LATENTS_PER_BYTE * len(data))
   if latents > allowance:

@@ -123,6 +123,22 @@ def test_sizes(trained, saved):
   assert [g["name"] for g in info["groups"]] == ["conv5x5", "dense"]
   assert [s["tag"] for s in info["sections"]] == [
       "HEAD", "TABL", "DECO", "LATS", "TABL", "DECO", "LATS", "FLTS"]
+  # The header (mostly the architecture) is deflated: a fraction of its JSON.
+  head_json = json.dumps(_header(path.read_bytes()), separators=(",", ":"))
+  assert info["sections"][0]["bytes"] < 0.4 * len(head_json)
+
+
+def test_reads_format_version_1(trained, saved, tmp_path):
+  """Version 1 files (the header as plain JSON) still load, identically."""
+  data = saved[0].read_bytes()
+  header = _header(data)
+  header["format_version"] = 1
+  path = tmp_path / "v1.lnx"
+  path.write_bytes(_with_version(
+      _with_payload(data, 0, json.dumps(header).encode()), 1))
+  model, x = trained
+  _assert_round_trip(model, fileformat.load_compressed(path), x)
+  assert fileformat.inspect_compressed(path)["sizes"]["format_version"] == 1
 
 
 def test_float16(trained, saved, tmp_path):
@@ -131,8 +147,9 @@ def test_float16(trained, saved, tmp_path):
   sizes = fileformat.save_compressed(model, path, float16=True)
   assert sizes["float_dtype"] == "float16"
   assert sizes["latent_bytes"] == saved[1]["latent_bytes"]
-  assert saved[1]["file_bytes"] - sizes["file_bytes"] == \
-      2 * sizes["num_float_params"]
+  floats = [[s["bytes"] for s in fileformat.inspect_compressed(p)["sections"]
+             if s["tag"] == "FLTS"][0] for p in (saved[0], path)]
+  assert floats[0] - floats[1] == 2 * sizes["num_float_params"]
   loaded = fileformat.load_compressed(path)
   for layer in model.network.layers:
     for i, w in enumerate(layer.weights):
@@ -185,11 +202,15 @@ def _with_payload(data, index, payload):
           data[body + length:])
 
 
-def _with_header(data, edit):
+def _header(data):
   _, _, body, length = _layout(data)[0]
-  header = json.loads(data[body:body + length])
+  return json.loads(zlib.decompress(data[body:body + length]))
+
+
+def _with_header(data, edit):
+  header = _header(data)
   edit(header)
-  return _with_payload(data, 0, json.dumps(header).encode())
+  return _with_payload(data, 0, zlib.compress(json.dumps(header).encode()))
 
 
 def _set(path, value):
@@ -222,7 +243,8 @@ def _dense_units(units):
 def _header_edits():
   g0, g1 = ["groups", 0], ["groups", 1]
   return {
-      "version bumped": _set(["format_version"], 2),
+      "version bumped": _set(["format_version"], 3),
+      "version 1 in a version 2 file": _set(["format_version"], 1),
       "version string": _set(["format_version"], "1"),
       "float64": _set(["float_dtype"], "float64"),
       "no groups": _set(["groups"], []),
@@ -310,13 +332,20 @@ def _variants(data, rng):
                               struct.pack("<Q", 16 * 2**20 + 1) +
                               data[head_start + 12:])
   big = json.dumps({"pad": "x" * (16 * 2**20)}).encode()
-  yield "oversized header", _with_payload(data, 0, big)
-  yield "header not JSON", _with_payload(data, 0, b"{not json")
-  yield "header not UTF-8", _with_payload(data, 0, b"\xff\xfe")
-  yield "header deep", _with_payload(data, 0, b"[" * 100000 + b"]" * 100000)
+  yield "header inflates over 16 MiB", _with_payload(data, 0,
+                                                     zlib.compress(big))
+  yield "header not deflated", _with_payload(data, 0, b'{"a": 1}')
+  head = zlib.compress(json.dumps(_header(data)).encode())
+  yield "header stream cut", _with_payload(data, 0, head[:-5])
+  yield "header stream + junk", _with_payload(data, 0, head + b"junk")
+  yield "header not JSON", _with_payload(data, 0, zlib.compress(b"{not json"))
+  yield "header not UTF-8", _with_payload(data, 0, zlib.compress(b"\xff\xfe"))
+  yield "header deep", _with_payload(
+      data, 0, zlib.compress(b"[" * 100000 + b"]" * 100000))
   for name, edit in _header_edits().items():
     yield f"header: {name}", _with_header(data, edit)
-  yield "version 2", _with_version(data, 2)
+  yield "version 3", _with_version(data, 3)
+  yield "version 1", _with_version(data, 1)
   yield "version 0", _with_version(data, 0)
   for name, payload in _table_edits(data, layout).items():
     yield f"tables: {name}", _with_payload(data, 1, payload)
@@ -394,7 +423,8 @@ def test_mutations_raise_or_load_the_original(trained, saved):
 def test_specific_refusals(saved, tmp_path):
   data = saved[0].read_bytes()
   cases = {
-      "newer.lnx": (_with_version(data, 2), "preamble", "supports version 1"),
+      "newer.lnx": (_with_version(data, 3), "preamble",
+                    "reads versions up to 2"),
       "empty.lnx": (b"", "preamble", "empty"),
       "png.lnx": (b"\x89PNG\r\n\x1a\n" + bytes(40), "preamble",
                   "not a LilNetX file"),
