@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from lilnetx_tf import fold
+from lilnetx_tf.models.macs import kernel_macs
 
 __all__ = ["LayerPruning", "PruneReport", "remove_zero_channels"]
 
@@ -295,11 +296,10 @@ def _macs(layer, output_shape):
   kind = _linear_kind(layer)
   if kind is None:
     return 0
-  positions = tuple(output_shape)[1:-1]
-  if None in positions:
+  if None in tuple(output_shape)[1:-1]:
     return None
   kernel = layer.depthwise_kernel if kind == "depthwise" else layer.kernel
-  return int(np.prod(positions, dtype=np.int64)) * int(np.prod(kernel.shape))
+  return kernel_macs(kernel.shape, output_shape)
 
 
 def _sum(values):

@@ -331,3 +331,29 @@ def test_cli_exports_verifies_and_reports(small, mnist, tmp_path, data_dir):
   assert summary.strip() == result.stdout.strip()
   assert pathlib.Path(report["files"]["plot"]).read_bytes()[:8] == (
       b"\x89PNG\r\n\x1a\n")
+
+
+def test_cli_exports_from_a_compressed_file(small, mnist, tmp_path, data_dir):
+  """`--compressed=X.lnx`: the shipped file exports like the checkpoint."""
+  model, _ = small
+  run = tmp_path / "run"
+  run.mkdir()
+  lilnetx_tf.save_compressed(model, run / "model.lnx")
+  with open(run / "config.json", "w") as f:
+    json.dump({"dataset": "mnist", "data_dir": str(data_dir / "mnist")}, f)
+  output = tmp_path / "model.tflite"
+  result = subprocess.run(
+      [sys.executable, "-m", "export.tflite",
+       f"--compressed={run / 'model.lnx'}", f"--output={output}",
+       "--check-samples=200", "--latency_rounds=0"],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "RESULT: PASS" in result.stdout
+  report = json.loads((tmp_path / "export_report.json").read_text())
+  assert report["verification"]["float32"]["agreement"] == 1.0
+  assert report["macs"]["after"] < report["macs"]["before"]
+  x = mnist[2][:32]
+  np.testing.assert_allclose(
+      tflite_check.TFLiteRunner(output.read_bytes())(x),
+      model(x, training=False).numpy(), atol=1e-4)

@@ -17,7 +17,7 @@ called once and have fully defined output shapes.
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["count_macs", "layer_macs"]
+__all__ = ["count_macs", "kernel_macs", "layer_macs"]
 
 
 def _shape(layer, attribute):
@@ -27,6 +27,22 @@ def _shape(layer, attribute):
                      f"{attribute.split('_')[0]} shape {shape}; build the model "
                      f"with a fixed input size.")
   return shape
+
+
+def kernel_macs(kernel_shape, output_shape):
+  """MACs of a Conv2D, DepthwiseConv2D or Dense op, batch 1.
+
+  One product per kernel weight per output position: the formulas of the
+  module docstring, since the kernel is `(kh, kw, C_in / groups, C_out)`,
+  `(kh, kw, C_in, depth_multiplier)` or `(in, out)`.
+
+  Args:
+    kernel_shape: The kernel's shape.
+    output_shape: The op's output shape, batch axis first; the axes between
+      batch and channels are the output positions.
+  """
+  positions = np.prod(tuple(output_shape)[1:-1], dtype=np.int64)
+  return int(positions) * int(np.prod(tuple(kernel_shape), dtype=np.int64))
 
 
 def layer_macs(layer):
@@ -42,18 +58,20 @@ def layer_macs(layer):
     if layer.data_format != "channels_last":
       raise ValueError(f"count_macs: layer {layer.name!r} must use "
                        f"channels_last, got {layer.data_format!r}.")
-    _, h_out, w_out, c_out = _shape(layer, "output_shape")
-    c_in = _shape(layer, "input_shape")[-1]
-    kh, kw = layer.kernel_size
-    if isinstance(layer, layers.DepthwiseConv2D):
-      # c_out == c_in * depth_multiplier.
-      return h_out * w_out * kh * kw * c_out
-    return h_out * w_out * kh * kw * (c_in // layer.groups) * c_out
-  if isinstance(layer, layers.Dense):
-    out_shape = _shape(layer, "output_shape")
-    c_in = _shape(layer, "input_shape")[-1]
-    return int(np.prod(out_shape[1:-1], dtype=np.int64)) * c_in * out_shape[-1]
-  return 0
+  elif not isinstance(layer, layers.Dense):
+    return 0
+  out_shape = _shape(layer, "output_shape")
+  c_in = _shape(layer, "input_shape")[-1]
+  c_out = out_shape[-1]
+  # Kernel shapes from the configuration: reading a latent layer's kernel
+  # would decode it.
+  if isinstance(layer, layers.DepthwiseConv2D):
+    kernel_shape = (*layer.kernel_size, c_in, c_out // c_in)
+  elif isinstance(layer, layers.Conv2D):
+    kernel_shape = (*layer.kernel_size, c_in // layer.groups, c_out)
+  else:
+    kernel_shape = (c_in, c_out)
+  return kernel_macs(kernel_shape, out_shape)
 
 
 def count_macs(model):
