@@ -197,9 +197,18 @@ class GroupPrior(tf.keras.layers.Layer):
 
     Returns:
       `(positions, n)` natural-log probabilities.
+
+    Raises:
+      ValueError: if `values` is not `(positions, n)`.
     """
     if not self.built:
       self.build()
+    values = tf.convert_to_tensor(values, tf.float32)
+    if values.shape.rank != 2 or values.shape[0] not in (None, self.positions):
+      raise ValueError(
+          f"Prior {self.name!r} takes position-major values of shape "
+          f"({self.positions}, n), got {values.shape}; see "
+          "lilnetx_tf.groups.to_positions.")
     logits = _logits_by_position(tf.concat([values + .5, values - .5], 1),
                                  self._matrices, self._biases, self._factors)
     return _noisy_log_prob(*tf.split(logits, 2, axis=1))

@@ -253,6 +253,8 @@ def test_prior_bits_equal_tensorflow_compression_entropy_model():
   _, expected = entropy_model(slices, training=False)
   ours = prior.bits(tf.transpose(slices), training=False)
   np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5)
+  with pytest.raises(ValueError, match=r"position-major values of shape \(9, n\)"):
+    prior.bits(slices, training=False)  # The slice layout, not transposed.
   # Training bits: the same density at noisy points, so close on average.
   _, noisy = entropy_model(slices, training=True)
   ours = prior.bits(tf.transpose(slices), training=True)
