@@ -48,8 +48,8 @@ The header:
   architecture    the plain Keras model config (`model.to_json()`) of
                   `decompressed_model(model)`.
 
-A reader refuses a newer format version; a new version number is due whenever
-a reader of the old one would misread the file.
+A reader refuses a newer format version and reads every older one; a new
+version number is due whenever a reader of the old one would misread the file.
 """
 
 import contextlib

@@ -18,7 +18,6 @@ import struct
 import zlib
 
 import numpy as np
-import tensorflow as tf
 
 from lilnetx_tf import codec
 from lilnetx_tf import groups as groups_lib
