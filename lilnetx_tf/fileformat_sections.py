@@ -200,15 +200,28 @@ def _check_header(header, version):
 # -- Coding tables -------------------------------------------------------------
 
 
+def _inflate(payload, max_bytes, section):
+  """Inflates one complete zlib stream of at most `max_bytes` bytes.
+
+  Never inflates more than `max_bytes + 1` bytes, whatever the stream claims.
+  """
+  inflater = zlib.decompressobj()
+  raw = inflater.decompress(payload, max_bytes + 1)
+  if len(raw) > max_bytes:
+    _fail(section, f"inflates to over {max_bytes} bytes")
+  if not inflater.eof or inflater.unused_data:
+    _fail(section, "not one complete zlib stream")
+  return raw
+
+
 def _unpack_tables(payload, cdf_length, positions, section):
   """Inflates a TABL payload into `(cdf, cdf_offset)` int32 arrays."""
   expected = 4 * (cdf_length + positions)
   if expected > _ZLIB_MAX_RATIO * len(payload) + 1024:
     _fail(section, f"a {len(payload)}-byte zlib stream cannot hold the "
           f"declared {expected} bytes of tables")
-  inflater = zlib.decompressobj()
-  raw = inflater.decompress(payload, expected + 1)  # Never more than needed.
-  if len(raw) != expected or not inflater.eof or inflater.unused_data:
+  raw = _inflate(payload, expected, section)
+  if len(raw) != expected:
     _fail(section, f"the tables do not inflate to the declared {expected} "
           "bytes")
   cdf = np.frombuffer(raw, "<i4", cdf_length).astype(np.int32)
@@ -322,13 +335,7 @@ def pack_header(header):
 def _unpack_header(payload, version):
   """The header dict of a HEAD payload (JSON, deflated from version 2 on)."""
   if version >= 2:
-    inflater = zlib.decompressobj()
-    # Never inflate more than the limit, whatever the stream claims.
-    payload = inflater.decompress(payload, MAX_HEADER_BYTES + 1)
-    if len(payload) > MAX_HEADER_BYTES:
-      _fail("header", f"inflates to over {MAX_HEADER_BYTES} bytes")
-    if not inflater.eof or inflater.unused_data:
-      _fail("header", "the header is not one complete zlib stream")
+    payload = _inflate(payload, MAX_HEADER_BYTES, "header")
   return json.loads(bytes(payload).decode("utf-8"))
 
 
