@@ -24,22 +24,6 @@ def _log_expm1(x):
   return math.log(math.expm1(x))
 
 
-class _OwnedDeepFactorized(tfc.DeepFactorized):
-  """`tfc.DeepFactorized` on variables created and tracked by a Keras layer.
-
-  `tfc.DeepFactorized` makes its variables in its constructor; a Keras layer
-  must create weights in `build()` to be saved, restored and distributed like
-  any other weight. The density network itself is tensorflow-compression's.
-  """
-
-  def __init__(self, matrices, biases, factors, **kwargs):
-    self._owned = (list(matrices), list(biases), list(factors))
-    super().__init__(**kwargs)
-
-  def _make_variables(self):
-    self._matrices, self._biases, self._factors = self._owned
-
-
 def _logits_by_position(values, matrices, biases, factors):
   """`tfc.DeepFactorized._logits_cumulative` on position-major values.
 
@@ -63,6 +47,33 @@ def _logits_by_position(values, matrices, biases, factors):
     if i < len(factors):
       logits += tf.math.tanh(factors[i]) * tf.math.tanh(logits)
   return tf.squeeze(logits, 1)
+
+
+class _OwnedDeepFactorized(tfc.DeepFactorized):
+  """`tfc.DeepFactorized` on variables created and tracked by a Keras layer.
+
+  `tfc.DeepFactorized` makes its variables in its constructor; a Keras layer
+  must create weights in `build()` to be saved, restored and distributed like
+  any other weight. The density network is tensorflow-compression's, evaluated
+  by `_logits_by_position`.
+  """
+
+  def __init__(self, matrices, biases, factors, **kwargs):
+    self._owned = (list(matrices), list(biases), list(factors))
+    super().__init__(**kwargs)
+
+  def _make_variables(self):
+    self._matrices, self._biases, self._factors = self._owned
+
+  def _logits_cumulative(self, inputs):
+    # tfc's layout change around `_logits_by_position`, so that the coding
+    # tables and the training bits come from one implementation of the network.
+    shape = tf.shape(inputs)
+    values = tf.transpose(
+        tf.reshape(inputs, (-1, self.batch_shape.num_elements())))
+    logits = _logits_by_position(values, self._matrices, self._biases,
+                                 self._factors)
+    return tf.reshape(tf.transpose(logits), shape)
 
 
 def _noisy_log_prob(upper, lower):
