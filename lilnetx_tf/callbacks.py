@@ -4,37 +4,59 @@ import tensorflow as tf
 
 from lilnetx_tf.stats import compression_stats
 
-__all__ = ["RateWarmup", "CompressionLogger", "LOGGED_FIGURES"]
+__all__ = ["RateWarmup", "CompressionLogger", "LOGGED_FIGURES",
+           "CODED_FIGURES", "WARMUP_FORMULAS"]
 
 # Figures `CompressionLogger` adds to the epoch logs, from `compression_stats`.
-LOGGED_FIGURES = ("estimated_bytes", "weight_sparsity", "slice_sparsity",
-                  "in_channel_sparsity", "out_channel_sparsity", "macs_ratio")
+LOGGED_FIGURES = ("estimated_bytes", "entropy_bytes", "estimated_to_entropy",
+                  "weight_sparsity", "slice_sparsity", "in_channel_sparsity",
+                  "out_channel_sparsity", "macs_ratio")
+# With `coded=True`, also these.
+CODED_FIGURES = ("coded_bytes", "coded_to_entropy")
+
+
+WARMUP_FORMULAS = ("linear", "reference")
 
 
 class RateWarmup(tf.keras.callbacks.Callback):
-  """Ramps lambda_I linearly from 0 to its target over the first epochs.
+  """Ramps lambda_I up to its target over the first epochs.
 
-  Sets `model.lambda_rate` (a variable, so a resumed run is consistent) to
-  `target * min(1, epoch / epochs)` at the start of each epoch, as in the
-  reference implementation.
+  Sets `model.lambda_rate` (a variable, so a resumed run is consistent) at
+  the start of each (0-based) epoch `e` to, with `W = epochs`,
+
+  - `"linear"`: `target * min(1, e / W)` (0 in the first epoch);
+  - `"reference"`: `target * (min(e, W) + 1) / (W + 1)`, the official
+    implementation's formula (`target / (W + 1)` in the first epoch).
 
   Args:
     epochs: Warm-up length in epochs; 0 disables the warm-up.
     target: Final lambda_I; defaults to the model's `lambda_rate_target`.
+    formula: `"linear"` or `"reference"`.
   """
 
-  def __init__(self, epochs, target=None):
+  def __init__(self, epochs, target=None, formula="linear"):
     super().__init__()
     if epochs < 0:
       raise ValueError(f"`epochs` must be >= 0, got {epochs}.")
+    if formula not in WARMUP_FORMULAS:
+      raise ValueError(f"Unknown warm-up formula {formula!r}; valid: "
+                       f"{', '.join(WARMUP_FORMULAS)}.")
     self.epochs = epochs
     self.target = target
+    self.formula = formula
+
+  def fraction(self, epoch):
+    """The fraction of the target lambda_I used in (0-based) `epoch`."""
+    if not self.epochs:
+      return 1.0
+    if self.formula == "reference":
+      return (min(epoch, self.epochs) + 1) / (self.epochs + 1)
+    return min(1.0, epoch / self.epochs)
 
   def on_epoch_begin(self, epoch, logs=None):
     target = (self.model.lambda_rate_target if self.target is None
               else self.target)
-    fraction = 1.0 if not self.epochs else min(1.0, epoch / self.epochs)
-    self.model.lambda_rate.assign(target * fraction)
+    self.model.lambda_rate.assign(target * self.fraction(epoch))
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is not None:
@@ -45,12 +67,15 @@ class CompressionLogger(tf.keras.callbacks.Callback):
   """Adds size, sparsity and MAC figures to the epoch logs.
 
   Put it before `CSVLogger` / `TensorBoard` in the callback list so they
-  record the figures; the progress bar shows them too. Figures: estimated
-  bytes of the latents, weight sparsity, slice / input- / output-channel
-  sparsity of the decoded weights, and effective / dense MAC ratio.
+  record the figures; the progress bar shows them too. Figures: the
+  latents' estimated bytes (under the priors), their empirical entropy in
+  bytes and the ratio of the two, weight sparsity, slice / input- /
+  output-channel sparsity of the decoded weights, and effective / dense MAC
+  ratio.
 
   Args:
-    coded: Also log `coded_bytes`, the real range-coded size (slower).
+    coded: Also log `coded_bytes`, the real range-coded size (slower), and
+      `coded_to_entropy`.
   """
 
   def __init__(self, coded=False):
@@ -61,5 +86,5 @@ class CompressionLogger(tf.keras.callbacks.Callback):
     if logs is None:
       return
     total = compression_stats(self.model, coded=self.coded)["total"]
-    for key in LOGGED_FIGURES + (("coded_bytes",) if self.coded else ()):
+    for key in LOGGED_FIGURES + (CODED_FIGURES if self.coded else ()):
       logs[key] = float(total[key])

@@ -100,19 +100,23 @@ class KernelDecoder(tf.keras.layers.Layer):
     """The decoding matrix, `scale * unit_matrix` (a tensor)."""
     return self.scale * self.unit_matrix
 
-  def reset(self, scale, identity=False):
+  def reset(self, scale, identity=False, matrix=None):
     """Re-initialises the decoder with a new scale (before training).
 
     Args:
       scale: The new scale.
       identity: Use an identity unit matrix whatever the initializer.
+      matrix: Use this `(positions, positions)` unit matrix instead.
     """
     self.initial_scale = float(scale)
     if not self.built:
       self.build()
     self.scale.assign(self.initial_scale)
-    self.unit_matrix.assign(tf.eye(self.positions) if identity
-                            else self._unit_value())
+    if matrix is not None:
+      self.unit_matrix.assign(tf.constant(matrix, tf.float32))
+    else:
+      self.unit_matrix.assign(tf.eye(self.positions) if identity
+                              else self._unit_value())
 
   def call(self, latent):
     return decode_kernel(latent, self.matrix)

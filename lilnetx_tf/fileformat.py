@@ -25,10 +25,14 @@ The sections, in this order, with nothing after the last one:
           to at most `MAX_HEADER_BYTES` (16 MiB); below. (Format version 1,
           still read, stored the JSON itself.)
   per group, in header order:
-    TABL  zlib (RFC 1950) stream of int32 `cdf` (`cdf_length` values) then
-          int32 `cdf_offset` (`positions` values): the range-coding tables of
-          tensorflow-compression (per position: -precision, then the CDF from
-          0 up to 2**precision; the last symbol is the overflow escape).
+    TABL  zlib (RFC 1950) stream of unsigned LEB128 numbers: per position
+          the precision p, the zigzag-coded offset (first value), the count
+          n of values, then their n frequencies (0 for a value that does not
+          occur); the overflow escape gets the rest of 2**p, at least 1.
+          These are the range-coding tables of tensorflow-compression (per
+          position: -p, then the CDF from 0 up to 2**p, `cdf_length` values
+          in all). (Versions 1 and 2 stored int32 `cdf` then int32
+          `cdf_offset`, deflated, CDFs strictly increasing.)
     DECO  float32 decoder matrix, `positions` x `positions`, row-major.
     LATS  the range-coded integer latents (`codec.encode_symbols`): the
           group's layers in header order, each as its slice matrix
@@ -56,7 +60,6 @@ import contextlib
 import json
 import os
 import tempfile
-import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -172,11 +175,9 @@ def _file_chunks(model, float_dtype):
       float_params=entries, architecture=architecture)
   parts = [(b"HEAD", sections.pack_header(header))]
   for c in coded:
-    tables = (np.asarray(c.cdf, "<i4").tobytes() +
-              np.asarray(c.cdf_offset, "<i4").tobytes())
     matrix = np.asarray(model.decoders[c.group].matrix.numpy(), "<f4")
-    parts += [(b"TABL", zlib.compress(tables, 9)), (b"DECO", matrix.tobytes()),
-              (b"LATS", c.data)]
+    parts += [(b"TABL", sections.pack_tables(c.cdf, c.cdf_offset)),
+              (b"DECO", matrix.tobytes()), (b"LATS", c.data)]
   parts.append((b"FLTS", floats))
   chunks = [sections.PREAMBLE.pack(MAGIC, FORMAT_VERSION)]
   for tag, payload in parts:

@@ -34,14 +34,17 @@ __all__ = [
     "READABLE_VERSIONS",
     "pack_section",
     "pack_header",
+    "pack_tables",
     "parse",
     "reading",
 ]
 
 MAGIC = b"\x89LNX\r\n\x1a\n"
-FORMAT_VERSION = 2
-# Version 1 stored the header as plain JSON; version 2 deflates it.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Version 1 stored the header as plain JSON; version 2 deflates it; version 3
+# stores the coding tables as frequencies (`pack_tables`), which may be 0 for
+# values that do not occur, instead of int32 CDFs.
+READABLE_VERSIONS = (1, 2, 3)
 MAX_HEADER_BYTES = 16 * 2**20
 PREAMBLE = struct.Struct("<8sI")  # Magic, format version.
 _SECTION = struct.Struct("<4sQI")  # Tag, payload length, CRC-32.
@@ -214,27 +217,107 @@ def _inflate(payload, max_bytes, section):
   return raw
 
 
-def _unpack_tables(payload, cdf_length, positions, section):
+def _varints(values):
+  """Unsigned LEB128 bytes of non-negative integers."""
+  out = bytearray()
+  for value in values:
+    value = int(value)
+    while value >= 0x80:
+      out.append(value & 0x7F | 0x80)
+      value >>= 7
+    out.append(value)
+  return bytes(out)
+
+
+def _read_varints(raw, section):
+  """Inverse of `_varints` (at most 5 bytes a value), vectorised."""
+  data = np.frombuffer(raw, np.uint8)
+  if data.size and data[-1] & 0x80:
+    _fail(section, "the tables end inside a number")
+  ends = np.flatnonzero(data < 0x80)
+  starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+  lengths = ends - starts + 1
+  if lengths.size and lengths.max() > 5:
+    _fail(section, "a number in the tables is too long")
+  values = np.zeros(len(ends), np.int64)
+  for k in range(5):
+    rows = np.flatnonzero(lengths > k)
+    values[rows] |= (data[starts[rows] + k] & 0x7F).astype(np.int64) << 7 * k
+  return values
+
+
+def pack_tables(cdf, cdf_offset):
+  """The TABL payload (version 3) of tfc range-coding tables.
+
+  Per position: the precision, the offset (zigzag), the number of values
+  before the overflow escape and their frequencies (the steps of the CDF; the
+  escape's is the rest of `2**precision`), all as unsigned LEB128 numbers,
+  deflated.
+  """
+  cdf = np.asarray(cdf, np.int64)
+  starts = np.flatnonzero(cdf < 0)
+  numbers = []
+  for start, end, offset in zip(starts, np.append(starts[1:], len(cdf)),
+                                np.asarray(cdf_offset, np.int64)):
+    steps = np.diff(cdf[start + 1:end])[:-1]  # Without the escape's.
+    numbers += [-cdf[start], 2 * offset if offset >= 0 else -2 * offset - 1,
+                len(steps)] + list(steps)
+  return zlib.compress(_varints(numbers), 9)
+
+
+def _unpack_tables(payload, cdf_length, positions, section, version):
   """Inflates a TABL payload into `(cdf, cdf_offset)` int32 arrays."""
-  expected = 4 * (cdf_length + positions)
+  if version >= 3:
+    # At most 3 bytes per CDF value, 5 for an offset.
+    expected = 3 * cdf_length + 5 * positions
+  else:
+    expected = 4 * (cdf_length + positions)
   if expected > _ZLIB_MAX_RATIO * len(payload) + 1024:
     _fail(section, f"a {len(payload)}-byte zlib stream cannot hold the "
-          f"declared {expected} bytes of tables")
+          f"declared {cdf_length} table values")
   raw = _inflate(payload, expected, section)
-  if len(raw) != expected:
-    _fail(section, f"the tables do not inflate to the declared {expected} "
-          "bytes")
-  cdf = np.frombuffer(raw, "<i4", cdf_length).astype(np.int32)
-  cdf_offset = np.frombuffer(raw, "<i4", positions, 4 * cdf_length)
-  return cdf, cdf_offset.astype(np.int32)
+  if version < 3:
+    if len(raw) != expected:
+      _fail(section, f"the tables do not inflate to the declared {expected} "
+            "bytes")
+    cdf = np.frombuffer(raw, "<i4", cdf_length).astype(np.int32)
+    cdf_offset = np.frombuffer(raw, "<i4", positions, 4 * cdf_length)
+    return cdf, cdf_offset.astype(np.int32)
+  numbers = _read_varints(raw, section)
+  parts, offsets, pos = [], [], 0
+  for _ in range(positions):
+    if pos + 3 > len(numbers):
+      _fail(section, f"the tables hold fewer than {positions} positions")
+    precision, zigzag, count = numbers[pos:pos + 3]
+    if not 1 <= precision <= 16 or not 1 <= count < 1 << precision:
+      _fail(section, f"a table has precision {precision} and {count} values")
+    steps = numbers[pos + 3:pos + 3 + count]
+    pos += 3 + count
+    if len(steps) != count:
+      _fail(section, "the tables end inside a table")
+    escape = (1 << int(precision)) - int(steps.sum())
+    if escape < 1 or not steps.any():
+      _fail(section, "a table's frequencies do not fit its precision")
+    offsets.append(zigzag // 2 if zigzag % 2 == 0 else -(zigzag + 1) // 2)
+    parts += [[-precision, 0], np.cumsum(np.append(steps, escape))]
+  if pos != len(numbers):
+    _fail(section, f"{len(numbers) - pos} numbers after the last table")
+  cdf = np.concatenate(parts)
+  if len(cdf) != cdf_length:
+    _fail(section, f"the tables hold {len(cdf)} CDF values, the header "
+          f"declares {cdf_length}")
+  return cdf.astype(np.int32), np.asarray(offsets, np.int64).clip(
+      -2**31, 2**31 - 1).astype(np.int32)
 
 
-def _check_tables(cdf, cdf_offset, section):
+def _check_tables(cdf, cdf_offset, section, version):
   """Checks range-coding tables; returns the fewest bits per position.
 
   Each of the `len(cdf_offset)` tables must be `-precision` (1 to 16), then a
-  strictly increasing CDF from 0 to `2**precision` with at least one symbol
-  besides the overflow escape: what tensorflow-compression produces.
+  CDF from 0 to `2**precision` with at least one symbol besides the overflow
+  escape, strictly increasing up to version 2 (what tensorflow-compression
+  produces); from version 3 on, values that never occur may have frequency 0
+  (the escape never does).
 
   Returns:
     Per position, -log2 of its most probable symbol's probability: the fewest
@@ -256,8 +339,10 @@ def _check_tables(cdf, cdf_offset, section):
   inner = np.ones(len(steps), bool)
   inner[starts] = False
   inner[starts[1:] - 1] = False
-  if np.any(steps[inner] <= 0):
-    _fail(section, "a CDF is not strictly increasing")
+  if np.any(steps[inner] < (0 if version >= 3 else 1)):
+    _fail(section, "a CDF is not increasing")
+  if np.any(steps[ends - 2] < 1):
+    _fail(section, "a table's overflow escape has frequency 0")
   if np.any(np.abs(cdf_offset.astype(np.int64)) > 2**30):
     _fail(section, "a CDF offset is out of range")
   steps[~inner] = 0
@@ -339,15 +424,15 @@ def _unpack_header(payload, version):
   return json.loads(bytes(payload).decode("utf-8"))
 
 
-def _read_group(reader, group):
+def _read_group(reader, group, version):
   """Reads and checks one group's TABL, DECO and LATS sections."""
   name, positions = group["name"], group["positions"]
   section = f"tables[{name}]"
   tables = reader.read(b"TABL", section)
   with reading(section):
     cdf, cdf_offset = _unpack_tables(tables, group["cdf_length"], positions,
-                                     section)
-    min_bits = _check_tables(cdf, cdf_offset, section)
+                                     section, version)
+    min_bits = _check_tables(cdf, cdf_offset, section, version)
   size = 4 * positions**2
   matrix = reader.read(b"DECO", f"decoder[{name}]", size)
   if len(matrix) != size:
@@ -414,7 +499,7 @@ def parse(data):
           f"{len(data)} bytes may hold ({allowance})")
   # A backstop: every expected failure below raises CorruptFileError itself.
   with reading("sections"):
-    groups = [_read_group(reader, g) for g in header["groups"]]
+    groups = [_read_group(reader, g, version) for g in header["groups"]]
     floats = _read_floats(reader, header)
   if reader.pos != len(data):
     _fail("end", f"{len(data) - reader.pos} unexpected bytes after the last "

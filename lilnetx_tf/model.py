@@ -37,6 +37,13 @@ def _kernel_shape(layer):
   return tuple(int(d) for d in layer.latent.shape)
 
 
+def _out_channels(layer):
+  shape = _kernel_shape(layer)
+  if hasattr(layer, "depth_multiplier"):  # Depthwise: in * multiplier.
+    return shape[-2] * shape[-1]
+  return shape[-1]
+
+
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
 class LilNetXModel(tf.keras.Model):
   """Trains a network of latent layers with the LilNetX objective.
@@ -74,7 +81,8 @@ class LilNetXModel(tf.keras.Model):
                weight_decay=0.0, sparsity_structure="slice",
                sparsity_norm="l2", sparsity_groups=None,
                decoder_initializer="uniform", latent_init_bound=2.0,
-               prior_init_scale=4.0, initialize=True, seed=None, **kwargs):
+               prior_init_scale=4.0, prior_steps=1, initial_prior_steps=500,
+               reference=False, initialize=True, seed=None, **kwargs):
     super().__init__(**kwargs)
     if not isinstance(network, tf.keras.Model):
       raise TypeError(f"`network` must be a Keras model, got "
@@ -120,6 +128,12 @@ class LilNetXModel(tf.keras.Model):
     self.decoder_initializer = decoder_initializer
     self.latent_init_bound = float(latent_init_bound)
     self.prior_init_scale = float(prior_init_scale)
+    for name, value in (("prior_steps", prior_steps),
+                        ("initial_prior_steps", initial_prior_steps)):
+      if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
+    self.prior_steps = int(prior_steps)
+    self.initial_prior_steps = int(initial_prior_steps)
     self.seed = seed
 
     self.decoders = {}
@@ -140,8 +154,17 @@ class LilNetXModel(tf.keras.Model):
                                    dtype=tf.float32, name="lambda_rate")
     self.lambda_sparsity = tf.Variable(float(lambda_sparsity), trainable=False,
                                        dtype=tf.float32, name="lambda_sparsity")
+    self.reference = bool(reference)
     self.num_latents = sum(int(np.prod(_kernel_shape(l))) for l in layers)
+    self.num_slices = sum(
+        int(np.prod(_kernel_shape(l))) // groups.num_positions(_kernel_shape(l))
+        for l in layers)
+    # The rate term's denominator: the reference divides the bits by the
+    # number of kernel slices, this library by the number of latents.
+    self.rate_normalizer = self.num_slices if reference else self.num_latents
     self._bits_tracker = tf.keras.metrics.Mean(name="bits_per_latent")
+    self._prior_bits_tracker = tf.keras.metrics.Mean(
+        name="prior_bits_per_latent")
     self._norm_tracker = tf.keras.metrics.Mean(name="group_norm")
     self.prior_optimizer = None
     if initialize:
@@ -166,6 +189,9 @@ class LilNetXModel(tf.keras.Model):
     """
     rng = np.random.default_rng(self.seed)
     bound = self.latent_init_bound
+    if self.reference and kernels is None:
+      self._initialize_as_reference(rng)
+      return
     for g, layers in self.group_layers.items():
       if kernels is not None:
         missing = [l.name for l in layers if l.name not in kernels]
@@ -189,6 +215,29 @@ class LilNetXModel(tf.keras.Model):
           value = rng.uniform(-b, b, size=shape)
         layer.latent.assign(value.astype(np.float32).reshape(shape))
 
+  def _initialize_as_reference(self, rng):
+    """The official implementation's initialisation (`reference=True`).
+
+    With b = `latent_init_bound` and F the largest output-channel count of
+    the model, `var = 24 / F / ((2b + 1)**2 - 1)`; decoders are raw matrices
+    (scale 1) with N(0, var) entries, and the latents of a layer with
+    PyTorch fan-out f (output channels times kernel positions) are uniform
+    in +-(sqrt(24 / (var * f) + 1) - 1) / 2.
+    """
+    fans = {l.name: (_out_channels(l), groups.num_positions(_kernel_shape(l)))
+            for l in self._latent_layers}
+    b = self.latent_init_bound
+    var = 24.0 / max(o for o, _ in fans.values()) / ((2 * b + 1)**2 - 1)
+    for g, layers in self.group_layers.items():
+      p = self.decoders[g].positions
+      self.decoders[g].reset(1.0, matrix=rng.normal(0, math.sqrt(var), (p, p)))
+      for layer in layers:
+        out, positions = fans[layer.name]
+        bound = (math.sqrt(24.0 / (var * out * positions) + 1) - 1) / 2
+        shape = _kernel_shape(layer)
+        layer.latent.assign(
+            rng.uniform(-bound, bound, size=shape).astype(np.float32))
+
   # -- The objective --------------------------------------------------------
 
   @property
@@ -202,15 +251,16 @@ class LilNetXModel(tf.keras.Model):
     prior_ids = {id(v) for v in self.prior_variables()}
     return [v for v in self.trainable_variables if id(v) not in prior_ids]
 
+  def _group_positions(self, group):
+    """The position-major latents of a group's layers, side by side."""
+    values = [groups.to_positions(l.latent) for l in self.group_layers[group]]
+    return values[0] if len(values) == 1 else tf.concat(values, axis=1)
+
   def total_bits(self, training=False):
     """Bits of all latents under the priors (noisy bound or rounded)."""
-    bits = []
     # One prior evaluation per group, not per layer: fewer, larger ops.
-    for g, layers in self.group_layers.items():
-      values = [groups.to_positions(l.latent) for l in layers]
-      values = values[0] if len(values) == 1 else tf.concat(values, axis=1)
-      bits.append(self.priors[g].bits(values, training))
-    return tf.add_n(bits)
+    return tf.add_n([self.priors[g].bits(self._group_positions(g), training)
+                     for g in self.group_layers])
 
   def group_norm_sum(self):
     """Sum of the latent group norms over the sparsity groups."""
@@ -225,9 +275,10 @@ class LilNetXModel(tf.keras.Model):
 
   def compression_loss(self, training=True):
     """The LilNetX terms added to the task loss, and the bits per latent."""
-    bits_per_latent = self.total_bits(training) / self.num_latents
+    bits = self.total_bits(training)
+    bits_per_latent = bits / self.num_latents
     norm_sum = self.group_norm_sum()
-    loss = self.lambda_rate * bits_per_latent
+    loss = self.lambda_rate * bits / self.rate_normalizer
     loss += self.lambda_sparsity * norm_sum
     if self.weight_decay:
       loss += self.weight_decay * self.latent_l2()
@@ -272,12 +323,76 @@ class LilNetXModel(tf.keras.Model):
 
   @property
   def metrics(self):
-    return super().metrics + [self._bits_tracker, self._norm_tracker]
+    return super().metrics + [self._bits_tracker, self._prior_bits_tracker,
+                              self._norm_tracker]
+
+  def prior_fit_bits(self):
+    """The priors' own objective: bits per latent of the rounded latents.
+
+    The evaluation estimate of the model's size (`total_bits(False)` per
+    latent), computed from per-position histograms, with gradients for the
+    priors only. It does not depend on `lambda_rate`: the priors fit the
+    latents whatever the rate weight, also when it is 0 or warming up.
+    """
+    bits = [self.priors[g].histogram_bits(self._group_positions(g))
+            for g in self.group_layers]
+    return tf.add_n(bits) / self.num_latents
+
+  def _prior_step(self):
+    prior_vars = self.prior_variables()
+    with tf.GradientTape() as tape:
+      bits = self.prior_fit_bits()
+    grads = tape.gradient(bits, prior_vars)
+    self.prior_optimizer.apply_gradients(zip(grads, prior_vars))
+    return bits
+
+  def fit_priors(self, steps=None):
+    """Fits the priors to the current rounded latents (latents unchanged).
+
+    `fit` calls this first, so that training starts with priors that match
+    the latents (fresh priors overestimate their bits several times over and
+    give the rate term a wrong gradient). It can also be called after
+    changing latents by hand.
+
+    Args:
+      steps: Prior optimizer steps; default `initial_prior_steps`.
+
+    Returns:
+      The bits per latent of the rounded latents under the fitted priors.
+
+    Raises:
+      RuntimeError: if the model is not compiled.
+    """
+    if self.prior_optimizer is None:
+      raise RuntimeError("Compile the model before fitting its priors.")
+    steps = self.initial_prior_steps if steps is None else int(steps)
+    step = tf.function(self._prior_step)
+    strategy = self.distribute_strategy
+    bits = None
+    for _ in range(steps):
+      bits = strategy.run(step)
+    if bits is None:
+      bits = self.prior_fit_bits()
+    return float(strategy.experimental_local_results(bits)[0])
+
+  def fit(self, *args, **kwargs):  # pylint: disable=signature-differs
+    """`tf.keras.Model.fit`, with the priors fitted before and after.
+
+    Fitted before, so that the first steps' rate gradient comes from priors
+    that match the latents; after, so that the final estimate is the
+    converged priors' (during training they trail the moving latents a
+    little).
+    """
+    if self.initial_prior_steps:
+      self.fit_priors()
+    history = super().fit(*args, **kwargs)
+    if self.initial_prior_steps:
+      self.fit_priors()
+    return history
 
   def train_step(self, data):
     x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
     network_vars = self.network_variables()
-    prior_vars = self.prior_variables()
     with tf.GradientTape() as tape:
       y_pred = self(x, training=True)
       task_loss = self.compute_loss(x, y, y_pred, sample_weight)
@@ -285,11 +400,18 @@ class LilNetXModel(tf.keras.Model):
       # Keras scales the task loss per replica so that summed gradients are a
       # mean; the global terms must be scaled the same way.
       loss = task_loss + extra / self.distribute_strategy.num_replicas_in_sync
-    grads = tape.gradient(loss, network_vars + prior_vars)
-    n = len(network_vars)
-    self.optimizer.apply_gradients(zip(grads[:n], network_vars))
-    self.prior_optimizer.apply_gradients(zip(grads[n:], prior_vars))
+    # Only the network's variables learn from the loss: the rate term's
+    # gradient to the priors would scale with lambda_rate (and vanish at 0);
+    # the priors fit the latents with their own objective instead.
+    grads = tape.gradient(loss, network_vars)
+    self.optimizer.apply_gradients(zip(grads, network_vars))
+    prior_bits = None
+    for _ in range(self.prior_steps):
+      prior_bits = self._prior_step()
+    if prior_bits is None:
+      prior_bits = self.prior_fit_bits()
     self._bits_tracker.update_state(bits_per_latent)
+    self._prior_bits_tracker.update_state(prior_bits)
     self._norm_tracker.update_state(norm_sum)
     return self.compute_metrics(x, y, y_pred, sample_weight)
 
@@ -297,7 +419,8 @@ class LilNetXModel(tf.keras.Model):
     logs = super().test_step(data)
     # The trackers measure the training objective; evaluation leaves them
     # empty, so report none rather than zeros (`val_bits_per_latent` ...).
-    for tracker in (self._bits_tracker, self._norm_tracker):
+    for tracker in (self._bits_tracker, self._prior_bits_tracker,
+                    self._norm_tracker):
       logs.pop(tracker.name, None)
     return logs
 
@@ -314,6 +437,9 @@ class LilNetXModel(tf.keras.Model):
         decoder_initializer=self.decoder_initializer,
         latent_init_bound=self.latent_init_bound,
         prior_init_scale=self.prior_init_scale,
+        prior_steps=self.prior_steps,
+        initial_prior_steps=self.initial_prior_steps,
+        reference=self.reference,
         seed=self.seed,
     )
 

@@ -74,9 +74,13 @@ def compression_stats(model, coded=True):
   Returns:
     A dict with `layers` (name -> `layer_stats`) and `total`: weights,
     nonzero weights, weight / slice / input-channel / output-channel
-    sparsity, dense and effective MACs and their ratio, estimated bytes of the
-    latents, float32 bytes of the kernels, and with `coded=True` the coded
-    bytes of the latents and the compression ratio against float32.
+    sparsity, dense and effective MACs and their ratio, the latents' size
+    three ways: `estimated_bytes` (their bits under the learned priors),
+    `entropy_bytes` (their factorized empirical entropy: one histogram per
+    group and kernel position, the size coding with fitted tables
+    approaches) and `estimated_to_entropy`; float32 bytes of the kernels; and
+    with `coded=True` the real range-coded `coded_bytes`, `coded_to_entropy`
+    and the compression ratio against float32.
   """
   layers = {l.name: layer_stats(l, model.priors[l.group])
             for l in model.latent_layers}
@@ -104,8 +108,14 @@ def compression_stats(model, coded=True):
       float32_bytes=4 * weights,
   )
   stats["macs_ratio"] = _ratio(stats["macs_effective"], stats["macs_dense"])
+  stats["entropy_bytes"] = sum(
+      codec.empirical_entropy_bits(s)
+      for s in codec.group_symbols(model).values()) / 8
+  stats["estimated_to_entropy"] = _ratio(stats["estimated_bytes"],
+                                         stats["entropy_bytes"])
   if coded:
     coded_bytes = sum(len(c.data) for c in codec.compress_latents(model))
     stats["coded_bytes"] = coded_bytes
+    stats["coded_to_entropy"] = _ratio(coded_bytes, stats["entropy_bytes"])
     stats["compression_ratio"] = _ratio(stats["float32_bytes"], coded_bytes)
   return dict(layers=layers, total=stats)

@@ -140,7 +140,8 @@ def test_gradients_reach_latents_decoders_and_priors():
 
 
 def test_priors_train_on_their_own_optimizer():
-  model = _compiled(_small_net(), lambda_rate=1e-2)
+  model = _compiled(_small_net(), lambda_rate=1e-2, prior_steps=2,
+                    initial_prior_steps=3)
   model.compile(tf.keras.optimizers.Adam(1e-2),
                 prior_optimizer=tf.keras.optimizers.Adam(1e-4),
                 loss=tf.keras.losses.SparseCategoricalCrossentropy(
@@ -151,10 +152,49 @@ def test_priors_train_on_their_own_optimizer():
   model.fit(x, y, epochs=1, batch_size=8, verbose=0)
   after = [v.numpy() for v in model.prior_variables()]
   assert any(np.any(a != b) for a, b in zip(before, after))
-  assert int(model.prior_optimizer.iterations) == 1
+  # 3 fitting steps before training, 2 per training step, 3 after.
+  assert int(model.prior_optimizer.iterations) == 3 + 2 + 3
   assert int(model.optimizer.iterations) == 1
   # The prior optimizer moves prior weights by at most ~its learning rate.
-  assert max(np.abs(a - b).max() for a, b in zip(before, after)) < 5e-4
+  assert max(np.abs(a - b).max() for a, b in zip(before, after)) < 8 * 1.5e-4
+
+
+def _entropy_bits_by_hand(model):
+  """Factorized empirical entropy of the rounded latents, per group."""
+  bits = {}
+  for g, layers in model.group_layers.items():
+    columns = np.concatenate(
+        [np.round(l.latent.numpy()).reshape(-1, 1) if l.latent.shape.rank == 2
+         else np.round(l.latent.numpy()).transpose(2, 3, 0, 1).reshape(
+             -1, l.latent.shape[0] * l.latent.shape[1]) for l in layers])
+    total = 0.0
+    for column in columns.T:
+      counts = np.array(list(__import__("collections").Counter(
+          column.tolist()).values()), np.float64)
+      total -= np.sum(counts * np.log2(counts / counts.sum()))
+    bits[g] = total
+  return bits
+
+
+def test_priors_fit_the_latents_at_zero_rate_weight():
+  """Fitting moves the priors' bits to the latents' entropy, lambda_I = 0."""
+  model = _compiled(_small_net(), lambda_rate=0.0)
+  model.compile(prior_optimizer=tf.keras.optimizers.Adam(1e-2))
+  # A peaked, heavy-tailed distribution like trained latents'.
+  rng = np.random.default_rng(1)
+  for layer in model.latent_layers:
+    shape = layer.latent.shape
+    value = np.where(rng.random(shape) < 0.9, 0.0,
+                     np.round(rng.laplace(0, 3, shape)))
+    layer.latent.assign(value.astype(np.float32))
+  entropy = _entropy_bits_by_hand(model)
+  assert not np.isclose(model.total_bits(False).numpy(),
+                        sum(entropy.values()), rtol=0.2)  # Unfitted.
+  model.fit_priors(1500)
+  for g, prior in model.priors.items():
+    bits = prior.bits(model._group_positions(g), training=False).numpy()  # pylint: disable=protected-access
+    assert entropy[g] <= bits + 1e-3 * entropy[g], g  # The entropy bounds it.
+    assert bits <= 1.03 * entropy[g] + 8, g
 
 
 def test_eager_and_tf_function_agree():
@@ -168,14 +208,43 @@ def test_eager_and_tf_function_agree():
   np.testing.assert_allclose(bits_eager, bits_graph, rtol=1e-6)
 
 
+def _mixture_prob_by_hand(prior, x):
+  """The prior's probabilities of `(n, positions)` values, independently.
+
+  Stock tfc for the deep factorized part, on copies of the weights, and the
+  logistic tail in NumPy.
+  """
+  import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
+  base = tfc.DeepFactorized(batch_shape=(prior.positions,),
+                            num_filters=prior.num_filters,
+                            init_scale=prior.init_scale)
+  for variable, copy in zip(
+      prior._matrices + prior._biases + prior._factors,  # pylint: disable=protected-access
+      base._matrices + base._biases + base._factors):  # pylint: disable=protected-access
+    copy.assign(variable)
+  deep = tfc.UniformNoiseAdapter(base).prob(x).numpy().astype(np.float64)
+  t = prior.tail_logit.numpy()[:, 0].astype(np.float64)
+  loc = prior.tail_loc.numpy()[:, 0]
+  scale = np.log1p(np.exp(prior.tail_scale.numpy()[:, 0])) + 0.1
+  sigmoid = lambda z: 1 / (1 + np.exp(-z))
+  x = np.asarray(x, np.float64)
+  tail = sigmoid((x + .5 - loc) / scale) - sigmoid((x - .5 - loc) / scale)
+  return (1 - sigmoid(t)) * deep + sigmoid(t) * tail
+
+
 def test_eval_bits_are_self_information_of_rounded_latents():
   model = lilnetx_tf.compressible(_small_net(), seed=0)
   layer = model.group_layers["conv3x3"][0]
   prior = model.priors["conv3x3"]
+  prior.tail_logit.assign(tf.fill(prior.tail_logit.shape, -1.0))
+  prior.tail_loc.assign(tf.fill(prior.tail_loc.shape, 0.3))
   values = groups.to_positions(layer.latent)
   bits = prior.bits(values, training=False).numpy()
-  probs = prior.distribution().prob(tf.round(tf.transpose(values))).numpy()
+  probs = _mixture_prob_by_hand(prior, tf.round(tf.transpose(values)))
   np.testing.assert_allclose(bits, -np.log2(probs).sum(), rtol=1e-4)
+  # The histogram path gives the same figure.
+  np.testing.assert_allclose(prior.histogram_bits(values).numpy(), bits,
+                             rtol=1e-5)
   # Noisy training bits are a (loose) upper bound-like estimate, close by.
   assert abs(prior.bits(values, training=True).numpy() - bits) < 0.2 * bits
 
@@ -187,16 +256,17 @@ def test_range_coding_round_trip_and_size():
   decoded = codec.decompress_latents(coded)
   for name, latent in codec.rounded_latents(model).items():
     np.testing.assert_array_equal(decoded[name], latent)
-  coded_bits = 8 * sum(len(c.data) for c in coded)
-  estimate = model.total_bits(training=False).numpy()
-  assert abs(coded_bits - estimate) <= 0.01 * estimate
+  entropy = _entropy_bits_by_hand(model)
+  for c in coded:  # Tables fitted to the latents: about their entropy.
+    assert entropy[c.group] <= 8 * len(c.data) + 64, c.group
+    assert len(c.data) <= 1.03 * entropy[c.group] / 8 + 16, c.group
 
 
 def test_range_coding_handles_outliers_beyond_the_tables():
   model = lilnetx_tf.compressible(_small_net(), seed=0)
   layer = model.group_layers["conv3x3"][0]
   latent = layer.latent.numpy()
-  latent[0, 0, 0, 0] = 5000.0  # Far outside the prior's tail: overflow code.
+  latent[0, 0, 0, 0] = 5000.0  # A table 5,000 values wide, mostly empty.
   layer.latent.assign(latent)
   decoded = codec.decompress_latents(codec.compress_latents(model))
   np.testing.assert_array_equal(decoded[layer.name], np.round(latent))
@@ -239,16 +309,22 @@ def test_bad_arguments_are_clear_errors():
     layer(np.ones((1, 2), np.float32))
 
 
+def _without_tail(prior):
+  """The prior with a negligible tail weight (about 1e-13)."""
+  prior.build()
+  prior.tail_logit.assign(tf.fill(prior.tail_logit.shape, -30.0))
+  return prior
+
+
 def test_prior_bits_equal_tensorflow_compression_entropy_model():
   """GroupPrior.bits gives ContinuousBatchedEntropyModel's figures."""
   import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(0)
-  prior = lilnetx_tf.GroupPrior(9, init_scale=4.0)
-  prior.build()
+  prior = _without_tail(lilnetx_tf.GroupPrior(9, init_scale=4.0))
   slices = tf.random.stateless_uniform((3000, 9), seed=(3, 4), minval=-9,
                                        maxval=9)
   entropy_model = tfc.ContinuousBatchedEntropyModel(
-      prior.distribution(), coding_rank=2, compression=False,
+      prior.deep_factorized(), coding_rank=2, compression=False,
       offset_heuristic=False)
   _, expected = entropy_model(slices, training=False)
   ours = prior.bits(tf.transpose(slices), training=False)
@@ -265,9 +341,8 @@ def test_prior_log_prob_equals_tensorflow_compression():
   """The one-pass log-prob equals tfc's UniformNoiseAdapter, values and grads."""
   import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(0)  # The prior's random initial biases.
-  prior = lilnetx_tf.GroupPrior(9)
-  prior.build()
-  ours = prior.distribution()
+  prior = _without_tail(lilnetx_tf.GroupPrior(9))
+  ours = prior.deep_factorized()
   # Stock tfc throughout: its own density network, on copies of the weights.
   base = tfc.DeepFactorized(batch_shape=(9,), num_filters=prior.num_filters,
                             init_scale=prior.init_scale)
@@ -299,3 +374,56 @@ def test_prior_log_prob_equals_tensorflow_compression():
     # Sums over 36,000 terms of both signs in another order: float32
     # rounding reaches ~1e-4 relative here.
     np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_reference_mode_loss_by_hand():
+  """`reference=True` is the official implementation's objective, by hand."""
+  inputs = tf.keras.Input((6, 6, 2))
+  h = tf.keras.layers.Conv2D(3, 3)(inputs)
+  h = tf.keras.layers.Flatten()(tf.keras.layers.GlobalAveragePooling2D()(h))
+  net = tf.keras.Model(inputs, tf.keras.layers.Dense(4)(h))
+  lam, lam_rho, decay, b, warmup = 2.0, 0.01, 1e-3, 3.0, 2
+  model = lilnetx_tf.compressible(
+      net, lambda_rate=lam, lambda_sparsity=lam_rho, weight_decay=decay,
+      latent_init_bound=b, reference=True, seed=0)
+  conv, dense = model.group_layers["conv3x3"][0], model.group_layers["dense"][0]
+
+  # Initialisation: var from the widest layer (4 outputs), bounds per fan-out.
+  var = 24 / 4 / ((2 * b + 1)**2 - 1)
+  for layer, fan in ((conv, 3 * 9), (dense, 4)):
+    bound = (np.sqrt(24 / (var * fan) + 1) - 1) / 2
+    latent = np.abs(layer.latent.numpy())
+    assert latent.max() <= bound and latent.max() > 0.7 * bound, layer.name
+  decoder = model.decoders["conv3x3"]
+  assert float(decoder.scale.numpy()) == 1.0  # A raw matrix.
+  assert 0.6 < np.std(decoder.unit_matrix.numpy()) / np.sqrt(var) < 1.5
+
+  # Warm-up: lambda * (min(e, W) + 1) / (W + 1).
+  callback = lilnetx_tf.RateWarmup(warmup, formula="reference")
+  callback.set_model(model)
+  for epoch, fraction in enumerate([1 / 3, 2 / 3, 1, 1]):
+    callback.on_epoch_begin(epoch)
+    np.testing.assert_allclose(model.lambda_rate.numpy(), lam * fraction,
+                               rtol=1e-6)
+  callback.on_epoch_begin(0)
+
+  # The loss: rate per kernel slice (2 x 3 conv slices, 3 x 4 dense ones),
+  # L2 norms of the conv slices, squared L2 of all latents.
+  bits = 0.0
+  for layer in (conv, dense):
+    values = np.round(groups.to_positions(layer.latent.numpy()).T)
+    bits -= np.log2(_mixture_prob_by_hand(model.priors[layer.group],
+                                          values)).sum()
+  latent = conv.latent.numpy().astype(np.float64)
+  norms = np.sqrt((latent**2).sum(axis=(0, 1))).sum()
+  squares = sum((l.latent.numpy().astype(np.float64)**2).sum()
+                for l in (conv, dense))
+  expected = lam / 3 * bits / (6 + 12) + lam_rho * norms + decay * squares
+  loss = model.compression_loss(training=False)[0].numpy()
+  np.testing.assert_allclose(loss, expected, rtol=1e-4)
+  # The library's own normalisation divides by the latents (54 + 12).
+  model.reference = False
+  model.rate_normalizer = model.num_latents
+  np.testing.assert_allclose(
+      model.compression_loss(training=False)[0].numpy(),
+      lam / 3 * bits / 66 + lam_rho * norms + decay * squares, rtol=1e-4)

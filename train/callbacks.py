@@ -222,6 +222,12 @@ class EpochSummary(tf.keras.callbacks.Callback):
       size = f"size {_bytes(logs['estimated_bytes'])} est."
       if "coded_bytes" in logs:
         size += f", {_bytes(logs['coded_bytes'])} coded"
+      if "entropy_bytes" in logs:
+        size += (f", {_bytes(logs['entropy_bytes'])} entropy (est./entropy "
+                 f"{logs['estimated_to_entropy']:.3f}")
+        if "coded_to_entropy" in logs:
+          size += f", coded/entropy {logs['coded_to_entropy']:.3f}"
+        size += ")"
       parts.append(size)
     if "slice_sparsity" in logs:
       parts.append(f"slice sparsity {100 * logs['slice_sparsity']:.1f}%, "

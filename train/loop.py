@@ -85,7 +85,9 @@ def _callbacks(config, state, dirs, csv_path, resumed, start):
   """The fit callbacks; those adding figures to the logs come first."""
   cbs = []
   if not config.vanilla:
-    cbs += [lilnetx_tf.RateWarmup(config.rate_warmup_epochs),
+    cbs += [lilnetx_tf.RateWarmup(
+        config.rate_warmup_epochs,
+        formula="reference" if config.reference else "linear"),
             lilnetx_tf.CompressionLogger(coded=config.coded_size_every_epoch)]
   cbs.append(callbacks_lib.LearningRateLogger())
   if dirs.chief:

@@ -78,12 +78,14 @@ def check_config(config):
     _check_number(config, field, 1, integer=True)
   for field in ("train_limit", "test_limit"):
     _check_number(config, field, 1, integer=True, optional=True)
-  for field in ("warmup_epochs", "rate_warmup_epochs", "cpu_devices", "seed"):
+  for field in ("warmup_epochs", "rate_warmup_epochs", "cpu_devices", "seed",
+                "prior_steps"):
     _check_number(config, field, 0, integer=True)
   _check_number(config, "keep_checkpoints", 1, integer=True)
   for field in ("learning_rate", "prior_learning_rate"):
     _check_number(config, field, 0, strict=True)
-  for field in ("lambda_rate", "lambda_sparsity", "weight_decay"):
+  for field in ("lambda_rate", "lambda_sparsity", "weight_decay",
+                "latent_init_bound"):
     _check_number(config, field, 0)
   if config.warmup_epochs > config.epochs:
     raise ValueError(f"config.warmup_epochs ({config.warmup_epochs}) exceeds "
@@ -125,7 +127,9 @@ def build_model(config, info, steps_per_epoch):
         weight_decay=config.weight_decay,
         sparsity_structure=config.sparsity_structure,
         sparsity_norm=config.sparsity_norm,
-        sparsity_groups=sparsity_groups(config), seed=config.seed)
+        sparsity_groups=sparsity_groups(config),
+        prior_steps=config.prior_steps, reference=config.reference,
+        latent_init_bound=config.latent_init_bound, seed=config.seed)
   schedule = warmup_cosine_decay(
       config.learning_rate, total_steps=config.epochs * steps_per_epoch,
       warmup_steps=config.warmup_epochs * steps_per_epoch)

@@ -35,7 +35,8 @@ def get_config():
   config.epochs = 200
   config.learning_rate = 1e-2
   config.warmup_epochs = 5
-  config.prior_learning_rate = 1e-4  # The priors' own Adam.
+  config.prior_learning_rate = 1e-2  # The priors' own Adam.
+  config.prior_steps = 1  # Prior updates per training step.
 
   # The LilNetX objective.
   config.lambda_rate = 1e-4  # lambda_I, on bits per latent.
@@ -47,6 +48,12 @@ def get_config():
   # every group with k x k kernels, k > 1.
   config.sparsity_groups = ""
   config.weight_decay = 1e-6  # L2 on the latents (on kernels when vanilla).
+  # The official PyTorch implementation's objective, term for term: rate
+  # divided by the number of kernel slices (not latents), its latent
+  # initialisation bound (latent_init_bound is its `boundary`), raw N(0, var)
+  # decoder matrices, and the warm-up lambda * (min(e, W) + 1) / (W + 1).
+  config.reference = False
+  config.latent_init_bound = 2.0
 
   # Running.
   config.strategy = "default"  # "default", "mirrored", "multi_worker", "tpu".
