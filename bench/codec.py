@@ -4,16 +4,15 @@ Model: LilNetX ResNet-50 (224x224x3, 1000 classes, 25.5 M latents), not
 trained: its latents are set to what a trained model's look like -- integers
 from a discretised Laplace distribution (scale `--scale`) with whole slices at
 zero (`--conv3x3_zero` of the 3x3 slices, `--other_zero` of the others) -- and
-each group's prior is then fitted to them (Adam on the priors alone, on a
-sample of slices), as training would. Coding speed depends on these figures,
-not on whether the model classifies well.
+each group's prior is then fitted to them (`LilNetXModel.fit_priors`), as
+training would; the prior's estimate is printed beside the coded size. Coding
+speed depends on these figures, not on whether the model classifies well.
 
 Times are the median and the best of `--runs` runs after one warm-up run
-(which traces the coding-table functions; its time is printed too), and the
-median in latents per second:
+(its time is printed too), and the median in latents per second:
 
-- encode: `codec.compress_latents` (coding tables from the priors + range
-  coding), also split into its two parts;
+- encode: `codec.compress_latents` (coding tables from the latents'
+  histograms + range coding), also split into its two parts;
 - decode: `codec.decompress_latents` (range decoding);
 - the whole file: `fileformat.save_compressed` (also the decompressed model,
   float weights, checks, atomic write) and `fileformat.load_compressed`
@@ -48,7 +47,7 @@ _CONV3X3_ZERO = flags.DEFINE_float(
     "conv3x3_zero", 0.8, "Fraction of 3x3 slices that are zero.")
 _OTHER_ZERO = flags.DEFINE_float(
     "other_zero", 0.6, "Fraction of zero slices in the other groups.")
-_FIT_STEPS = flags.DEFINE_integer("fit_steps", 150, "Prior fitting steps.")
+_FIT_STEPS = flags.DEFINE_integer("fit_steps", 300, "Prior fitting steps.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the file "
                               "(default: a temporary directory).")
 
@@ -63,26 +62,6 @@ def _set_sparse_latents(model, rng):
     zero = _CONV3X3_ZERO.value if positions > 1 else _OTHER_ZERO.value
     slices[rng.random(rows) < zero] = 0
     layer.latent.assign(groups.from_slices(slices.astype(np.float32), shape))
-
-
-def _fit_priors(model, rng):
-  """Fits each group's prior to its latents, as training would."""
-  latents = codec.rounded_latents(model)
-  for group, layers in model.group_layers.items():
-    values = np.concatenate([groups.to_positions(latents[l.name])
-                             for l in layers], axis=1)
-    prior = model.priors[group]
-    optimizer = tf.keras.optimizers.Adam(0.05)
-
-    @tf.function
-    def step(x, prior=prior, optimizer=optimizer):
-      with tf.GradientTape() as tape:
-        bits = prior.bits(x, training=True) / tf.cast(tf.size(x), tf.float32)
-      variables = prior.trainable_variables
-      optimizer.apply_gradients(zip(tape.gradient(bits, variables), variables))
-
-    for _ in range(_FIT_STEPS.value):
-      step(tf.constant(values[:, rng.integers(0, values.shape[1], 10_000)]))
 
 
 def _timed(function, runs):
@@ -109,7 +88,8 @@ def main(argv):
   _set_sparse_latents(model, rng)
   print(f"Fitting the priors of {len(model.group_layers)} groups to "
         f"{n:,} sparse latents ...", flush=True)
-  _fit_priors(model, rng)
+  model.compile(prior_optimizer=tf.keras.optimizers.Adam(1e-2))
+  model.fit_priors(_FIT_STEPS.value)
   estimate = float(model.total_bits(training=False)) / 8
 
   runs = _RUNS.value
@@ -117,8 +97,8 @@ def main(argv):
   symbols = {g: np.concatenate([groups.to_slices(latents[l.name])
                                 for l in ls])
              for g, ls in model.group_layers.items()}
-  tables = _timed(lambda: {g: p.coding_tables()
-                           for g, p in model.priors.items()}, runs)
+  tables = _timed(lambda: {g: codec.histogram_tables(s)[:2]
+                           for g, s in symbols.items()}, runs)
   coding = _timed(lambda: [codec.encode_symbols(symbols[g], *tables[-1][g])
                            for g in symbols], runs)
   encode = _timed(lambda: codec.compress_latents(model), runs)
@@ -135,7 +115,7 @@ def main(argv):
   print(f"{'step':<42}{'warm-up s':>10}{'median s':>10}{'best s':>8}"
         f"{'latents/s':>13}")
   for name, (warmup, median, best, _) in (
-      ("encode: coding tables from the priors", tables),
+      ("encode: coding tables (histograms)", tables),
       ("encode: range coding", coding),
       ("encode: codec.compress_latents (both)", encode),
       ("decode: codec.decompress_latents", decode),
@@ -146,7 +126,9 @@ def main(argv):
   print(f"\n{'size':<44}{'bytes':>14}{'vs float32':>12}")
   for name, value in (
       ("latents (model size)", sizes["latent_bytes"]),
-      ("  entropy model estimate", round(estimate)),
+      ("  prior estimate", round(estimate)),
+      ("  empirical entropy", round(sum(
+          codec.empirical_entropy_bits(s) for s in symbols.values()) / 8)),
       ("whole file", sizes["file_bytes"]),
       ("float32 weights", sizes["float32_bytes"])):
     print(f"{name:<44}{value:>14,}"

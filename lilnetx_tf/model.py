@@ -7,8 +7,20 @@ learned prior per group, and trains with plain `model.fit` on
             + lambda_sparsity * sum of latent group norms
             + weight_decay * ||latents||^2,
 
-with the priors on their own optimizer (Adam at 1e-4 by default) and the rest
-on the compiled one.
+where `bits` is the priors' differentiable bound on the latents' code length.
+The task loss is a mean over examples in nats (cross-entropy), so
+`lambda_rate` is the task loss one bit per latent is worth: with
+`lambda_rate = 1`, shortening the average code by 0.01 bit per latent is worth
+0.01 nats of mean cross-entropy. (`reference=True` divides by the number of
+kernel slices instead, as the official implementation does.)
+
+The priors do not learn from this loss: they have their own objective, the
+bits of the rounded latents under them (`prior_fit_bits`, a likelihood fit
+independent of `lambda_rate`), on their own optimizer (Adam at 1e-2 by
+default), `prior_steps` times per training step, and `fit` fits them to the
+latents before and after training. So they track the latents throughout, and
+the rate term's gradient to the latents comes from a density that matches
+them.
 """
 
 import math
@@ -52,8 +64,9 @@ class LilNetXModel(tf.keras.Model):
     network: A built Keras model (functional or Sequential) containing
       `LatentConv2D`, `LatentDepthwiseConv2D` and/or `LatentDense` layers.
       `lilnetx_tf.compressible` builds one from a plain Keras model.
-    lambda_rate: lambda_I, weight of the rate term (bits per latent). Raising
-      it makes the compressed model smaller. Held in a variable, so callbacks
+    lambda_rate: lambda_I, weight of the rate term: nats of mean task loss
+      per bit per latent (see the module docstring). Raising it makes the
+      compressed model smaller. Held in a variable, so callbacks
       (e.g. `RateWarmup`) can change it and a resumed run keeps it.
     lambda_sparsity: lambda_rho, weight of the sum of latent group norms.
       Raising it creates more zero slices / channels (less computation).
@@ -67,6 +80,15 @@ class LilNetXModel(tf.keras.Model):
       layer's standard-init scale to its group's typical one), so they span
       about 2 * bound + 1 integers.
     prior_init_scale: Initial width of the priors' densities.
+    prior_steps: Prior optimizer steps per training step.
+    initial_prior_steps: Prior optimizer steps of `fit_priors`, which `fit`
+      runs before and after training (0: neither).
+    reference: Reproduce the official PyTorch implementation's objective:
+      the rate term divided by the number of kernel slices (rows of in x out
+      per layer) instead of latents, its initialisation (raw decoder matrices
+      with N(0, var) entries and its per-layer latent bounds, with
+      `latent_init_bound` as its `boundary`; see `_initialize_as_reference`).
+      Use `RateWarmup(..., formula="reference")` for its warm-up.
     initialize: Re-initialise latents and decoders (False when restoring).
     seed: Optional seed of that initialisation.
     **kwargs: Keras model arguments (e.g. `name`).
@@ -77,11 +99,11 @@ class LilNetXModel(tf.keras.Model):
   _latent_layers = ()
   group_layers = None
 
-  def __init__(self, network, lambda_rate=1e-4, lambda_sparsity=0.0,
+  def __init__(self, network, lambda_rate=1.0, lambda_sparsity=0.0,
                weight_decay=0.0, sparsity_structure="slice",
                sparsity_norm="l2", sparsity_groups=None,
                decoder_initializer="uniform", latent_init_bound=2.0,
-               prior_init_scale=4.0, prior_steps=1, initial_prior_steps=500,
+               prior_init_scale=4.0, prior_steps=2, initial_prior_steps=500,
                reference=False, initialize=True, seed=None, **kwargs):
     super().__init__(**kwargs)
     if not isinstance(network, tf.keras.Model):
@@ -291,12 +313,12 @@ class LilNetXModel(tf.keras.Model):
 
     Args:
       optimizer: Optimizer of latents, decoders and all other weights.
-      prior_optimizer: Optimizer of the priors; default Adam at 1e-4.
+      prior_optimizer: Optimizer of the priors; default Adam at 1e-2.
       **kwargs: As `tf.keras.Model.compile`.
     """
     super().compile(optimizer=optimizer, **kwargs)
     if prior_optimizer is None:
-      prior_optimizer = tf.keras.optimizers.Adam(1e-4)
+      prior_optimizer = tf.keras.optimizers.Adam(1e-2)
     self.prior_optimizer = tf.keras.optimizers.get(prior_optimizer)
 
   def get_compile_config(self):

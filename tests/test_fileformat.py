@@ -106,9 +106,20 @@ def test_round_trip_is_exact(trained, saved):
 def test_sizes(trained, saved):
   model, _ = trained
   path, sizes = saved
-  estimate = float(model.total_bits(training=False)) / 8
-  assert abs(sizes["latent_bytes"] - estimate) <= 0.01 * estimate
   info = fileformat.inspect_compressed(path)
+  # Tables fitted to the latents: each group costs its factorized empirical
+  # entropy (counted here by hand) plus a few bytes.
+  for group in info["groups"]:
+    columns = np.concatenate([
+        np.round(l.latent.numpy()).reshape(-1, 1) if l.latent.shape.rank == 2
+        else np.round(l.latent.numpy()).transpose(2, 3, 0, 1).reshape(
+            -1, l.latent.shape[0] * l.latent.shape[1])
+        for l in model.group_layers[group["name"]]])
+    entropy = 0.0
+    for column in columns.T:
+      _, counts = np.unique(column, return_counts=True)
+      entropy -= np.sum(counts * np.log2(counts / len(column))) / 8
+    assert entropy - 8 <= group["latent_bytes"] <= 1.03 * entropy + 16
   assert info["sizes"] == sizes
   assert sizes["file_bytes"] == os.path.getsize(path)
   assert info["preamble_bytes"] + sum(s["bytes"] for s in info["sections"]) \
@@ -128,17 +139,48 @@ def test_sizes(trained, saved):
   assert info["sections"][0]["bytes"] < 0.4 * len(head_json)
 
 
-def test_reads_format_version_1(trained, saved, tmp_path):
-  """Version 1 files (the header as plain JSON) still load, identically."""
-  data = saved[0].read_bytes()
+def _as_old_version(model, data, version):
+  """The file in format `version` (1 or 2): int32 CDF tables, no zeros.
+
+  Old readers need strictly increasing CDFs, so every value between a
+  column's extremes gets a count of at least 1, and the latents are coded
+  again with those tables.
+  """
+  layout = _layout(data)
   header = _header(data)
-  header["format_version"] = 1
-  path = tmp_path / "v1.lnx"
-  path.write_bytes(_with_version(
-      _with_payload(data, 0, json.dumps(header).encode()), 1))
+  header["format_version"] = version
+  parts = [None]  # The header, once the groups' cdf_length are set.
+  symbols = lilnetx_tf.codec.group_symbols(model)
+  for i, group in enumerate(header["groups"]):
+    columns = symbols[group["name"]].T
+    lows = [int(c.min()) for c in columns]
+    freqs = [lilnetx_tf.codec.quantize_counts(np.bincount(c - low) + 1)
+             for c, low in zip(columns, lows)]
+    cdf, offsets = lilnetx_tf.codec.tables_from_frequencies(freqs, lows)
+    group["cdf_length"] = len(cdf)
+    tables = zlib.compress(np.asarray(cdf, "<i4").tobytes() +
+                           np.asarray(offsets, "<i4").tobytes())
+    _, _, body, length = layout[2 + 3 * i]
+    parts += [(b"TABL", tables), (b"DECO", data[body:body + length]),
+              (b"LATS", lilnetx_tf.codec.encode_symbols(
+                  symbols[group["name"]], cdf, offsets))]
+  head = json.dumps(header).encode()
+  parts[0] = (b"HEAD", head if version == 1 else zlib.compress(head))
+  _, _, body, length = layout[-1]
+  parts.append((b"FLTS", data[body:body + length]))
+  return _with_version(data[:12], version) + b"".join(
+      sections.pack_section(tag, payload) + payload for tag, payload in parts)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_reads_older_format_versions(trained, saved, tmp_path, version):
+  """Version 1 (plain JSON header) and 2 (int32 tables) files still load."""
   model, x = trained
+  path = tmp_path / f"v{version}.lnx"
+  path.write_bytes(_as_old_version(model, saved[0].read_bytes(), version))
   _assert_round_trip(model, fileformat.load_compressed(path), x)
-  assert fileformat.inspect_compressed(path)["sizes"]["format_version"] == 1
+  info = fileformat.inspect_compressed(path)
+  assert info["sizes"]["format_version"] == version
 
 
 def test_float16(trained, saved, tmp_path):
@@ -175,8 +217,14 @@ def test_mobilenet_v2_with_depthwise_groups_round_trips(data_dir, tmp_path):
                          for w in layer.get_weights()])
   path = tmp_path / "mobilenet.lnx"
   sizes = fileformat.save_compressed(model, path)
-  estimate = float(model.total_bits(training=False)) / 8
-  assert abs(sizes["latent_bytes"] - estimate) <= 0.01 * estimate
+  entropy = 0.0
+  for symbols in lilnetx_tf.codec.group_symbols(model).values():
+    for column in symbols.T:
+      _, counts = np.unique(column, return_counts=True)
+      entropy -= np.sum(counts * np.log2(counts / len(column))) / 8
+  groups = len(model.group_layers)
+  assert entropy - 8 * groups <= sizes["latent_bytes"]
+  assert sizes["latent_bytes"] <= 1.03 * entropy + 16 * groups
   images, _ = _mnist(data_dir, "test", 8)  # Real digits, CIFAR-shaped.
   x = np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
   _assert_round_trip(model, fileformat.load_compressed(path), x)
@@ -243,8 +291,8 @@ def _dense_units(units):
 def _header_edits():
   g0, g1 = ["groups", 0], ["groups", 1]
   return {
-      "version bumped": _set(["format_version"], 3),
-      "version 1 in a version 2 file": _set(["format_version"], 1),
+      "version bumped": _set(["format_version"], 4),
+      "version 2 in a version 3 file": _set(["format_version"], 2),
       "version string": _set(["format_version"], "1"),
       "float64": _set(["float_dtype"], "float64"),
       "no groups": _set(["groups"], []),
@@ -366,28 +414,58 @@ def _with_version(data, version):
   return data[:8] + struct.pack("<I", version) + data[12:]
 
 
+def _leb128(numbers):
+  out = bytearray()
+  for n in numbers:
+    while n >= 0x80:
+      out.append(n & 0x7F | 0x80)
+      n >>= 7
+    out.append(n)
+  return bytes(out)
+
+
+def _tables_v3(payload):
+  """The numbers of a version-3 TABL payload (decoded independently)."""
+  numbers, value, shift = [], 0, 0
+  for byte in zlib.decompress(payload):
+    value |= (byte & 0x7F) << shift
+    shift += 7
+    if byte < 0x80:
+      numbers.append(value)
+      value, shift = 0, 0
+  return numbers
+
+
 def _table_edits(data, layout):
   """Edited coding tables of the first group, consistently re-deflated."""
   _, _, body, length = layout[1]
-  raw = np.frombuffer(zlib.decompress(data[body:body + length]), "<i4")
-  cdf = raw[:-25].copy()
-  offsets = raw[-25:]
+  numbers = _tables_v3(data[body:body + length])
+  starts, pos = [], 0
+  while pos < len(numbers):  # precision, zigzag offset, count, frequencies
+    starts.append(pos)
+    pos += 3 + numbers[pos + 2]
 
-  def pack(cdf_values, offset_values=offsets):
-    return zlib.compress(np.asarray(cdf_values, "<i4").tobytes() +
-                         np.asarray(offset_values, "<i4").tobytes())
+  def edit(index, value, numbers=numbers):
+    edited = list(numbers)
+    edited[index] = value
+    return edited
 
-  starts = np.flatnonzero(cdf < 0)
-  edits = {"precision 17": cdf.copy(), "not increasing": cdf.copy(),
-           "one table less": cdf[:starts[-1]]}
-  edits["precision 17"][starts[3]] = -17
-  edits["not increasing"][starts[2] + 3] = edits["not increasing"][
-      starts[2] + 2]
-  payloads = {name: pack(v) for name, v in edits.items()}
+  edits = {
+      "precision 17": edit(starts[3], 17),
+      "precision 0": edit(starts[3], 0),
+      "frequencies over the precision": edit(starts[2] + 3, 2**16),
+      "count beyond the tables": edit(starts[-1] + 2, 10**6),
+      "count 0": edit(starts[1] + 2, 0),
+      "offset huge": edit(starts[0] + 1, 2**40),
+      "one table less": numbers[:starts[-1]],
+      "numbers after the tables": numbers + [1, 2, 3],
+  }
+  payloads = {name: zlib.compress(_leb128(v)) for name, v in edits.items()}
+  payloads["number too long"] = zlib.compress(bytes([0x80] * 9 + [1]))
+  payloads["ends inside a number"] = zlib.compress(_leb128(numbers) + b"\x80")
   payloads["not zlib"] = b"not zlib data"
   payloads["zlib bomb"] = zlib.compress(bytes(50 * 2**20))
   payloads["tiny stream"] = zlib.compress(b"")
-  payloads["offsets huge"] = pack(cdf, np.full(25, 2**31 - 1))
   return payloads
 
 
@@ -423,8 +501,8 @@ def test_mutations_raise_or_load_the_original(trained, saved):
 def test_specific_refusals(saved, tmp_path):
   data = saved[0].read_bytes()
   cases = {
-      "newer.lnx": (_with_version(data, 3), "preamble",
-                    "reads versions up to 2"),
+      "newer.lnx": (_with_version(data, 4), "preamble",
+                    "reads versions up to 3"),
       "empty.lnx": (b"", "preamble", "empty"),
       "png.lnx": (b"\x89PNG\r\n\x1a\n" + bytes(40), "preamble",
                   "not a LilNetX file"),

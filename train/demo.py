@@ -85,7 +85,6 @@ def main(argv):
   steps = _EPOCHS.value * -(-len(x_train) // 64)
   model.compile(tf.keras.optimizers.Adam(
                     tf.keras.optimizers.schedules.CosineDecay(1e-2, steps)),
-                prior_optimizer=tf.keras.optimizers.Adam(1e-3),
                 loss=tf.keras.losses.SparseCategoricalCrossentropy(
                     from_logits=True), metrics=["accuracy"])
   print(f"LilNetX model: {len(model.conversion.converted)} layers with "

@@ -36,10 +36,12 @@ def get_config():
   config.learning_rate = 1e-2
   config.warmup_epochs = 5
   config.prior_learning_rate = 1e-2  # The priors' own Adam.
-  config.prior_steps = 1  # Prior updates per training step.
+  config.prior_steps = 2  # Prior updates per training step.
 
   # The LilNetX objective.
-  config.lambda_rate = 1e-4  # lambda_I, on bits per latent.
+  # lambda_I: nats of mean task loss one bit per latent is worth (per kernel
+  # slice with `reference`).
+  config.lambda_rate = 1.0
   config.rate_warmup_epochs = 0  # Ramp lambda_I up from 0 over these epochs.
   config.lambda_sparsity = 1e-6  # lambda_rho, on group norms.
   config.sparsity_structure = "slice"  # "slice", "out_channel", "in_channel".
