@@ -132,8 +132,9 @@ def test_rate_warmup_ramps_lambda_and_logger_adds_figures():
   for key in lilnetx_tf.callbacks.LOGGED_FIGURES:
     assert len(history.history[key]) == 3
   stats = lilnetx_tf.compression_stats(model)["total"]
-  assert history.history["estimated_bytes"][-1] == pytest.approx(
-      stats["estimated_bytes"], rel=1e-5)
+  # `fit` refits the priors after the last epoch; the latents stay.
+  assert history.history["entropy_bytes"][-1] == pytest.approx(
+      stats["entropy_bytes"], rel=1e-9)
   assert 0 <= history.history["slice_sparsity"][-1] <= 1
 
 

@@ -158,6 +158,7 @@ def plot_report(path, layers, log, title):
   ax.legend()
   ax = axes[1, 1]
   for key, label in (("estimated_bytes", "estimated"),
+                     ("entropy_bytes", "entropy"),
                      ("coded_bytes", "range coded")):
     if key in log:
       ax.plot(epochs, np.asarray(log[key]) / 1e3, marker=".", label=label)
