@@ -3,7 +3,7 @@
 Three runs from the same initialisation on the real MNIST files:
   A: rate weight 1, no sparsity prior;
   B: 10x the rate weight             -> a smaller range-coded size;
-  C: A plus the slice sparsity prior -> more zero slices at a similar size.
+  C: A plus the slice sparsity prior -> more zero slices, no larger size.
 Every run must keep test accuracy above 97%, and its priors must track its
 latents (bits within 5% of their entropy after each epoch, 3% at the end).
 """
@@ -100,10 +100,11 @@ def test_raising_rate_weight_lowers_coded_size(runs):
   assert runs["B"]["coded_bytes"] < 0.95 * runs["A"]["coded_bytes"], runs
 
 
-def test_slice_prior_raises_slice_sparsity_at_similar_size(runs):
+def test_slice_prior_raises_slice_sparsity_without_growing_the_size(runs):
   # Slice sparsity of the convolutions (the 5x5 group under the prior).
   assert runs["C"]["slice_sparsity"] > runs["A"]["slice_sparsity"] + 0.02, runs
-  assert abs(runs["C"]["coded_bytes"] / runs["A"]["coded_bytes"] - 1) < 0.1
+  # The structure costs no size: at most 10% more bytes.
+  assert runs["C"]["coded_bytes"] < 1.1 * runs["A"]["coded_bytes"], runs
 
 
 def test_priors_track_the_latents(runs):
