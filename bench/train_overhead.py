@@ -50,10 +50,9 @@ def _models():
   plain.compile(tf.keras.optimizers.Adam(1e-2), loss=_loss())
   lilnetx = lilnetx_tf.compressible(
       build_model("resnet20", (32, 32, 3), 10, width=_WIDTH.value),
-      lambda_rate=1e-4, lambda_sparsity=1e-6, weight_decay=1e-6, seed=0)
-  lilnetx.compile(tf.keras.optimizers.Adam(1e-2),
-                  prior_optimizer=tf.keras.optimizers.Adam(1e-4),
-                  loss=_loss())
+      lambda_sparsity=1e-6, weight_decay=1e-6, seed=0)
+  # The library's defaults otherwise: lambda_I 1, 2 prior steps per step.
+  lilnetx.compile(tf.keras.optimizers.Adam(1e-2), loss=_loss())
   return {"plain Keras": plain, "LilNetX": lilnetx}
 
 

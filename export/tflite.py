@@ -19,7 +19,7 @@ quantization-aware fine-tuning that keep zero weights zero.
 Verification, on `--check-samples` examples of the run's test split (or of
 `--check-data`, a directory or archive the dataset loaders accept): top-1
 agreement, accuracy of the trained and the exported model, max |delta logit|.
-The float32 pruned model is always checked for parity (100% agreement and max
+The float32 pruned model is always checked for parity (100 percent agreement and max
 |delta logit| <= `--tolerance` times the largest |logit|); a quantized export
 may lose at most `--max_accuracy_drop` (default 1) accuracy points. Either
 failure makes the command exit with status 1, after writing every output.
@@ -254,8 +254,13 @@ def _summary(report):
   verdict = ("qualifies (on ARM)" if xnn["qualifies"] else
              "does not qualify: " + "; ".join(xnn["reasons"]))
   lines.append(f"  XNNPACK sparse inference: {verdict}. {xnn['platform']}")
-  lines.append("  RESULT: " + ("PASS" if report["passed"] else
-                               "FAIL: " + "; ".join(report["failures"])))
+  if not report["passed"]:
+    result = "FAIL: " + "; ".join(report["failures"])
+  elif not report["verification"]:  # Nothing was checked: no PASS.
+    result = "exported, not verified (--check_samples=0)"
+  else:
+    result = "PASS"
+  lines.append("  RESULT: " + result)
   return lines
 
 

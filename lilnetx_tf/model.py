@@ -308,15 +308,21 @@ class LilNetXModel(tf.keras.Model):
 
   # -- Keras ----------------------------------------------------------------
 
-  def compile(self, optimizer="rmsprop", prior_optimizer=None, **kwargs):  # pylint: disable=arguments-differ
-    """Configures training; as `tf.keras.Model.compile` plus:
+  def compile(self, optimizer="rmsprop", *args, prior_optimizer=None,
+              **kwargs):
+    """Configures training: `tf.keras.Model.compile`, plus the priors'.
+
+    Every argument of `tf.keras.Model.compile` is accepted, positionally in
+    Keras's order (`optimizer, loss, metrics, ...`) or by keyword.
 
     Args:
       optimizer: Optimizer of latents, decoders and all other weights.
-      prior_optimizer: Optimizer of the priors; default Adam at 1e-2.
+      *args: `tf.keras.Model.compile`'s positional arguments after it.
+      prior_optimizer: Keyword only. Optimizer of the priors; default Adam at
+        1e-2.
       **kwargs: As `tf.keras.Model.compile`.
     """
-    super().compile(optimizer=optimizer, **kwargs)
+    super().compile(optimizer, *args, **kwargs)
     if prior_optimizer is None:
       prior_optimizer = tf.keras.optimizers.Adam(1e-2)
     self.prior_optimizer = tf.keras.optimizers.get(prior_optimizer)

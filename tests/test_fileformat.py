@@ -7,6 +7,7 @@ anything but a `CorruptFileError` or the original model.
 """
 
 import gzip
+import hashlib
 import json
 import os
 import pathlib
@@ -596,3 +597,23 @@ def test_cli_exports_and_inspects(trained, tmp_path):
   for text in ("HEAD header", "LATS latents[conv5x5]", "TABL tables[dense]",
                "FLTS float_params", "whole file", "bits/latent"):
     assert text in result.stdout, text
+
+
+def test_golden_files_of_every_format_version_load_exactly():
+  """Files written by past releases keep decoding to the same weights."""
+  golden = json.loads((ROOT / "tests" / "data" / "golden.json").read_text())
+  assert [f["format_version"] for f in golden["files"]] == [1, 2, 3]
+  assert sections.FORMAT_VERSION == 3  # A new version needs a golden file.
+  x = np.random.default_rng(7).random((2, 8, 8, 3), dtype=np.float32)
+  for entry in golden["files"]:
+    path = ROOT / "tests" / "data" / entry["file"]
+    loaded = fileformat.load_compressed(path)
+    assert fileformat.inspect_compressed(path)["sizes"]["format_version"] == (
+        entry["format_version"])
+    digest = hashlib.sha256()
+    for w in loaded.weights:
+      digest.update(np.ascontiguousarray(w.numpy(), "<f4").tobytes())
+    assert len(loaded.weights) == entry["num_weights"], entry["file"]
+    assert digest.hexdigest() == entry["weights_sha256"], entry["file"]
+    np.testing.assert_allclose(loaded(x).numpy(), entry["outputs"],
+                               rtol=1e-5, atol=1e-6)

@@ -201,3 +201,17 @@ def test_mirrored_strategy_with_two_cpus_trains(tmp_path):
                           check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "MIRRORED_OK" in result.stdout
+
+
+def test_compile_takes_keras_positional_arguments():
+  """`compile(optimizer, loss, metrics)` as for any Keras model."""
+  model = lilnetx_tf.compressible(
+      lilnetx_tf.models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0)
+  model.compile(tf.keras.optimizers.Adam(1e-3), _loss(), ["accuracy"])
+  assert isinstance(model.optimizer, tf.keras.optimizers.Adam)
+  assert isinstance(model.prior_optimizer, tf.keras.optimizers.Adam)
+  x = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+  history = model.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
+  assert "accuracy" in history.history
+  with pytest.raises(TypeError):
+    model.compile("adam", _loss(), None, None, None, None, None, None, 0, 1)

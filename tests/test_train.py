@@ -128,6 +128,18 @@ def test_cli_rejects_unknown_model_before_training(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_log_to_a_file_has_a_line_per_epoch_not_per_step(tmp_path):
+  """With stdout not a terminal, no progress bar (one line per step)."""
+  result = _cli(f"--config={CONFIGS / 'digits_lenet.py'}",
+                f"--workdir={tmp_path / 'run'}", "--config.epochs=2")
+  assert result.returncode == 0, result.stderr[-2000:]
+  output = result.stdout + result.stderr
+  assert "\r" not in output and "\x08" not in output
+  steps = 1437 // 64
+  assert output.count(f"{steps}/{steps}") == 2  # Keras's line per epoch.
+  assert output.count("epoch 1/2 |") == output.count("epoch 2/2 |") == 1
+
+
 def test_tpu_strategy_fails_clearly_without_a_tpu():
   with pytest.raises(RuntimeError, match="no TPU was found"):
     distribute.make_strategy("tpu")
@@ -170,6 +182,7 @@ def test_digits_run_writes_consistent_outputs_and_is_not_repeated(tmp_path):
         tags.update(f"{run}/{v.tag}" for v in event.summary.value)
   assert {"train/epoch_loss", "train/epoch_accuracy",
           "train/epoch_learning_rate", "train/epoch_estimated_bytes",
+          "train/epoch_entropy_bytes", "train/epoch_estimated_to_entropy",
           "train/epoch_slice_sparsity", "histograms/latents/fc1",
           "histograms/latents/logits"} <= tags
   with open(os.path.join(workdir, "config.json")) as f:
@@ -241,13 +254,16 @@ def test_crash_mid_epoch_then_rerun_resumes_with_same_epoch_count(tmp_path):
   with open(os.path.join(workdir, "log.csv"), newline="") as f:
     rows = list(csv.DictReader(f))
   assert [float(r["lambda_rate"]) for r in rows] == pytest.approx(
-      [0, 5e-5, 1e-4])
+      [0, 0.5, 1.0])
   # Both optimizers continued from the checkpoint: each took every step of the
-  # 3 epochs once (a restart would have lost epoch 1's steps).
+  # 3 epochs once (a restart would have lost epoch 1's steps). The priors also
+  # took `fit`'s initial fitting steps, once per run.
   steps = 1437 // config.batch_size
   model = tf.keras.models.load_model(os.path.join(workdir, "model.keras"))
   assert int(model.optimizer.iterations) == 3 * steps
-  assert int(model.prior_optimizer.iterations) == 3 * steps
+  fitting = model.initial_prior_steps
+  assert int(model.prior_optimizer.iterations) == (
+      2 * fitting + model.prior_steps * 3 * steps)
   schedule = warmup_cosine_decay(config.learning_rate, total_steps=3 * steps,
                                  warmup_steps=steps)
   assert [float(r["learning_rate"]) for r in rows] == pytest.approx(

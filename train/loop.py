@@ -12,6 +12,7 @@ Outputs in `workdir`: `config.json`, `checkpoints/`, `model.keras` (latest),
 import csv
 import json
 import os
+import sys
 import time
 
 from absl import logging
@@ -79,6 +80,17 @@ def _datasets(config):
   logging.info("Data: %s, %d train / %d test examples.", config.dataset,
                n_train, test_info.num_examples["test"])
   return train_ds, test_ds, train_info, test_info
+
+
+def _verbosity(chief):
+  """Keras's `verbose`: a progress bar on a terminal, else a line per epoch.
+
+  A progress bar written to a file or pipe is one carriage-return line per
+  step: megabytes of log per run.
+  """
+  if not chief:
+    return 0
+  return 1 if sys.stdout.isatty() else 2
 
 
 def _callbacks(config, state, dirs, csv_path, resumed, start):
@@ -210,7 +222,7 @@ def run(config, workdir, extra_callbacks=()):
               initial_epoch=epochs_done,
               callbacks=list(extra_callbacks) + _callbacks(
                   config, state, dirs, csv_path, epochs_done > 0, start),
-              verbose=1 if dirs.chief else 0)
+              verbose=_verbosity(dirs.chief))
   metrics = _final_report(config, model, test_ds, state, dirs,
                           (train_info, test_info))
   distribute.barrier(strategy)
