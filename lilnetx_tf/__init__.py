@@ -14,7 +14,9 @@ _import_tf()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from lilnetx_tf.callbacks import CompressionLogger
+from lilnetx_tf.callbacks import NonFiniteError
 from lilnetx_tf.callbacks import RateWarmup
+from lilnetx_tf.callbacks import StopOnNonFinite
 from lilnetx_tf.codec import compress_latents
 from lilnetx_tf.codec import decompress_latents
 from lilnetx_tf.convert import compressible
@@ -43,7 +45,9 @@ __all__ = [
     "LatentDense",
     "LatentDepthwiseConv2D",
     "LilNetXModel",
+    "NonFiniteError",
     "RateWarmup",
+    "StopOnNonFinite",
     "compress_latents",
     "compressible",
     "compression_stats",

@@ -1,11 +1,15 @@
 """`model.fit` callbacks of LilNetX, one job each."""
 
+import math
+
+import numpy as np
 import tensorflow as tf
 
 from lilnetx_tf.stats import compression_stats
 
-__all__ = ["RateWarmup", "CompressionLogger", "LOGGED_FIGURES",
-           "CODED_FIGURES", "WARMUP_FORMULAS"]
+__all__ = ["RateWarmup", "CompressionLogger", "StopOnNonFinite",
+           "NonFiniteError", "LOGGED_FIGURES", "CODED_FIGURES",
+           "WARMUP_FORMULAS"]
 
 # Figures `CompressionLogger` adds to the epoch logs, from `compression_stats`.
 LOGGED_FIGURES = ("estimated_bytes", "entropy_bytes", "estimated_to_entropy",
@@ -88,3 +92,64 @@ class CompressionLogger(tf.keras.callbacks.Callback):
     total = compression_stats(self.model, coded=self.coded)["total"]
     for key in LOGGED_FIGURES + (CODED_FIGURES if self.coded else ()):
       logs[key] = float(total[key])
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a NaN or infinity (see `StopOnNonFinite`)."""
+
+
+def _watched_variables(model):
+  """(description, variables) pairs that must stay finite."""
+  if hasattr(model, "latent_layers") and hasattr(model, "priors"):
+    watched = [(f"the latents of layer {l.name!r}", [l.latent])
+               for l in model.latent_layers]
+    watched += [(f"the decoder of group {g!r}", d.trainable_weights)
+                for g, d in sorted(model.decoders.items())]
+    watched += [(f"the prior of group {g!r}", p.trainable_weights)
+                for g, p in sorted(model.priors.items())]
+    return watched
+  return [(f"the weight {v.name!r}", [v]) for v in model.trainable_variables]
+
+
+class StopOnNonFinite(tf.keras.callbacks.Callback):
+  """Stops training at the first NaN or infinity, saying what and where.
+
+  After every training step it checks the loss and, in one fused op, every
+  latent, decoder and prior weight (every trainable weight of a plain Keras
+  model). On a non-finite value it raises `NonFiniteError` naming the first
+  bad one, the epoch and the step, before any end-of-epoch callback runs: a
+  checkpointing callback never saves the broken state, so the last good
+  checkpoint stays the latest. (Keras's `TerminateOnNaN` stops gracefully
+  instead, letting end-of-epoch callbacks save the broken weights.)
+  """
+
+  def __init__(self):
+    super().__init__()
+    self._epoch = 0
+    self._watched = None
+    self._check = None
+
+  def on_train_begin(self, logs=None):
+    self._watched = _watched_variables(self.model)
+    variables = [vs for _, vs in self._watched]
+
+    @tf.function
+    def check():
+      return tf.stack([tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                                      for v in vs]) for vs in variables])
+
+    self._check = check
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    where = f"in epoch {self._epoch + 1}, step {batch + 1}"
+    loss = (logs or {}).get("loss")
+    if loss is not None and not math.isfinite(float(loss)):
+      raise NonFiniteError(f"The training loss became {loss} {where}.")
+    finite = self._check().numpy()
+    if not finite.all():
+      what = self._watched[int(np.argmin(finite))][0]
+      raise NonFiniteError(f"{what[0].upper()}{what[1:]} became NaN or "
+                           f"infinite {where}.")

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
+from train import callbacks as callbacks_lib
 from train import distribute
 from train import loop
 from train import registry
@@ -268,6 +269,58 @@ def test_crash_mid_epoch_then_rerun_resumes_with_same_epoch_count(tmp_path):
                                  warmup_steps=steps)
   assert [float(r["learning_rate"]) for r in rows] == pytest.approx(
       [float(schedule(e * steps - 1)) for e in (1, 2, 3)])
+
+
+class _Poison(tf.keras.callbacks.Callback):
+  """Writes a NaN into a latent at one step (a numerical fault)."""
+
+  def __init__(self, epoch, batch):
+    super().__init__()
+    self.epoch, self.batch, self._current = epoch, batch, None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._current = epoch
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if (self._current, batch) == (self.epoch, self.batch):
+      layer = self.model.latent_layers[0]
+      value = layer.latent.numpy()
+      value.flat[0] = np.nan
+      layer.latent.assign(value)
+
+
+def test_numerical_fault_stops_naming_it_and_keeps_the_checkpoint(tmp_path):
+  workdir = str(tmp_path / "run")
+  config = _digits_config(epochs=3)
+  with pytest.raises(lilnetx_tf.NonFiniteError) as error:
+    loop.run(config, workdir, extra_callbacks=[_Poison(epoch=1, batch=4)])
+  # The NaN latent makes the step's loss NaN first.
+  assert "in epoch 2, step 5" in str(error.value)
+  assert "loss" in str(error.value) or "'fc1'" in str(error.value)
+  assert _epochs_in_csv(workdir) == [0]
+  assert callbacks_lib.RunCheckpoint.epochs_done(
+      os.path.join(workdir, "checkpoints")) == 1
+  metrics = loop.run(config, workdir)  # Resumes from the good epoch.
+  assert metrics["epochs"] == 3 and _epochs_in_csv(workdir) == [0, 1, 2]
+  model = tf.keras.models.load_model(os.path.join(workdir, "model.keras"))
+  assert all(np.isfinite(v.numpy()).all() for v in model.weights)
+
+
+def test_non_finite_weights_are_named():
+  """A NaN that has not reached the loss yet is found in the weights."""
+  model = lilnetx_tf.compressible(
+      lilnetx_tf.models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0)
+  model.compile(tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+  guard = lilnetx_tf.StopOnNonFinite()
+  guard.set_model(model)
+  guard.on_train_begin()
+  guard.on_epoch_begin(2)
+  guard.on_train_batch_end(6, {"loss": 0.5})  # All finite: nothing raised.
+  prior = model.priors["dense"]
+  prior.tail_loc.assign(tf.fill(prior.tail_loc.shape, np.inf))
+  with pytest.raises(lilnetx_tf.NonFiniteError,
+                     match="The prior of group 'dense' .* epoch 3, step 7"):
+    guard.on_train_batch_end(6, {"loss": 0.5})
 
 
 def test_vanilla_run_reports_float_size_and_macs(tmp_path):

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-import lilnetx_tf  # pylint: disable=unused-import  (quiet TensorFlow import)
+import lilnetx_tf
 from train import loop
 from train import registry
 
@@ -35,7 +35,12 @@ def main(argv):
     registry.check_config(_CONFIG.value)
   except ValueError as e:
     sys.exit(f"Invalid config: {e}")
-  loop.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    loop.run(_CONFIG.value, _WORKDIR.value)
+  except lilnetx_tf.NonFiniteError as e:
+    sys.exit(f"Training stopped: {e} The checkpoints of the finished epochs "
+             f"in {_WORKDIR.value} are intact: fix the cause (e.g. a lower "
+             "learning rate) and re-run the same command to resume.")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def _verbosity(chief):
 
 def _callbacks(config, state, dirs, csv_path, resumed, start):
   """The fit callbacks; those adding figures to the logs come first."""
-  cbs = []
+  # First, so that no later callback sees a broken step.
+  cbs = [lilnetx_tf.StopOnNonFinite()]
   if not config.vanilla:
     cbs += [lilnetx_tf.RateWarmup(
         config.rate_warmup_epochs,
