@@ -1,4 +1,4 @@
-"""Benchmark: LilNetX against the float baseline and TensorFlow Model Optimization.
+"""Benchmark: LilNetX against a float baseline and TF Model Optimization.
 
 Trains one task's network on the same data, with the same architecture and the
 same epoch budget, as
@@ -79,7 +79,6 @@ LilNetX run directory per rate weight.
 """
 
 import gzip
-import json
 import math
 import os
 import pathlib
@@ -92,25 +91,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-import matplotlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import matplotlib
 matplotlib.use("Agg")  # Files only; benchmarks run on servers.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.pyplot as plt
+import numpy as np
 
-import lilnetx_tf  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import  # Quiets TF's start-up first.
-from lilnetx_tf import data as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lilnetx_tf import models as models_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lilnetx_tf import tflite_check  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top,wrong-import-position
+import lilnetx_tf  # pylint: disable=unused-import  # Quiets TF first.
+from lilnetx_tf import data as data_lib
+from lilnetx_tf import models as models_lib
+from lilnetx_tf import tflite_check
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
 
-from train import loop  # pylint: disable=g-import-not-at-top,wrong-import-position
-from train import report  # pylint: disable=g-import-not-at-top,wrong-import-position
-from train.configs import cifar10_resnet20  # pylint: disable=g-import-not-at-top,wrong-import-position
-from train.configs import mnist_lenet300  # pylint: disable=g-import-not-at-top,wrong-import-position
-from train.configs import mnist_lenet5  # pylint: disable=g-import-not-at-top,wrong-import-position
-from train.schedule import warmup_cosine_decay  # pylint: disable=g-import-not-at-top,wrong-import-position
+from train import loop
+from train import report
+from train.configs import cifar10_resnet20
+from train.configs import mnist_lenet300
+from train.configs import mnist_lenet5
+from train.schedule import warmup_cosine_decay
 
 _DATA_ROOT = ROOT.parent / "shared" / "data"
 
