@@ -226,11 +226,14 @@ def _mixture_prob_by_hand(prior, x):
   deep = tfc.UniformNoiseAdapter(base).prob(x).numpy().astype(np.float64)
   t = prior.tail_logit.numpy()[:, 0].astype(np.float64)
   loc = prior.tail_loc.numpy()[:, 0]
-  scale = np.log1p(np.exp(prior.tail_scale.numpy()[:, 0])) + 0.1
+  # The documented parameterisation: scale softplus(s) + 1, weight
+  # sigmoid(t) / 2.
+  scale = np.log1p(np.exp(prior.tail_scale.numpy()[:, 0])) + 1.0
   sigmoid = lambda z: 1 / (1 + np.exp(-z))
   x = np.asarray(x, np.float64)
   tail = sigmoid((x + .5 - loc) / scale) - sigmoid((x - .5 - loc) / scale)
-  return (1 - sigmoid(t)) * deep + sigmoid(t) * tail
+  weight = sigmoid(t) / 2
+  return (1 - weight) * deep + weight * tail
 
 
 def test_eval_bits_are_self_information_of_rounded_latents():
