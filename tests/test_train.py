@@ -141,6 +141,26 @@ def test_log_to_a_file_has_a_line_per_epoch_not_per_step(tmp_path):
   assert output.count("epoch 1/2 |") == output.count("epoch 2/2 |") == 1
 
 
+def _snapshot(directory):
+  """Path -> bytes of every file under `directory`."""
+  return {str(p): p.read_bytes() for p in pathlib.Path(directory).rglob("*")
+          if p.is_file()}
+
+
+def test_workdir_of_another_architecture_is_refused_untouched(tmp_path):
+  workdir = tmp_path / "run"
+  loop.run(_digits_config(epochs=1), str(workdir))
+  before = _snapshot(workdir)
+  result = _cli(f"--config={CONFIGS / 'digits_lenet.py'}",
+                f"--workdir={workdir}", "--config.epochs=2",
+                "--config.dataset=mnist", "--config.model=lenet5")
+  assert result.returncode != 0
+  assert ("holds a run with config.dataset = 'digits', this command asks "
+          "for 'mnist'") in result.stderr
+  assert "Traceback" not in result.stderr
+  assert _snapshot(workdir) == before
+
+
 def test_tpu_strategy_fails_clearly_without_a_tpu():
   with pytest.raises(RuntimeError, match="no TPU was found"):
     distribute.make_strategy("tpu")

@@ -33,10 +33,13 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
   try:
     registry.check_config(_CONFIG.value)
+    loop.check_workdir(_CONFIG.value, _WORKDIR.value)
   except ValueError as e:
     sys.exit(f"Invalid config: {e}")
   try:
     loop.run(_CONFIG.value, _WORKDIR.value)
+  except FileNotFoundError as e:  # Missing data files: no traceback needed.
+    sys.exit(f"Missing data: {e}")
   except lilnetx_tf.NonFiniteError as e:
     sys.exit(f"Training stopped: {e} The checkpoints of the finished epochs "
              f"in {_WORKDIR.value} are intact: fix the cause (e.g. a lower "

@@ -25,7 +25,7 @@ from train import distribute
 from train import registry
 from train import report
 
-__all__ = ["run"]
+__all__ = ["check_workdir", "run"]
 
 # Fields that may change between a run and its resumption without making the
 # checkpoint meaningless.
@@ -34,8 +34,19 @@ _RESUMABLE_CHANGES = ("epochs", "data_dir", "cache_dir", "log_histograms",
                       "cpu_devices", "tpu")
 
 
+# Fields that decide what the checkpoint holds: a run cannot resume with
+# others.
+_STRUCTURAL = ("model", "model_options", "dataset", "vanilla", "reference",
+               "sparsity_groups")
+
+
 def _check_resumed_config(path, config):
-  """Warns about config changes between a run and its resumption."""
+  """Refuses structural config changes of a resumed run, warns about others.
+
+  Raises:
+    ValueError: naming the first field that differs from the run's and both
+      values, before anything is built or written.
+  """
   if not os.path.exists(path):
     return
   with open(path) as f:
@@ -43,9 +54,30 @@ def _check_resumed_config(path, config):
   new = json.loads(config.to_json())
   changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
   for key in changed:
+    if key in _STRUCTURAL:
+      raise ValueError(
+          f"{os.path.dirname(path)} holds a run with config.{key} = "
+          f"{old.get(key)!r}, this command asks for {new.get(key)!r}: resume "
+          "with the run's config (see its config.json) or use a new "
+          "--workdir. Nothing was changed.")
+  for key in changed:
     log = logging.info if key in _RESUMABLE_CHANGES else logging.warning
     log("config.%s changed since this run started: %r -> %r.", key,
         old.get(key), new.get(key))
+
+
+def check_workdir(config, workdir):
+  """Checks that `workdir` is new or holds a run `config` can resume.
+
+  Cheap (reads one checkpoint value and `config.json`), so the CLI calls it
+  before building anything.
+
+  Raises:
+    ValueError: if the workdir's run has another model, dataset, ...
+  """
+  if callbacks_lib.RunCheckpoint.epochs_done(
+      os.path.join(workdir, "checkpoints")):
+    _check_resumed_config(os.path.join(workdir, "config.json"), config)
 
 
 def _truncate_csv(path, epochs_done):
