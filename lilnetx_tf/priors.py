@@ -121,6 +121,8 @@ class _NoisyDeepFactorized(tfc.UniformNoiseAdapter):
 # entropy).
 _MIN_TAIL_SCALE = 1.0
 _MAX_TAIL_WEIGHT = 0.5
+# The priors' fitting objective counts latents beyond this at the bound.
+_MAX_FIT_VALUE = 2.0**15
 
 
 def _noisy_deep_factorized(matrices, biases, factors, positions, num_filters,
@@ -276,8 +278,14 @@ class GroupPrior(tf.keras.layers.Layer):
     Returns:
       A scalar float tensor.
     """
-    values = tf.convert_to_tensor(values, tf.float32)
-    ints = tf.cast(tf.round(tf.stop_gradient(values)), tf.int32)
+    values = tf.stop_gradient(tf.convert_to_tensor(values, tf.float32))
+    finite = tf.reduce_all(tf.math.is_finite(values))
+    # Sane integers whatever the values: a NaN would give bincount a garbage
+    # size, a huge latent a huge one. The result is NaN when any value is
+    # (so that the loss shows it); extremes count at the clip bound.
+    values = tf.where(tf.math.is_finite(values), values, 0.0)
+    ints = tf.cast(tf.round(tf.clip_by_value(values, -_MAX_FIT_VALUE,
+                                             _MAX_FIT_VALUE)), tf.int32)
     low = tf.reduce_min(ints)
     length = tf.reduce_max(ints) - low + 1
     index = ints - low + tf.range(self.positions)[:, None] * length
@@ -290,7 +298,8 @@ class GroupPrior(tf.keras.layers.Layer):
     # Values absent from the latents may have a log-probability of -inf far
     # out; they must count zero, not NaN.
     log_prob = tf.math.multiply_no_nan(self.log_prob(grid), counts)
-    return tf.reduce_sum(log_prob) / -math.log(2.0)
+    bits = tf.reduce_sum(log_prob) / -math.log(2.0)
+    return tf.where(finite, bits, math.nan)
 
   def call(self, values, training=None):
     return self.bits(values, bool(training))

@@ -431,3 +431,14 @@ def test_reference_mode_loss_by_hand():
   np.testing.assert_allclose(
       model.compression_loss(training=False)[0].numpy(),
       lam / 3 * bits / 66 + lam_rho * norms + decay * squares, rtol=1e-4)
+
+
+def test_prior_fit_objective_survives_non_finite_and_huge_latents():
+  """NaN bits for a NaN latent (no crash); huge latents cost no huge memory."""
+  prior = lilnetx_tf.GroupPrior(1)
+  values = np.zeros((1, 100), np.float32)
+  values[0, 0] = 1e30
+  assert np.isfinite(prior.histogram_bits(values).numpy())
+  values[0, 1] = np.nan
+  assert np.isnan(prior.histogram_bits(values).numpy())
+  assert np.isnan(tf.function(prior.histogram_bits)(values).numpy())

@@ -79,8 +79,8 @@ def test_command_line_overrides_reach_the_config():
   # Untouched fields keep their defaults (the reference's where it has one).
   assert (config.learning_rate, config.warmup_epochs, config.batch_size,
           config.prior_learning_rate, config.lambda_sparsity,
-          config.weight_decay, config.lambda_rate, config.reference) == (
-              1e-2, 5, 256, 1e-2, 1e-6, 1e-6, 1.0, False)
+          config.weight_decay, config.reference) == (
+              1e-2, 5, 256, 1e-2, 1e-6, 1e-6, False)
   registry.check_config(config)
 
 
