@@ -182,7 +182,7 @@ class GroupPrior(tf.keras.layers.Layer):
             name=f"factor_{i}", shape=(channels, filters[i + 1], 1),
             initializer="zeros"))
     column = (channels, 1)
-    # A tail component of about 2% weight and unit width to start with.
+    # A tail component of about 1% weight and scale 2.3 to start with.
     self.tail_logit = self.add_weight(
         name="tail_logit", shape=column,
         initializer=tf.keras.initializers.Constant(-4.0))
