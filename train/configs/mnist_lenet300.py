@@ -14,6 +14,6 @@ def get_config():
   config.batch_size = 128
   config.epochs = 10
   config.warmup_epochs = 1
-  # The shipped recipe: a few KB of latents at about 99% in 10 epochs.
+  # Measured: 98.03% with 15.5 KB of latents in 10 epochs (README).
   config.lambda_rate = 0.5
   return config
