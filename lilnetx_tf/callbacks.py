@@ -5,6 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from lilnetx_tf.model import LilNetXModel
 from lilnetx_tf.stats import compression_stats
 
 __all__ = ["RateWarmup", "CompressionLogger", "StopOnNonFinite",
@@ -100,7 +101,7 @@ class NonFiniteError(FloatingPointError):
 
 def _watched_variables(model):
   """(description, variables) pairs that must stay finite."""
-  if hasattr(model, "latent_layers") and hasattr(model, "priors"):
+  if isinstance(model, LilNetXModel):
     watched = [(f"the latents of layer {l.name!r}", [l.latent])
                for l in model.latent_layers]
     watched += [(f"the decoder of group {g!r}", d.trainable_weights)

@@ -5,9 +5,9 @@ string of all its layers' integer latents in slice layout, plus the integer
 coding tables it was coded with: per kernel position, the quantized histogram
 of the latents coded (`histogram_tables`), so that the coded size is within a
 fraction of a percent of their factorized empirical entropy (the learned
-priors drive training; they need not match the final latents exactly). `compress_latents` and `decompress_latents`
-are exact inverses; the file format (`lilnetx_tf.fileformat`) stores what they
-produce.
+priors drive training; they need not match the final latents exactly).
+`compress_latents` and `decompress_latents` are exact inverses; the file
+format (`lilnetx_tf.fileformat`) stores what they produce.
 """
 
 import dataclasses
@@ -115,7 +115,8 @@ def tables_from_frequencies(frequencies, offsets, precision=PRECISION):
       values `offset, offset + 1, ...`; each must sum to less than
       `2**precision` (the remainder is the overflow escape's frequency).
     offsets: The first value of each position.
-    precision: Table precision in bits.
+    precision: Table precision in bits: one for all positions, or one per
+      position.
 
   Returns:
     `(cdf, cdf_offset)` int32 arrays: per position `-precision`, then the
@@ -123,10 +124,11 @@ def tables_from_frequencies(frequencies, offsets, precision=PRECISION):
     overflow escape.
   """
   parts = []
-  for freq in frequencies:
+  precisions = np.broadcast_to(precision, (len(frequencies),))
+  for freq, bits in zip(frequencies, precisions):
     freq = np.asarray(freq, np.int64)
-    overflow = (1 << precision) - int(freq.sum())
-    parts += [[-precision], [0], np.cumsum(np.append(freq, overflow))]
+    overflow = (1 << int(bits)) - int(freq.sum())
+    parts += [[-bits], [0], np.cumsum(np.append(freq, overflow))]
   return (np.concatenate(parts).astype(np.int32),
           np.asarray(offsets, np.int32))
 

@@ -284,7 +284,7 @@ def _unpack_tables(payload, cdf_length, positions, section, version):
     cdf_offset = np.frombuffer(raw, "<i4", positions, 4 * cdf_length)
     return cdf, cdf_offset.astype(np.int32)
   numbers = _read_varints(raw, section)
-  parts, offsets, pos = [], [], 0
+  precisions, frequencies, offsets, pos = [], [], [], 0
   for _ in range(positions):
     if pos + 3 > len(numbers):
       _fail(section, f"the tables hold fewer than {positions} positions")
@@ -298,16 +298,19 @@ def _unpack_tables(payload, cdf_length, positions, section, version):
     escape = (1 << int(precision)) - int(steps.sum())
     if escape < 1 or not steps.any():
       _fail(section, "a table's frequencies do not fit its precision")
-    offsets.append(zigzag // 2 if zigzag % 2 == 0 else -(zigzag + 1) // 2)
-    parts += [[-precision, 0], np.cumsum(np.append(steps, escape))]
+    offset = zigzag // 2 if zigzag % 2 == 0 else -(zigzag + 1) // 2
+    # Clipped into int32 here; `_check_tables` refuses what is out of range.
+    offsets.append(min(max(offset, -2**31), 2**31 - 1))
+    precisions.append(precision)
+    frequencies.append(steps)
   if pos != len(numbers):
     _fail(section, f"{len(numbers) - pos} numbers after the last table")
-  cdf = np.concatenate(parts)
+  cdf, cdf_offset = codec.tables_from_frequencies(frequencies, offsets,
+                                                  precisions)
   if len(cdf) != cdf_length:
     _fail(section, f"the tables hold {len(cdf)} CDF values, the header "
           f"declares {cdf_length}")
-  return cdf.astype(np.int32), np.asarray(offsets, np.int64).clip(
-      -2**31, 2**31 - 1).astype(np.int32)
+  return cdf, cdf_offset
 
 
 def _check_tables(cdf, cdf_offset, section, version):
