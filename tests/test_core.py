@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import by_hand
 import lilnetx_tf
 from lilnetx_tf import codec
 from lilnetx_tf import groups
@@ -159,23 +160,6 @@ def test_priors_train_on_their_own_optimizer():
   assert max(np.abs(a - b).max() for a, b in zip(before, after)) < 8 * 1.5e-4
 
 
-def _entropy_bits_by_hand(model):
-  """Factorized empirical entropy of the rounded latents, per group."""
-  bits = {}
-  for g, layers in model.group_layers.items():
-    columns = np.concatenate(
-        [np.round(l.latent.numpy()).reshape(-1, 1) if l.latent.shape.rank == 2
-         else np.round(l.latent.numpy()).transpose(2, 3, 0, 1).reshape(
-             -1, l.latent.shape[0] * l.latent.shape[1]) for l in layers])
-    total = 0.0
-    for column in columns.T:
-      counts = np.array(list(__import__("collections").Counter(
-          column.tolist()).values()), np.float64)
-      total -= np.sum(counts * np.log2(counts / counts.sum()))
-    bits[g] = total
-  return bits
-
-
 def test_priors_fit_the_latents_at_zero_rate_weight():
   """Fitting moves the priors' bits to the latents' entropy, lambda_I = 0."""
   tf.keras.utils.set_random_seed(0)
@@ -188,7 +172,7 @@ def test_priors_fit_the_latents_at_zero_rate_weight():
     value = np.where(rng.random(shape) < 0.9, 0.0,
                      np.round(rng.laplace(0, 1.5, shape)))
     layer.latent.assign(value.astype(np.float32))
-  entropy = _entropy_bits_by_hand(model)
+  entropy = by_hand.group_entropy_bits(model)
   assert not np.isclose(model.total_bits(False).numpy(),
                         sum(entropy.values()), rtol=0.2)  # Unfitted.
   model.fit_priors(1500)
@@ -260,7 +244,7 @@ def test_range_coding_round_trip_and_size():
   decoded = codec.decompress_latents(coded)
   for name, latent in codec.rounded_latents(model).items():
     np.testing.assert_array_equal(decoded[name], latent)
-  entropy = _entropy_bits_by_hand(model)
+  entropy = by_hand.group_entropy_bits(model)
   for c in coded:  # Tables fitted to the latents: about their entropy.
     assert entropy[c.group] <= 8 * len(c.data) + 64, c.group
     assert len(c.data) <= 1.03 * entropy[c.group] / 8 + 16, c.group

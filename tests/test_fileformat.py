@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import by_hand
 import lilnetx_tf
 from lilnetx_tf import fileformat
 from lilnetx_tf import fileformat_sections as sections
@@ -110,16 +111,9 @@ def test_sizes(trained, saved):
   info = fileformat.inspect_compressed(path)
   # Tables fitted to the latents: each group costs its factorized empirical
   # entropy (counted here by hand) plus a few bytes.
+  entropy_bits = by_hand.group_entropy_bits(model)
   for group in info["groups"]:
-    columns = np.concatenate([
-        np.round(l.latent.numpy()).reshape(-1, 1) if l.latent.shape.rank == 2
-        else np.round(l.latent.numpy()).transpose(2, 3, 0, 1).reshape(
-            -1, l.latent.shape[0] * l.latent.shape[1])
-        for l in model.group_layers[group["name"]]])
-    entropy = 0.0
-    for column in columns.T:
-      _, counts = np.unique(column, return_counts=True)
-      entropy -= np.sum(counts * np.log2(counts / len(column))) / 8
+    entropy = entropy_bits[group["name"]] / 8
     assert entropy - 8 <= group["latent_bytes"] <= 1.03 * entropy + 16
   assert info["sizes"] == sizes
   assert sizes["file_bytes"] == os.path.getsize(path)
@@ -218,11 +212,7 @@ def test_mobilenet_v2_with_depthwise_groups_round_trips(data_dir, tmp_path):
                          for w in layer.get_weights()])
   path = tmp_path / "mobilenet.lnx"
   sizes = fileformat.save_compressed(model, path)
-  entropy = 0.0
-  for symbols in lilnetx_tf.codec.group_symbols(model).values():
-    for column in symbols.T:
-      _, counts = np.unique(column, return_counts=True)
-      entropy -= np.sum(counts * np.log2(counts / len(column))) / 8
+  entropy = sum(by_hand.group_entropy_bits(model).values()) / 8
   groups = len(model.group_layers)
   assert entropy - 8 * groups <= sizes["latent_bytes"]
   assert sizes["latent_bytes"] <= 1.03 * entropy + 16 * groups

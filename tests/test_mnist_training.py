@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import by_hand
 import lilnetx_tf
 from lilnetx_tf import data
 from lilnetx_tf.models import build_model
@@ -32,15 +33,6 @@ def _train(x, y, lambda_rate, lambda_sparsity):
   return model, tracking.ratios
 
 
-def _entropy_bits(latents):
-  """Factorized empirical entropy of rounded (positions, n) latents."""
-  bits = 0.0
-  for row in np.round(latents):
-    _, counts = np.unique(row, return_counts=True)
-    bits -= np.sum(counts * np.log2(counts / len(row)))
-  return bits
-
-
 class _Tracking(tf.keras.callbacks.Callback):
   """Per epoch and group: prior bits of the rounded latents / their entropy."""
 
@@ -50,12 +42,10 @@ class _Tracking(tf.keras.callbacks.Callback):
 
   def record(self, model):
     ratios = {}
-    for g, layers in model.group_layers.items():
-      latents = np.concatenate(
-          [l.latent.numpy().reshape(model.priors[g].positions, -1)
-           for l in layers], axis=1)
-      bits = model.priors[g].bits(latents, training=False).numpy()
-      ratios[g] = float(bits / _entropy_bits(latents))
+    for g, rows in by_hand.group_rows(model).items():
+      bits = model.priors[g].bits(rows.astype(np.float32),
+                                  training=False).numpy()
+      ratios[g] = float(bits / by_hand.entropy_bits(rows))
     self.ratios.append(ratios)
 
   def on_epoch_end(self, epoch, logs=None):

@@ -246,8 +246,8 @@ def test_digits_run_writes_consistent_outputs_and_is_not_repeated(tmp_path):
   assert os.path.getmtime(os.path.join(workdir, "log.csv")) == stamp
 
 
-class _Crash(tf.keras.callbacks.Callback):
-  """Fails in the middle of epoch `epoch` (0-based), like a killed process."""
+class _AtStep(tf.keras.callbacks.Callback):
+  """Acts at one step: `epoch` (0-based) and `batch` of it."""
 
   def __init__(self, epoch, batch):
     super().__init__()
@@ -256,8 +256,15 @@ class _Crash(tf.keras.callbacks.Callback):
   def on_epoch_begin(self, epoch, logs=None):
     self._current = epoch
 
+  def _due(self, batch):
+    return (self._current, batch) == (self.epoch, self.batch)
+
+
+class _Crash(_AtStep):
+  """Fails in the middle of an epoch, like a killed process."""
+
   def on_train_batch_end(self, batch, logs=None):
-    if self._current == self.epoch and batch == self.batch:
+    if self._due(batch):
       raise RuntimeError("simulated crash")
 
 
@@ -291,18 +298,11 @@ def test_crash_mid_epoch_then_rerun_resumes_with_same_epoch_count(tmp_path):
       [float(schedule(e * steps - 1)) for e in (1, 2, 3)])
 
 
-class _Poison(tf.keras.callbacks.Callback):
-  """Writes a NaN into a latent at one step (a numerical fault)."""
-
-  def __init__(self, epoch, batch):
-    super().__init__()
-    self.epoch, self.batch, self._current = epoch, batch, None
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self._current = epoch
+class _Poison(_AtStep):
+  """Writes a NaN into a latent before a step (a numerical fault)."""
 
   def on_train_batch_begin(self, batch, logs=None):
-    if (self._current, batch) == (self.epoch, self.batch):
+    if self._due(batch):
       layer = self.model.latent_layers[0]
       value = layer.latent.numpy()
       value.flat[0] = np.nan
