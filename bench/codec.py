@@ -35,9 +35,9 @@ from absl import flags
 import numpy as np
 
 import lilnetx_tf
-from lilnetx_tf import codec
-from lilnetx_tf import fileformat
-from lilnetx_tf import groups
+from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import fileformat
+from lilnetx_tf.method import groups
 from lilnetx_tf.models import build_model
 import tensorflow as tf
 

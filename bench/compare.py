@@ -100,7 +100,8 @@ import numpy as np
 import lilnetx_tf  # pylint: disable=unused-import  # Quiets TF first.
 from lilnetx_tf import data as data_lib
 from lilnetx_tf import models as models_lib
-from lilnetx_tf import tflite_check
+from lilnetx_tf.deploy import tflite_check
+from lilnetx_tf.method.stats import plain_stats
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
@@ -257,7 +258,7 @@ class _Bench:
     (self.out / f"{name}.tflite.gz").write_bytes(compressed)
     convert_seconds = time.time() - start
     logits = tflite_check.TFLiteRunner(content)(self.x_test)
-    stats = report.vanilla_stats(model)["total"]
+    stats = plain_stats(model)["total"]
     self._add(dict(
         name=name, label=label, family="baseline" if name.startswith(
             "baseline") else "tfmot",

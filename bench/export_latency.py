@@ -33,8 +33,8 @@ import numpy as np
 import lilnetx_tf
 from lilnetx_tf import data
 from lilnetx_tf import models as zoo
-from lilnetx_tf import tflite
-from lilnetx_tf import tflite_check
+from lilnetx_tf.deploy import tflite
+from lilnetx_tf.deploy import tflite_check
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 _DATA_DIR = flags.DEFINE_string(

@@ -6,8 +6,8 @@
 
 `--workdir` means RUN/model.keras, the latest model of a training run. The
 file holds the range-coded latents, coding tables, decoders, float weights
-and architecture (`lilnetx_tf.fileformat`); load it with
-`lilnetx_tf.fileformat.load_compressed`. Two sizes are printed and never
+and architecture (`lilnetx_tf.compressed.fileformat`); load it with
+`lilnetx_tf.compressed.fileformat.load_compressed`. Two sizes are printed and never
 mixed up: the latents alone (the paper's model size) and the whole file, each
 also as a ratio against the float32 weights.
 """
@@ -20,7 +20,7 @@ from absl import flags
 from absl import logging
 
 import lilnetx_tf
-from lilnetx_tf import fileformat
+from lilnetx_tf.compressed import fileformat
 import tensorflow as tf  # pylint: disable=g-bad-import-order  # After lilnetx_tf: quiet.
 
 _WORKDIR = flags.DEFINE_string(

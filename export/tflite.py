@@ -39,9 +39,11 @@ from absl import app
 from absl import flags
 
 import lilnetx_tf  # Before tensorflow: quiets TF; registers LilNetX layers.
-from lilnetx_tf import tflite
-from lilnetx_tf import tflite_check
-from lilnetx_tf import tflite_sparse
+from lilnetx_tf.atomic import atomic_path
+from lilnetx_tf.atomic import atomic_write
+from lilnetx_tf.deploy import tflite
+from lilnetx_tf.deploy import tflite_check
+from lilnetx_tf.deploy import tflite_sparse
 import matplotlib  # pylint: disable=g-bad-import-order
 matplotlib.use("Agg")  # Files only.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -210,8 +212,11 @@ def _plot(layers, path, title):
   ax.set_title(title, fontsize=10)
   ax.legend(loc="lower right", fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  try:
+    with atomic_path(path, suffix=".png") as tmp:
+      fig.savefig(tmp, dpi=110)
+  finally:
+    plt.close(fig)
 
 
 def _summary(report):
@@ -316,7 +321,12 @@ def _figures(models, exported, dense, sample):
 
 
 def _write(report, exported, dense, title):
-  """Writes both .tflite files, the JSON report, the summary and the plot."""
+  """Writes the report, the summary, the plot and, if verified, the models.
+
+  Each file is written atomically. When verification failed, neither
+  `.tflite` file is written: an existing output stays as it was, so that a
+  model under the output name has always passed its check.
+  """
   output = _OUTPUT.value
   directory = os.path.dirname(os.path.abspath(output))
   os.makedirs(directory, exist_ok=True)
@@ -324,16 +334,18 @@ def _write(report, exported, dense, title):
   files = dict(tflite=output, dense_tflite=stem + "_dense.tflite",
                report=os.path.join(directory, "export_report.json"),
                summary=stem + "_summary.txt", plot=stem + "_channels.png")
+  if report["failures"]:
+    del files["tflite"], files["dense_tflite"]
   report["files"] = files
   for key, content in (("tflite", exported), ("dense_tflite", dense)):
-    with open(files[key], "wb") as f:
-      f.write(content)
+    if key in files:
+      atomic_write(files[key], content)
   _plot(_kernel_layers(report["prune"]["layers"]), files["plot"], title)
   lines = _summary(report)
-  with open(files["summary"], "w") as f:
-    f.write("\n".join(lines) + "\n")
-  with open(files["report"], "w") as f:
-    json.dump(report, f, indent=2)
+  if report["failures"]:
+    lines.append(f"Verification failed: {output} was not written.")
+  atomic_write(files["summary"], "\n".join(lines) + "\n")
+  atomic_write(files["report"], json.dumps(report, indent=2))
   print("\n".join(lines))
 
 

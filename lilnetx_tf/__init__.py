@@ -13,25 +13,25 @@ from lilnetx_tf._quiet import import_tensorflow_quietly as _import_tf
 _import_tf()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from lilnetx_tf.callbacks import CompressionLogger
-from lilnetx_tf.callbacks import NonFiniteError
-from lilnetx_tf.callbacks import RateWarmup
-from lilnetx_tf.callbacks import StopOnNonFinite
-from lilnetx_tf.codec import compress_latents
-from lilnetx_tf.codec import decompress_latents
-from lilnetx_tf.convert import compressible
-from lilnetx_tf.convert import decompressed_model
-from lilnetx_tf.decoders import KernelDecoder
-from lilnetx_tf.fileformat import CorruptFileError
-from lilnetx_tf.fileformat import inspect_compressed
-from lilnetx_tf.fileformat import load_compressed
-from lilnetx_tf.fileformat import save_compressed
-from lilnetx_tf.layers import LatentConv2D
-from lilnetx_tf.layers import LatentDense
-from lilnetx_tf.layers import LatentDepthwiseConv2D
-from lilnetx_tf.model import LilNetXModel
-from lilnetx_tf.priors import GroupPrior
-from lilnetx_tf.stats import compression_stats
+from lilnetx_tf.method.callbacks import CompressionLogger
+from lilnetx_tf.method.callbacks import NonFiniteError
+from lilnetx_tf.method.callbacks import RateWarmup
+from lilnetx_tf.method.callbacks import StopOnNonFinite
+from lilnetx_tf.compressed.codec import compress_latents
+from lilnetx_tf.compressed.codec import decompress_latents
+from lilnetx_tf.method.convert import compressible
+from lilnetx_tf.method.convert import decompressed_model
+from lilnetx_tf.method.decoders import KernelDecoder
+from lilnetx_tf.compressed.fileformat import CorruptFileError
+from lilnetx_tf.compressed.fileformat import inspect_compressed
+from lilnetx_tf.compressed.fileformat import load_compressed
+from lilnetx_tf.compressed.fileformat import save_compressed
+from lilnetx_tf.method.layers import LatentConv2D
+from lilnetx_tf.method.layers import LatentDense
+from lilnetx_tf.method.layers import LatentDepthwiseConv2D
+from lilnetx_tf.method.model import LilNetXModel
+from lilnetx_tf.method.priors import GroupPrior
+from lilnetx_tf.method.stats import compression_stats
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 __version__ = "0.1.0"

@@ -6,10 +6,10 @@ import tensorflow as tf
 
 import by_hand
 import lilnetx_tf
-from lilnetx_tf import codec
-from lilnetx_tf import groups
-from lilnetx_tf import sparsity
-from lilnetx_tf.decoders import decode_kernel
+from lilnetx_tf.compressed import codec
+from lilnetx_tf.method import groups
+from lilnetx_tf.method import sparsity
+from lilnetx_tf.method.decoders import decode_kernel
 from lilnetx_tf.models import build_model
 
 

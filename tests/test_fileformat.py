@@ -1,4 +1,4 @@
-"""Tests of the compressed model file (`lilnetx_tf.fileformat`).
+"""Tests of the compressed model file (`lilnetx_tf.compressed.fileformat`).
 
 The invariants: a file decodes to exactly the trained model's decoded weights
 (bit for bit) and outputs; its latents take what the entropy model predicts;
@@ -8,6 +8,7 @@ anything but a `CorruptFileError` or the original model.
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -23,8 +24,10 @@ import tensorflow as tf
 
 import by_hand
 import lilnetx_tf
-from lilnetx_tf import fileformat
-from lilnetx_tf import fileformat_sections as sections
+from lilnetx_tf import atomic
+from lilnetx_tf.compressed import fileformat
+from lilnetx_tf.compressed import sections
+from lilnetx_tf.models import ChannelPad
 from lilnetx_tf.models import build_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -100,7 +103,7 @@ def test_round_trip_is_exact(trained, saved):
   # The reference above is the trained model's rounded latents, decoded.
   layer = model.latent_layers[0]
   matrix = model.decoders[layer.group].matrix.numpy()
-  assert np.array_equal(layer.decoded_kernel().numpy(), lilnetx_tf.decoders.
+  assert np.array_equal(layer.decoded_kernel().numpy(), lilnetx_tf.method.decoders.
                         decode_kernel(np.round(layer.latent.numpy()),
                                       matrix).numpy())
 
@@ -145,19 +148,19 @@ def _as_old_version(model, data, version):
   header = _header(data)
   header["format_version"] = version
   parts = [None]  # The header, once the groups' cdf_length are set.
-  symbols = lilnetx_tf.codec.group_symbols(model)
+  symbols = lilnetx_tf.compressed.codec.group_symbols(model)
   for i, group in enumerate(header["groups"]):
     columns = symbols[group["name"]].T
     lows = [int(c.min()) for c in columns]
-    freqs = [lilnetx_tf.codec.quantize_counts(np.bincount(c - low) + 1)
+    freqs = [lilnetx_tf.compressed.codec.quantize_counts(np.bincount(c - low) + 1)
              for c, low in zip(columns, lows)]
-    cdf, offsets = lilnetx_tf.codec.tables_from_frequencies(freqs, lows)
+    cdf, offsets = lilnetx_tf.compressed.codec.tables_from_frequencies(freqs, lows)
     group["cdf_length"] = len(cdf)
     tables = zlib.compress(np.asarray(cdf, "<i4").tobytes() +
                            np.asarray(offsets, "<i4").tobytes())
     _, _, body, length = layout[2 + 3 * i]
     parts += [(b"TABL", tables), (b"DECO", data[body:body + length]),
-              (b"LATS", lilnetx_tf.codec.encode_symbols(
+              (b"LATS", lilnetx_tf.compressed.codec.encode_symbols(
                   symbols[group["name"]], cdf, offsets))]
   head = json.dumps(header).encode()
   parts[0] = (b"HEAD", head if version == 1 else zlib.compress(head))
@@ -523,6 +526,37 @@ def test_specific_refusals(saved, tmp_path):
       assert isinstance(error.value, ValueError)
 
 
+def test_library_layers_are_stored_by_registered_name(tmp_path):
+  """ChannelPad is found by its Keras name, whatever module a file names."""
+  inputs = tf.keras.Input((4, 4, 3))
+  x = tf.keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+  x = ChannelPad(1, 2, name="pad")(x)
+  model = lilnetx_tf.compressible(tf.keras.Model(inputs, x), seed=0)
+  path = tmp_path / "pad.lnx"
+  fileformat.save_compressed(model, path)
+  data = path.read_bytes()
+
+  def pad_entry(header):
+    return [l for l in header["architecture"]["config"]["layers"]
+            if l["config"]["name"] == "pad"][0]
+
+  entry = pad_entry(_header(data))
+  assert entry["class_name"] == "ChannelPad" and "module" not in entry
+  assert entry["registered_name"] == "lilnetx_tf>ChannelPad"
+  x = np.random.default_rng(2).normal(size=(2, 4, 4, 3)).astype(np.float32)
+  expected = model(x, training=False).numpy()
+  for module in ("lilnetx_tf.models.layers", "lilnetx_tf.nowhere", "os"):
+    variant = tmp_path / "variant.lnx"
+    variant.write_bytes(_with_header(
+        data, lambda h, m=module: pad_entry(h).update(module=m)))
+    loaded = fileformat.load_compressed(variant)
+    np.testing.assert_array_equal(loaded(x).numpy(), expected)
+  variant.write_bytes(_with_header(
+      data, lambda h: pad_entry(h).update(class_name="Dense")))
+  with pytest.raises(CorruptFileError, match="registered name"):
+    fileformat.load_compressed(variant)
+
+
 def test_models_with_code_are_not_stored(tmp_path):
   inputs = tf.keras.Input((4,))
   x = tf.keras.layers.Dense(3, name="dense")(inputs)
@@ -555,9 +589,18 @@ def test_writes_are_atomic(trained, saved, tmp_path, monkeypatch):
 
   path.write_bytes(saved[0].read_bytes())  # An older export stays intact.
   with pytest.raises(KeyboardInterrupt):
-    fileformat._atomic_write(path, interrupted())  # pylint: disable=protected-access
+    atomic.atomic_write(path, interrupted())
   assert [p.name for p in tmp_path.iterdir()] == ["model.lnx"]
   assert path.read_bytes() == saved[0].read_bytes()
+
+  # A complete write has the permissions of a new file (not mkstemp's 0600).
+  old_umask = os.umask(0o027)
+  try:
+    fileformat.save_compressed(model, tmp_path / "new.lnx")
+  finally:
+    os.umask(old_umask)
+  assert (tmp_path / "new.lnx").stat().st_mode & 0o777 == 0o640
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lnx", "new.lnx"]
 
 
 def test_cli_exports_and_inspects(trained, tmp_path):
@@ -594,6 +637,9 @@ def test_golden_files_of_every_format_version_load_exactly():
   golden = json.loads((ROOT / "tests" / "data" / "golden.json").read_text())
   assert [f["format_version"] for f in golden["files"]] == [1, 2, 3, 3]
   assert sections.FORMAT_VERSION == 3  # A new version needs a golden file.
+  # golden_v3_channelpad.lnx names ChannelPad's module of its day, which is
+  # gone: the class is found by its registered name.
+  assert importlib.util.find_spec("lilnetx_tf.models.layers") is None
   x = np.random.default_rng(7).random((2, 8, 8, 3), dtype=np.float32)
   for entry in golden["files"]:
     path = ROOT / "tests" / "data" / entry["file"]

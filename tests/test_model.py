@@ -129,7 +129,7 @@ def test_rate_warmup_ramps_lambda_and_logger_adds_figures():
       x, y, epochs=3, batch_size=8, verbose=0,
       callbacks=[lilnetx_tf.RateWarmup(2), lilnetx_tf.CompressionLogger()])
   np.testing.assert_allclose(history.history["lambda_rate"], [0, 0.25, 0.5])
-  for key in lilnetx_tf.callbacks.LOGGED_FIGURES:
+  for key in lilnetx_tf.method.callbacks.LOGGED_FIGURES:
     assert len(history.history[key]) == 3
   stats = lilnetx_tf.compression_stats(model)["total"]
   # `fit` refits the priors after the last epoch; the latents stay.

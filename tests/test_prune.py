@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lilnetx_tf.fold import fold_batch_norm
-from lilnetx_tf.models.layers import ChannelPad
-from lilnetx_tf.models.macs import count_macs
-from lilnetx_tf.prune import remove_zero_channels
+from lilnetx_tf.deploy.fold import fold_batch_norm
+from lilnetx_tf.channel_pad import ChannelPad
+from lilnetx_tf.method.stats import count_macs
+from lilnetx_tf.deploy.prune import remove_zero_channels
 
 L = tf.keras.layers
 _KERNEL_LAYERS = (L.Conv2D, L.DepthwiseConv2D, L.Dense)

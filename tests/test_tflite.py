@@ -21,9 +21,9 @@ import tensorflow as tf
 import lilnetx_tf
 from lilnetx_tf import data
 from lilnetx_tf import models as zoo
-from lilnetx_tf import tflite
-from lilnetx_tf import tflite_check
-from lilnetx_tf import tflite_sparse
+from lilnetx_tf.deploy import tflite
+from lilnetx_tf.deploy import tflite_check
+from lilnetx_tf.deploy import tflite_sparse
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 L = tf.keras.layers

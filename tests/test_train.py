@@ -220,7 +220,7 @@ def test_digits_run_writes_consistent_outputs_and_is_not_repeated(tmp_path):
   assert 0 <= final["slice_sparsity"] < 1
   assert 0 < final["macs_effective"] <= final["macs_dense"] == 50200
   assert metrics["best"]["test_accuracy"] >= final["test_accuracy"]
-  if importlib.util.find_spec("lilnetx_tf.fileformat"):
+  if importlib.util.find_spec("lilnetx_tf.compressed.fileformat"):
     lnx = os.path.getsize(os.path.join(workdir, "model.lnx"))
     assert final["file_bytes"] == lnx > final["coded_bytes"]
   else:

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import lilnetx_tf
+from lilnetx_tf.atomic import atomic_path
 
 __all__ = ["EpochSummary", "LatentHistograms", "LearningRateLogger",
            "RunCheckpoint", "save_atomically"]
@@ -24,15 +25,9 @@ BEST_METRIC = "val_accuracy"
 
 
 def save_atomically(model, path):
-  """Saves `model` to `path` (Keras format) via a temporary file and rename."""
-  directory, name = os.path.split(path)
-  tmp = os.path.join(directory, f".{name}.tmp{os.getpid()}.keras")
-  try:
+  """Saves `model` to `path` (Keras format) through `atomic_path`."""
+  with atomic_path(path, suffix=".keras") as tmp:
     model.save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 class RunCheckpoint(tf.keras.callbacks.Callback):

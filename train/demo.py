@@ -20,9 +20,10 @@ import tqdm
 
 import lilnetx_tf  # Before tensorflow: quiets TF's start-up noise.
 from lilnetx_tf import data
-from lilnetx_tf import fileformat
-from lilnetx_tf import tflite
-from lilnetx_tf import tflite_check
+from lilnetx_tf.atomic import atomic_write
+from lilnetx_tf.compressed import fileformat
+from lilnetx_tf.deploy import tflite
+from lilnetx_tf.deploy import tflite_check
 import tensorflow as tf
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Where the files go.")
@@ -129,7 +130,7 @@ def main(argv):
   models = tflite.prepare_for_export(model)
   content = tflite.convert(models.pruned)
   path = out / "model.tflite"
-  path.write_bytes(content)
+  atomic_write(path, content)
   tflite_logits = tflite_check.TFLiteRunner(content)(x_test)
   tflite_ok = np.array_equal(np.argmax(tflite_logits, -1),
                              np.argmax(logits, -1))

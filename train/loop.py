@@ -6,7 +6,7 @@ complete, only reports that.
 
 Outputs in `workdir`: `config.json`, `checkpoints/`, `model.keras` (latest),
 `best.keras` (best test accuracy), `log.csv`, `tensorboard/`, `metrics.json`,
-`report.png` and, when `lilnetx_tf.fileformat` is available, `model.lnx`.
+`report.png` and, when `lilnetx_tf.compressed.fileformat` is available, `model.lnx`.
 """
 
 import csv
@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
+from lilnetx_tf.atomic import atomic_path
 from train import callbacks as callbacks_lib
 from train import distribute
 from train import registry
@@ -90,7 +91,7 @@ def _truncate_csv(path, epochs_done):
     return
   column = rows[0].index("epoch")
   kept = [rows[0]] + [r for r in rows[1:] if int(r[column]) < epochs_done]
-  with open(path, "w", newline="") as f:
+  with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
     csv.writer(f).writerows(kept)
 
 

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
-from lilnetx_tf import groups
+from lilnetx_tf.method import groups
 from lilnetx_tf import models
-from lilnetx_tf import sparsity
+from lilnetx_tf.method import sparsity
 from lilnetx_tf.data import registry as data_registry
 from train import distribute
 from train.schedule import warmup_cosine_decay

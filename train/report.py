@@ -1,8 +1,8 @@
 """A finished run's figures: `metrics.json` and the `report.png` chart.
 
 LilNetX models are measured by `lilnetx_tf.compression_stats` (real range-coded
-size included); vanilla models by `vanilla_stats`, the same keys where they
-make sense (float32 size, sparsities of the float kernels, MACs).
+size included); vanilla models by `lilnetx_tf.method.stats.plain_stats`, with
+the same keys where they make sense (float32 size, sparsities, MACs).
 """
 
 import csv
@@ -14,60 +14,13 @@ matplotlib.use("Agg")  # Files only; no display on servers.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import lilnetx_tf  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lilnetx_tf.models.macs import layer_macs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lilnetx_tf.atomic import atomic_path  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lilnetx_tf.atomic import atomic_write  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lilnetx_tf.method.stats import plain_stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-__all__ = ["model_figures", "plot_report", "read_csv_log", "vanilla_stats",
-           "write_json"]
-
-_KERNEL_LAYERS = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D,
-                  tf.keras.layers.Dense)
-
-
-def _zero_slices(kernel):
-  """(in, out) booleans: which k x k slices (single weights for dense) are 0."""
-  return kernel == 0 if kernel.ndim == 2 else np.all(kernel == 0, axis=(0, 1))
-
-
-def vanilla_stats(model):
-  """`compression_stats`-like figures of a plain Keras model's kernels.
-
-  Args:
-    model: A built Keras model; its Conv2D, DepthwiseConv2D and Dense kernels
-      are measured.
-
-  Returns:
-    `{'layers': {name: {...}}, 'total': {...}}` with weights, nonzero weights,
-    weight and slice sparsity, float32 bytes and dense / effective MACs.
-  """
-  layers = {}
-  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
-    if not isinstance(layer, _KERNEL_LAYERS):
-      continue
-    kernel = layer.weights[0].numpy()
-    zero = _zero_slices(kernel)
-    macs = layer_macs(layer)
-    layers[layer.name] = dict(
-        shape=list(kernel.shape), weights=int(kernel.size),
-        nonzero_weights=int(np.count_nonzero(kernel)), slices=int(zero.size),
-        zero_slices=int(zero.sum()), float32_bytes=4 * int(kernel.size),
-        macs_dense=int(macs),
-        macs_effective=int(round(macs * (1 - zero.mean()))))
-  total = {key: sum(s[key] for s in layers.values())
-           for key in ("weights", "nonzero_weights", "float32_bytes",
-                       "macs_dense", "macs_effective")}
-  total["weight_sparsity"] = 1 - total["nonzero_weights"] / total["weights"]
-  # As `compression_stats`: slices of convolutions only, if there are any.
-  structured = [s for s in layers.values() if len(s["shape"]) == 4]
-  structured = structured or list(layers.values())
-  total["slice_sparsity"] = (sum(s["zero_slices"] for s in structured) /
-                             sum(s["slices"] for s in structured))
-  total["macs_ratio"] = total["macs_effective"] / total["macs_dense"]
-  total["params"] = int(model.count_params())
-  return dict(layers=layers, total=total)
-
+__all__ = ["model_figures", "plot_report", "read_csv_log", "write_json"]
 
 def model_figures(model, vanilla, compressed_path=None):
   """Size, sparsity and MAC figures of a trained model.
@@ -83,7 +36,7 @@ def model_figures(model, vanilla, compressed_path=None):
     the compressed file, or None when it was not written.
   """
   if vanilla:
-    stats = vanilla_stats(model)
+    stats = plain_stats(model)
     stats["total"]["file_bytes"] = None
   else:
     stats = lilnetx_tf.compression_stats(model, coded=True)
@@ -95,11 +48,7 @@ def model_figures(model, vanilla, compressed_path=None):
 
 def write_json(path, obj):
   """Writes `obj` as indented JSON, atomically."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_csv_log(path):
@@ -177,7 +126,8 @@ def plot_report(path, layers, log, title):
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   fig.suptitle(title)
   fig.tight_layout()
-  tmp = f"{path}.tmp{os.getpid()}.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    with atomic_path(path, suffix=".png") as tmp:
+      fig.savefig(tmp, dpi=100)
+  finally:
+    plt.close(fig)

@@ -12,11 +12,12 @@ import hashlib
 import logging
 import os
 import stat
-import tempfile
 import zipfile
 from typing import Dict, Iterable, Optional
 
 import numpy as np
+
+from lilnetx_tf.atomic import atomic_path
 
 __all__ = ["cache_file", "default_cache_dir", "fingerprint", "read_cache",
            "write_cache"]
@@ -135,24 +136,12 @@ def write_cache(path: str, arrays: Dict[str, np.ndarray],
     True on success. A failure (read-only or full disk) is logged and returns
     False: the caller already holds the arrays, only the speed-up is lost.
   """
-  directory = os.path.dirname(path)
-  tmp = None
   try:
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path),
-                               suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
       np.savez(f, **arrays, **{_FINGERPRINT_KEY: np.array(source_fingerprint)})
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache can be shared.
-    os.replace(tmp, path)
-    tmp = None
     return True
   except OSError as e:
     _LOG.warning("Could not write cache %s (%s); continuing without it.",
                  path, e)
     return False
-  finally:  # Also on KeyboardInterrupt: leave no temporary file behind.
-    if tmp is not None and os.path.exists(tmp):
-      os.remove(tmp)

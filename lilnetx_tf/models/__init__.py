@@ -21,15 +21,15 @@ inputs too. Example:
 
 import inspect
 
+from lilnetx_tf.channel_pad import ChannelPad
+from lilnetx_tf.method.stats import count_macs
 from lilnetx_tf.models.cifar_resnet import resnet110
 from lilnetx_tf.models.cifar_resnet import resnet20
 from lilnetx_tf.models.cifar_resnet import resnet32
 from lilnetx_tf.models.cifar_resnet import resnet44
 from lilnetx_tf.models.cifar_resnet import resnet56
-from lilnetx_tf.models.layers import ChannelPad
 from lilnetx_tf.models.lenet import lenet5
 from lilnetx_tf.models.lenet import lenet_300_100
-from lilnetx_tf.models.macs import count_macs
 from lilnetx_tf.models.mobilenet import mobilenet_v1
 from lilnetx_tf.models.mobilenet import mobilenet_v2
 from lilnetx_tf.models.resnet import resnet18

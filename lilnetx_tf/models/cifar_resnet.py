@@ -20,8 +20,8 @@ of LilNetX.
 
 import tensorflow as tf
 
+from lilnetx_tf.channel_pad import ChannelPad
 from lilnetx_tf.models import _common
-from lilnetx_tf.models.layers import ChannelPad
 
 __all__ = [
     "cifar_resnet",

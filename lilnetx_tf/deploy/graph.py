@@ -1,17 +1,13 @@
-"""Folds batch normalization into the preceding Conv2D, DepthwiseConv2D or Dense.
+"""The graph of a functional Keras model, and the layer facts export needs.
 
-In inference mode a batch norm layer is a per-channel affine map
-`y = x * scale + offset` with `scale = gamma / sqrt(var + eps)` and
-`offset = beta - mean * scale`. When it is the sole consumer of a linear
-(activation-free) convolution or dense layer, the map can be merged into that
-layer's weights: the kernel's output channel `j` is multiplied by `scale[j]`
-and the bias becomes `bias * scale + offset`. The exported model then has fewer
-layers, and a channel whose folded kernel slice and bias are both zero is
-visibly dead, which `lilnetx_tf.prune` relies on.
-
-This module also holds the small functional-graph walker shared with
-`lilnetx_tf.prune`: a topologically ordered list of layer calls, and a rebuild
-function that replays those calls on new layer instances.
+Batch-norm folding (`lilnetx_tf.deploy.fold`), channel removal
+(`lilnetx_tf.deploy.prune`) and the TFLite export (`lilnetx_tf.deploy.tflite`)
+all rewrite a functional model the same way: walk its layer calls in
+topological order (`Graph`), and replay them on new layer instances
+(`Graph.rebuild`, usually through `call_clone`). They also share what a
+layer's kernel looks like (`linear_kind`, `kernel_and_bias`) and the inference
+map of batch normalization (`normalizes_last_axis`,
+`batch_norm_scale_offset`).
 """
 
 import collections
@@ -20,11 +16,13 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["fold_batch_norm"]
+__all__ = ["Graph", "Op", "batch_norm_scale_offset", "call_clone",
+           "clone_layer", "kernel_and_bias", "linear_kind",
+           "normalizes_last_axis"]
 
 
 @dataclasses.dataclass(eq=False)
-class _Op:
+class Op:
   """One layer call of a functional model."""
   layer: tf.keras.layers.Layer
   node: object  # The Keras `Node` of the call, for its call arguments.
@@ -32,7 +30,7 @@ class _Op:
   outputs: list  # ids of the output KerasTensors, flattened.
 
 
-class _Graph:
+class Graph:
   """The layer calls of a functional model, in topological order.
 
   Tensors are named by the `id` of the model's KerasTensors, which stay alive
@@ -68,7 +66,7 @@ class _Graph:
                            "shared layers are not supported.")
         seen.add(id(layer))
         outputs = tf.nest.flatten(node.outputs)
-        op = _Op(layer, node, [id(t) for t in node.keras_inputs],
+        op = Op(layer, node, [id(t) for t in node.keras_inputs],
                  [id(t) for t in outputs])
         for t in outputs:
           self.shapes[id(t)] = tuple(t.shape)
@@ -111,22 +109,22 @@ class _Graph:
         outputs if len(outputs) > 1 else outputs[0], name=self.model.name)
 
 
-def _clone(layer, **config_updates):
+def clone_layer(layer, **config_updates):
   """A new, unbuilt instance of `layer` with its config updated."""
   config = layer.get_config()
   config.update(config_updates)
   return type(layer).from_config(config)
 
 
-def _call_clone(layer, args, kwargs, weights, **config_updates):
+def call_clone(layer, args, kwargs, weights, **config_updates):
   """Calls a clone of `layer` on `args` and gives it `weights`."""
-  new = _clone(layer, **config_updates)
+  new = clone_layer(layer, **config_updates)
   outputs = new(*args, **kwargs)
   new.set_weights(weights)
   return outputs
 
 
-def _linear_kind(layer):
+def linear_kind(layer):
   """'conv', 'depthwise', 'dense', or None for layers without such a kernel.
 
   'conv' kernels are (*spatial, in, out) and 'depthwise' ones (*spatial, in,
@@ -149,9 +147,9 @@ def _linear_kind(layer):
   return None
 
 
-def _kernel_and_bias(layer):
+def kernel_and_bias(layer):
   """Kernel and bias of a linear layer as float64 arrays (zero bias if none)."""
-  if _linear_kind(layer) == "depthwise":
+  if linear_kind(layer) == "depthwise":
     kernel = layer.depthwise_kernel.numpy().astype(np.float64)
     channels = kernel.shape[-2] * kernel.shape[-1]
   else:
@@ -162,13 +160,13 @@ def _kernel_and_bias(layer):
   return kernel, bias
 
 
-def _bn_channel_axis(layer, rank):
+def normalizes_last_axis(layer, rank):
   """True when batch norm `layer` normalizes only the last of `rank` axes."""
   return isinstance(layer, tf.keras.layers.BatchNormalization) and list(
       layer.axis) in ([rank - 1], [-1])
 
 
-def _bn_scale_offset(layer):
+def batch_norm_scale_offset(layer):
   """(scale, offset), float64, of the inference map of a batch norm layer."""
   var = layer.moving_variance.numpy().astype(np.float64)
   gamma = np.ones_like(var) if layer.gamma is None else layer.gamma.numpy()
@@ -176,68 +174,3 @@ def _bn_scale_offset(layer):
   scale = gamma / np.sqrt(var + layer.epsilon)
   offset = beta - layer.moving_mean.numpy() * scale
   return scale, offset
-
-
-def _foldable_producer(graph, op):
-  """The op whose output batch norm `op` can be folded into, or None."""
-  if len(op.inputs) != 1:
-    return None
-  tensor = op.inputs[0]
-  producer = graph.producer.get(tensor)
-  if (producer is None or _linear_kind(producer.layer) is None
-      or not _bn_channel_axis(op.layer, len(graph.shapes[tensor]))
-      or producer.layer.activation.__name__ != "linear"
-      or len(graph.consumers[tensor]) != 1 or tensor in graph.outputs):
-    return None
-  return producer
-
-
-def fold_batch_norm(model):
-  """Folds every foldable batch norm layer into the layer before it.
-
-  A BatchNormalization layer (normalizing the channel axis) is folded when it
-  is the only consumer of the output of a channels-last Conv1D/2D/3D,
-  DepthwiseConv1D/2D or Dense layer with linear activation, and that output is
-  not a model output. The producer gets `use_bias=True` and the folded weights;
-  other batch norm layers are kept. Folding is done in float64 and matches the
-  inference-mode outputs of `model` to float32 rounding.
-
-  Args:
-    model: A functional `tf.keras.Model`, or a Sequential one built with an
-      input shape, made of stock layers called once each. It is not modified.
-
-  Returns:
-    A new functional `tf.keras.Model` with new layer instances (same names).
-
-  Raises:
-    ValueError: If `model` is subclassed, nests models or shares layers.
-  """
-  graph = _Graph(model)
-  fold_into = {}  # Producer op -> the batch norm layer folded into it.
-  folded = set()  # Batch norm ops that disappear.
-  for op in graph.ops:
-    producer = _foldable_producer(graph, op)
-    if producer is not None:
-      fold_into[producer] = op.layer
-      folded.add(op)
-
-  def visit(op, args, kwargs):
-    layer = op.layer
-    if op in folded:
-      return args[0]
-    if op not in fold_into:
-      return _call_clone(layer, args, kwargs, layer.get_weights())
-    scale, offset = _bn_scale_offset(fold_into[op])
-    kernel, bias = _kernel_and_bias(layer)
-    # Output channel j of a depthwise kernel (..., in, mult) is (j // mult,
-    # j % mult), so the same reshape serves both kernel layouts.
-    channel_shape = kernel.shape[-2:] if _linear_kind(
-        layer) == "depthwise" else kernel.shape[-1:]
-    kernel = kernel * scale.reshape(channel_shape)
-    bias = bias * scale + offset
-    dtype = layer.dtype
-    return _call_clone(layer, args, kwargs,
-                       [kernel.astype(dtype), bias.astype(dtype)],
-                       use_bias=True)
-
-  return graph.rebuild(visit)

@@ -28,11 +28,11 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from lilnetx_tf import groups
-from lilnetx_tf import sparsity
-from lilnetx_tf.decoders import KernelDecoder
-from lilnetx_tf.layers import _LatentKernelMixin
-from lilnetx_tf.priors import GroupPrior
+from lilnetx_tf.method import groups
+from lilnetx_tf.method import sparsity
+from lilnetx_tf.method.decoders import KernelDecoder
+from lilnetx_tf.method.layers import _LatentKernelMixin
+from lilnetx_tf.method.priors import GroupPrior
 
 __all__ = ["LilNetXModel", "latent_layers"]
 

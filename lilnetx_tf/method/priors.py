@@ -22,7 +22,7 @@ import math
 import tensorflow as tf
 import tensorflow_compression as tfc
 
-from lilnetx_tf.layers import round_ste
+from lilnetx_tf.method.layers import round_ste
 
 __all__ = ["GroupPrior"]
 
@@ -229,7 +229,7 @@ class GroupPrior(tf.keras.layers.Layer):
       raise ValueError(
           f"Prior {self.name!r} takes position-major values of shape "
           f"({self.positions}, n), got {values.shape}; see "
-          "lilnetx_tf.groups.to_positions.")
+          "lilnetx_tf.method.groups.to_positions.")
     logits = _logits_by_position(tf.concat([values + .5, values - .5], 1),
                                  self._matrices, self._biases, self._factors)
     deep = _noisy_log_prob(*tf.split(logits, 2, axis=1))

@@ -9,7 +9,7 @@
   (so load from other processes hits them alike) and reports medians.
 
 What the flatbuffer stores (sparse weights, XNNPACK sparse-inference
-eligibility) is read by `lilnetx_tf.tflite_sparse`.
+eligibility) is read by `lilnetx_tf.deploy.tflite_sparse`.
 """
 
 import collections

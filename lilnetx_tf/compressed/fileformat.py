@@ -56,24 +56,23 @@ A reader refuses a newer format version and reads every older one; a new
 version number is due whenever a reader of the old one would misread the file.
 """
 
-import contextlib
 import json
-import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from lilnetx_tf import codec
-from lilnetx_tf import fileformat_sections as sections
-from lilnetx_tf.convert import decompressed_model
-from lilnetx_tf.decoders import decode_kernel
-from lilnetx_tf.fileformat_architecture import architecture_problem
-from lilnetx_tf.fileformat_sections import CorruptFileError
-from lilnetx_tf.fileformat_sections import FORMAT_VERSION
-from lilnetx_tf.fileformat_sections import MAGIC
-from lilnetx_tf.fileformat_sections import MAX_HEADER_BYTES
-from lilnetx_tf.model import LilNetXModel
+from lilnetx_tf.atomic import atomic_write
+from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import sections
+from lilnetx_tf.compressed.architecture import architecture_problem
+from lilnetx_tf.compressed.architecture import without_custom_modules
+from lilnetx_tf.compressed.sections import CorruptFileError
+from lilnetx_tf.compressed.sections import FORMAT_VERSION
+from lilnetx_tf.compressed.sections import MAGIC
+from lilnetx_tf.compressed.sections import MAX_HEADER_BYTES
+from lilnetx_tf.method.convert import decompressed_model
+from lilnetx_tf.method.decoders import decode_kernel
+from lilnetx_tf.method.model import LilNetXModel
 
 __all__ = [
     "CorruptFileError",
@@ -108,29 +107,6 @@ def _weighted_layers(model):
 # -- Writing -------------------------------------------------------------------
 
 
-def _atomic_write(path, chunks):
-  """Writes `chunks` to `path` through a synced temporary file and a rename.
-
-  An interrupted write leaves `path` as it was (absent or the old file) and no
-  temporary file behind.
-  """
-  path = os.fspath(path)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                             prefix=f".{os.path.basename(path)}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      for chunk in chunks:
-        f.write(chunk)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
-
-
 def _float_params(plain, kernel_layers, dtype):
   """Header entries and FLTS payload of the weights that stay float."""
   entries, payload = [], []
@@ -155,7 +131,7 @@ def _float_params(plain, kernel_layers, dtype):
 def _file_chunks(model, float_dtype):
   """The file's bytes, in pieces (see the module docstring)."""
   plain = decompressed_model(model)
-  architecture = json.loads(plain.to_json())
+  architecture = without_custom_modules(json.loads(plain.to_json()))
   problem = architecture_problem(architecture)
   if problem:
     raise ValueError(f"Cannot store model {model.name!r}: {problem}.")
@@ -210,7 +186,7 @@ def save_compressed(model, path, *, float16=False):
   if not isinstance(model, LilNetXModel):
     raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
   chunks = _file_chunks(model, "float16" if float16 else "float32")
-  _atomic_write(path, chunks)
+  atomic_write(path, chunks)
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
 
 
@@ -283,7 +259,8 @@ def _build(parsed):
                  sum(a.size for a in parsed["floats"]))
   with sections.reading("architecture"):
     with tf.variable_creator_scope(_weight_budget(num_weights)):
-      model = tf.keras.layers.deserialize(header["architecture"])
+      model = tf.keras.layers.deserialize(
+          without_custom_modules(header["architecture"]))
     if not isinstance(model, tf.keras.Model):
       raise ValueError(f"it describes a {type(model).__name__}, not a model")
   values = {}

@@ -11,9 +11,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from lilnetx_tf.layers import LATENT_LAYERS
-from lilnetx_tf.layers import _LatentKernelMixin
-from lilnetx_tf.model import LilNetXModel
+from lilnetx_tf.method.layers import LATENT_LAYERS
+from lilnetx_tf.method.layers import _LatentKernelMixin
+from lilnetx_tf.method.model import LilNetXModel
 
 __all__ = ["compressible", "decompressed_model", "ConversionReport"]
 

@@ -9,7 +9,7 @@ decoder is owned by the enclosing `LilNetXModel`, which attaches it.
 
 import tensorflow as tf
 
-from lilnetx_tf import groups
+from lilnetx_tf.method import groups
 
 __all__ = [
     "LatentConv2D",

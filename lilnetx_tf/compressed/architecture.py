@@ -3,16 +3,26 @@
 A `.lnx` file stores its architecture as a Keras model config, which Keras
 deserialises by importing the modules and looking up the names it contains.
 Before that happens, `architecture_problem` checks that every object is a
-stock Keras class under its own module (or `lilnetx_tf>ChannelPad`), that no
-class holds code, calls functions by name or reads files, and that strings
-Keras resolves by name (activations, initializers, ...) are built-in names.
+stock Keras class under its own module, or one of the library's own layers
+named by its registered Keras name (`lilnetx_tf>ChannelPad`), that no class
+holds code, calls functions by name or reads files, and that strings Keras
+resolves by name (activations, initializers, ...) are built-in names.
+
+The library's own classes are identified by registered name only: files store
+them without a module (`without_custom_modules`), and a module stored by
+older files (`lilnetx_tf.models.layers`, where `ChannelPad` used to live) is
+ignored and dropped before Keras sees the config, so moving a class never
+breaks a shipped file and a file can never make Keras import a module.
 """
 
+import copy
 import functools
 
 import tensorflow as tf
 
-__all__ = ["MAX_LAYERS", "architecture_problem"]
+from lilnetx_tf import channel_pad
+
+__all__ = ["MAX_LAYERS", "architecture_problem", "without_custom_modules"]
 
 # Far above any real model; keeps a hostile header from making readers loop.
 MAX_LAYERS = 20_000
@@ -35,8 +45,9 @@ _MODELS = ("Functional", "Sequential", "Model")
 _MODEL_MODULES = (None, "keras", "keras.models")
 _NON_LAYER_MODULES = ("keras.initializers", "keras.regularizers",
                       "keras.constraints", "keras.mixed_precision")
-# Custom classes: class name -> (module, registered name).
-_CUSTOM = {"ChannelPad": ("lilnetx_tf.models.layers", "lilnetx_tf>ChannelPad")}
+# The library's own classes: registered Keras name -> class.
+_CUSTOM = {tf.keras.utils.get_registered_name(cls): cls
+           for cls in (channel_pad.ChannelPad,)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,15 +77,16 @@ def _class_problem(obj):
     return f"class name {str(name)[:100]} is not a string"
   if name in _REFUSED:
     return f"class {name!r} is refused: {_REFUSED[name]}"
-  if name in _CUSTOM:
-    ok = (module, registered) == _CUSTOM[name]
+  if isinstance(registered, str) and registered in _CUSTOM:
+    ok = name == _CUSTOM[registered].__name__ and (
+        module is None or isinstance(module, str))
   elif name in _MODELS:
     ok = module in _MODEL_MODULES and registered in (None, name)
   elif name in _stock_classes():
     ok = module in (None, _stock_classes()[name]) and registered in (None, name)
   else:
     return (f"class {name[:100]!r} is not allowed (only stock Keras classes "
-            "and lilnetx_tf>ChannelPad)")
+            f"and {', '.join(sorted(_CUSTOM))})")
   if not ok:
     return (f"class {name!r} comes with module {str(module)[:100]!r} and "
             f"registered name {str(registered)[:100]!r}, not allowed for it")
@@ -109,3 +121,23 @@ def architecture_problem(config):
     elif isinstance(obj, list):
       stack.extend(obj)
   return None
+
+
+def without_custom_modules(config):
+  """A copy of a model config whose library classes name no module.
+
+  Keras finds those classes by their registered name; the module path, which
+  changes when code moves, is neither stored nor read.
+  """
+  config = copy.deepcopy(config)
+  stack = [config]
+  while stack:
+    obj = stack.pop()
+    if isinstance(obj, dict):
+      if isinstance(obj.get("registered_name"), str) and (
+          obj["registered_name"] in _CUSTOM):
+        obj.pop("module", None)
+      stack.extend(obj.values())
+    elif isinstance(obj, list):
+      stack.extend(obj)
+  return config

@@ -42,18 +42,11 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from lilnetx_tf import fold
-from lilnetx_tf.models.macs import kernel_macs
+from lilnetx_tf.deploy import graph as graph_lib
+from lilnetx_tf.method.stats import kernel_macs
 
-__all__ = ["LayerPruning", "PruneReport", "remove_zero_channels"]
-
-# pylint: disable=protected-access
-_Graph = fold._Graph
-_call_clone = fold._call_clone
-_linear_kind = fold._linear_kind
-_bn_channel_axis = fold._bn_channel_axis
-_bn_scale_offset = fold._bn_scale_offset
-# pylint: enable=protected-access
+__all__ = ["LayerPruning", "PruneReport", "channel_kind",
+           "remove_zero_channels"]
 
 # Layers whose output channel c depends on input channel c only, and is zero
 # when it is (in inference mode).
@@ -89,15 +82,21 @@ def _activation_zero(activation):
   return _maps_zero_to_zero(activation)
 
 
-def _kind(graph, op):
-  """How the analysis treats `op`; 'opaque' pins all its channels."""
+def channel_kind(graph, op):
+  """How channels flow through `op`, for the channel analysis.
+
+  Returns one of 'mix' (conv / dense: every output channel reads every
+  input channel), 'dw' (depthwise), 'bn', 'act' (an elementwise activation
+  layer), 'pad' (ChannelPad), 'pass' (channel c depends on channel c only),
+  'flatten', 'merge' (elementwise merge of same-width inputs), 'concat', or
+  'opaque', which pins all its channels."""
   layer, name = op.layer, type(op.layer).__name__
   shapes = [graph.shapes[t] for t in op.inputs + op.outputs]
   if (len(op.outputs) != 1 or not op.inputs
       or any(len(s) < 2 or s[-1] is None for s in shapes)):
     return "opaque"
   rank, channels = len(shapes[-1]), shapes[-1][-1]
-  linear = _linear_kind(layer)
+  linear = graph_lib.linear_kind(layer)
   if len(op.inputs) > 1:
     if (name in _MERGES and all(s[-1] == channels for s in shapes)
         and all(len(s) == rank for s in shapes)):
@@ -109,7 +108,7 @@ def _kind(graph, op):
     return "mix"
   if linear == "depthwise":
     return "opaque" if _activation_zero(layer.activation) is None else "dw"
-  if _bn_channel_axis(layer, rank):
+  if graph_lib.normalizes_last_axis(layer, rank):
     return "bn"
   if name in _ACTIVATION_LAYERS or (
       name == "Activation" and _activation_zero(layer.activation) is not None):
@@ -130,7 +129,7 @@ class _Analysis:
 
   def __init__(self, graph, atol):
     self.graph = graph
-    self.kinds = {op: _kind(graph, op) for op in graph.ops}
+    self.kinds = {op: channel_kind(graph, op) for op in graph.ops}
     self.index = {}  # Tensor id -> global indices of its channels.
     size = 0
     for t, shape in graph.shapes.items():
@@ -187,14 +186,14 @@ class _Analysis:
       elif kind == "act":
         zero[dst] = zero[src] & _maps_zero_to_zero(layer.call)
       elif kind == "bn":
-        scale, offset = _bn_scale_offset(layer)
+        scale, offset = graph_lib.batch_norm_scale_offset(layer)
         zero[dst] = (zero[src] | (scale == 0)) & (offset == 0)
       elif kind == "merge":
         per_input = zero[src].reshape(len(op.inputs), -1)
         zero[self.index[op.outputs[0]]] = _MERGES[
             type(layer).__name__].reduce(per_input)
       elif kind in ("dw", "mix"):
-        kernel, bias = fold._kernel_and_bias(layer)  # pylint: disable=protected-access
+        kernel, bias = graph_lib.kernel_and_bias(layer)
         dead = (np.abs(bias) <= atol) & bool(_activation_zero(layer.activation))
         if kind == "dw":
           nonzero = np.abs(kernel.reshape(-1, len(dst))) > atol
@@ -293,7 +292,7 @@ class PruneReport:
 
 
 def _macs(layer, output_shape):
-  kind = _linear_kind(layer)
+  kind = graph_lib.linear_kind(layer)
   if kind is None:
     return 0
   if None in tuple(output_shape)[1:-1]:
@@ -313,7 +312,8 @@ def remove_zero_channels(model, *, atol=0.0):
   Channels are removed when they are always zero (dead at every writer) or
   never read with a nonzero weight, following the rules in the module
   docstring; the model's input and output channels are never removed. Apply
-  `lilnetx_tf.fold.fold_batch_norm` first, so that batch norm after a dead
+  `lilnetx_tf.deploy.fold.fold_batch_norm` first, so that batch norm after a
+  dead
   channel does not turn it into a constant.
 
   Args:
@@ -336,7 +336,7 @@ def remove_zero_channels(model, *, atol=0.0):
   """
   if isinstance(atol, bool) or not isinstance(atol, numbers.Real) or atol < 0:
     raise ValueError(f"atol must be a non-negative number, got {atol!r}.")
-  graph = _Graph(model)
+  graph = graph_lib.Graph(model)
   analysis = _Analysis(graph, float(atol))
   keep = analysis.keep_mask()
   channels = lambda t: keep[analysis.index[t]]
@@ -349,7 +349,8 @@ def remove_zero_channels(model, *, atol=0.0):
     if kind == "mix":
       weights[0] = weights[0][..., keep_in, :][..., keep_out]
       weights[1:] = [bias[keep_out] for bias in weights[1:]]
-      updates = {"units" if _linear_kind(layer) == "dense" else "filters":
+      dense = graph_lib.linear_kind(layer) == "dense"
+      updates = {"units" if dense else "filters":
                  int(keep_out.sum())}
     elif kind == "dw":
       multiplier = weights[0].shape[-1]
@@ -363,7 +364,7 @@ def remove_zero_channels(model, *, atol=0.0):
       after = before + len(channels(op.inputs[0]))
       updates = {"before": int(keep_out[:before].sum()),
                  "after": int(keep_out[after:].sum())}
-    return _call_clone(layer, args, kwargs, weights, **updates)
+    return graph_lib.call_clone(layer, args, kwargs, weights, **updates)
 
   pruned = graph.rebuild(visit)
   layers = []

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from lilnetx_tf.model import LilNetXModel
-from lilnetx_tf.stats import compression_stats
+from lilnetx_tf.method.model import LilNetXModel
+from lilnetx_tf.method.stats import compression_stats
 
 __all__ = ["RateWarmup", "CompressionLogger", "StopOnNonFinite",
            "NonFiniteError", "LOGGED_FIGURES", "CODED_FIGURES",

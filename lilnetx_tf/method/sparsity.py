@@ -7,7 +7,7 @@ structured zeros that export removes physically.
 
 import tensorflow as tf
 
-from lilnetx_tf import groups
+from lilnetx_tf.method import groups
 
 __all__ = ["group_norms", "NORMS"]
 

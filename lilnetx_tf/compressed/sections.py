@@ -1,6 +1,6 @@
 """Bytes of the compressed model file: sections, and checks of untrusted input.
 
-`parse` reads a whole file's bytes (layout: `lilnetx_tf.fileformat`) and
+`parse` reads a whole file's bytes (layout: `lilnetx_tf.compressed.fileformat`) and
 checks every field before anything is allocated or handed to Keras or the
 range coder: lengths against the bytes left, each section's CRC before its
 contents are used, types and ranges of the header fields, element counts
@@ -19,10 +19,10 @@ import zlib
 
 import numpy as np
 
-from lilnetx_tf import codec
-from lilnetx_tf import groups as groups_lib
-from lilnetx_tf.fileformat_architecture import MAX_LAYERS
-from lilnetx_tf.fileformat_architecture import architecture_problem
+from lilnetx_tf.compressed import codec
+from lilnetx_tf.method import groups as groups_lib
+from lilnetx_tf.compressed.architecture import MAX_LAYERS
+from lilnetx_tf.compressed.architecture import architecture_problem
 
 __all__ = [
     "CorruptFileError",

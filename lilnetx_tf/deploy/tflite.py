@@ -5,20 +5,20 @@ The exported model is built in three exact steps from a trained model:
 1. decode: a `LilNetXModel` becomes a plain Keras model with the decoded
    kernels (`lilnetx_tf.decompressed_model`); a plain model is used as is;
 2. fold: batch norm is folded into the preceding conv / dense layer
-   (`lilnetx_tf.fold.fold_batch_norm`). A channel whose folded kernel is zero
+   (`lilnetx_tf.deploy.fold.fold_batch_norm`). A channel whose folded kernel is zero
    is then the constant `activation(bias)`; when every consumer maps that
    constant to exactly 0 (a ReLU after a negative bias), its bias is set to 0,
    which changes no output and lets the next step see the channel as dead;
 3. prune: channels that provably do not change the outputs are removed
-   physically (`lilnetx_tf.prune.remove_zero_channels`).
+   physically (`lilnetx_tf.deploy.prune.remove_zero_channels`).
 
 `convert` then runs `tf.lite.TFLiteConverter` as float32, float16,
 dynamic-range or full-integer int8, optionally storing the remaining
 unstructured zeros as sparse tensors. `quantization_aware_finetune` adds a
 short int8 quantization-aware fine-tune that keeps zero weights zero
 (tensorflow-model-optimization's prune-preserving scheme). Verification and
-latency live in `lilnetx_tf.tflite_check`, the analysis of sparse storage and
-XNNPACK sparse inference in `lilnetx_tf.tflite_sparse`.
+latency live in `lilnetx_tf.deploy.tflite_check`, the analysis of sparse storage and
+XNNPACK sparse inference in `lilnetx_tf.deploy.tflite_sparse`.
 """
 
 import dataclasses
@@ -26,11 +26,12 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from lilnetx_tf import fold
 from lilnetx_tf._quiet import filtered_stderr
-from lilnetx_tf import prune
-from lilnetx_tf.convert import decompressed_model
-from lilnetx_tf.model import LilNetXModel
+from lilnetx_tf.deploy import fold
+from lilnetx_tf.deploy import graph as graph_lib
+from lilnetx_tf.deploy import prune
+from lilnetx_tf.method.convert import decompressed_model
+from lilnetx_tf.method.model import LilNetXModel
 
 __all__ = [
     "QUANTIZATIONS",
@@ -54,14 +55,6 @@ _CONVERTER_NOISE = (
     "signature_serialization.py", "fingerprinting_utils.py",
     "Using new converter")
 
-# pylint: disable=protected-access
-_Graph = fold._Graph
-_call_clone = fold._call_clone
-_linear_kind = fold._linear_kind
-_kernel_and_bias = fold._kernel_and_bias
-_prune_kind = prune._kind
-# pylint: enable=protected-access
-
 
 @dataclasses.dataclass
 class ExportModels:
@@ -71,7 +64,7 @@ class ExportModels:
     dense: Decoded, batch norm folded; every channel kept (the baseline of
       the latency comparison).
     pruned: `dense` without the channels that do not change its outputs.
-    prune_report: The `lilnetx_tf.prune.PruneReport` of the removal.
+    prune_report: The `lilnetx_tf.deploy.prune.PruneReport` of the removal.
     silenced: Layer name -> number of zero-kernel channels whose negative
       bias was set to 0 because the activation after it maps it to 0 anyway.
   """
@@ -113,21 +106,21 @@ def _silence_dead_channels(model):
   Returns:
     Layer name -> number of channels whose bias was zeroed.
   """
-  graph = _Graph(model)
+  graph = graph_lib.Graph(model)
   silenced = {}
   for op in graph.ops:
     layer = op.layer
-    if _linear_kind(layer) is None or not layer.use_bias or (
+    if graph_lib.linear_kind(layer) is None or not layer.use_bias or (
         op.outputs[0] in graph.outputs):
       continue
-    kernel, bias = _kernel_and_bias(layer)
+    kernel, bias = graph_lib.kernel_and_bias(layer)
     # Output channel j of every kernel layout is column j of this reshape.
     dead = ~(kernel.reshape(-1, bias.size) != 0).any(0) & (bias != 0)
     if not dead.any():
       continue
     if layer.activation.__name__ == "linear":
       consumers = graph.consumers[op.outputs[0]]
-      if not consumers or any(_prune_kind(graph, c) != "act"
+      if not consumers or any(prune.channel_kind(graph, c) != "act"
                               for c in consumers):
         continue
       activations = [c.layer for c in consumers]
@@ -265,7 +258,7 @@ def _fuse_relu(model):
   prune-preserved) during training. ReLU6 stays a layer: tfmot does not
   quantize a fused relu6.
   """
-  graph = _Graph(model)
+  graph = graph_lib.Graph(model)
   fused = {}  # ReLU op -> its producer.
   for op in graph.ops:
     layer = op.layer
@@ -276,7 +269,7 @@ def _fuse_relu(model):
       continue
     tensor = op.inputs[0]
     producer = graph.producer.get(tensor)
-    if (producer is not None and _linear_kind(producer.layer) is not None
+    if (producer is not None and graph_lib.linear_kind(producer.layer) is not None
         and producer.layer.activation.__name__ == "linear"
         and len(graph.consumers[tensor]) == 1 and tensor not in graph.outputs):
       fused[op] = producer
@@ -286,7 +279,7 @@ def _fuse_relu(model):
     if op in fused:
       return args[0]
     updates = {"activation": "relu"} if op in producers else {}
-    return _call_clone(op.layer, args, kwargs, op.layer.get_weights(),
+    return graph_lib.call_clone(op.layer, args, kwargs, op.layer.get_weights(),
                        **updates)
 
   return graph.rebuild(visit)
@@ -301,7 +294,7 @@ def _kernel_variables(qat_model):
   kernels = {}
   for layer in qat_model.layers:
     inner = getattr(layer, "layer", layer)  # Unwrap QuantizeWrapper.
-    kind = _linear_kind(inner)
+    kind = graph_lib.linear_kind(inner)
     if kind is not None:
       attr = "depthwise_kernel" if kind == "depthwise" else "kernel"
       kernels[inner.name] = next(
@@ -400,9 +393,9 @@ def zero_weights_kept(model, qat_model):
              for name, variable in _kernel_variables(qat_model).items()}
   kept = total = 0
   for layer in model.layers:
-    if _linear_kind(layer) is None:
+    if graph_lib.linear_kind(layer) is None:
       continue
-    zero = _kernel_and_bias(layer)[0] == 0
+    zero = graph_lib.kernel_and_bias(layer)[0] == 0
     total += int(zero.sum())
     kept += int((kernels[layer.name][zero] == 0).sum())
   return kept, total

@@ -1,10 +1,13 @@
-"""Custom layer of the model zoo: zero padding on the channel axis.
+"""`ChannelPad`: zero padding on the channel axis, a layer the core knows.
 
 The CIFAR ResNets of He et al. (2016) use "option A" shortcuts: where a block
 halves the resolution and widens the channels, the identity is subsampled and
 zero-padded to the new width, so the shortcut has no parameters. Keras has no
 stock layer that pads the channel axis, and a `Lambda` layer would not survive
-serialisation or export, hence this small layer.
+serialisation or export, hence this small layer. Channel removal
+(`lilnetx_tf.deploy.prune`) and the compressed file's allow-list
+(`lilnetx_tf.compressed.architecture`, by its registered name
+`lilnetx_tf>ChannelPad`) know it.
 """
 
 import tensorflow as tf

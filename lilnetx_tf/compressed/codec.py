@@ -7,7 +7,7 @@ of the latents coded (`histogram_tables`), so that the coded size is within a
 fraction of a percent of their factorized empirical entropy (the learned
 priors drive training; they need not match the final latents exactly).
 `compress_latents` and `decompress_latents` are exact inverses; the file
-format (`lilnetx_tf.fileformat`) stores what they produce.
+format (`lilnetx_tf.compressed.fileformat`) stores what they produce.
 """
 
 import dataclasses
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
-from lilnetx_tf import groups
+from lilnetx_tf.method import groups
 
 __all__ = [
     "CodedGroup",

@@ -1,0 +1,9 @@
+"""The compressed form: integer latents range coded into a `.lnx` file.
+
+* `codec`: range coding of the latents with per-position tables fitted to
+  them (tensorflow-compression's range coder);
+* `sections`: the file's byte layout, each section's packing and unpacking
+  side by side, and the checks a reader makes before it allocates;
+* `architecture`: the allow-list of what a file's architecture may name;
+* `fileformat`: `save_compressed`, `load_compressed`, `inspect_compressed`.
+"""

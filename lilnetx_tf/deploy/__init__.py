@@ -1,0 +1,9 @@
+"""Deployment: the decompressed model, made smaller and converted to TFLite.
+
+* `graph`: the functional-graph walker and layer facts the steps share;
+* `fold`: batch-norm folding;
+* `prune`: exact removal of zero channels;
+* `tflite`: the export (decode, fold, prune, convert);
+* `tflite_check`: verification and latency of `.tflite` files;
+* `tflite_sparse`: sparse-tensor storage and XNNPACK sparse eligibility.
+"""
