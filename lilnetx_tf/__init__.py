@@ -1,11 +1,15 @@
 """LilNetX for TensorFlow/Keras: extreme model compression and structured sparsity.
 
 The three forms of a weight:
-- training: float latents in `LatentConv2D` / `LatentDepthwiseConv2D` /
-  `LatentDense`, decoded by shared decoders inside a `LilNetXModel`;
-- compressed: range-coded integer latents (`compress_latents`);
+- training: float latents in `LatentConv1D` / `LatentConv2D` /
+  `LatentDepthwiseConv2D` / `LatentSeparableConv2D` / `LatentDense`, decoded
+  by shared decoders inside a `LilNetXModel` (`lilnetx_tf.method`);
+- compressed: range-coded integer latents (`compress_latents`,
+  `save_compressed`; `lilnetx_tf.compressed`);
 - decompressed: plain float kernels in a stock Keras model
-  (`decompressed_model`).
+  (`decompressed_model`), made smaller and exported (`lilnetx_tf.deploy`).
+
+docs/architecture.md maps the subpackages.
 """
 
 from lilnetx_tf._quiet import import_tensorflow_quietly as _import_tf
@@ -26,9 +30,11 @@ from lilnetx_tf.compressed.fileformat import CorruptFileError
 from lilnetx_tf.compressed.fileformat import inspect_compressed
 from lilnetx_tf.compressed.fileformat import load_compressed
 from lilnetx_tf.compressed.fileformat import save_compressed
+from lilnetx_tf.method.layers import LatentConv1D
 from lilnetx_tf.method.layers import LatentConv2D
 from lilnetx_tf.method.layers import LatentDense
 from lilnetx_tf.method.layers import LatentDepthwiseConv2D
+from lilnetx_tf.method.layers import LatentSeparableConv2D
 from lilnetx_tf.method.model import LilNetXModel
 from lilnetx_tf.method.priors import GroupPrior
 from lilnetx_tf.method.stats import compression_stats
@@ -41,9 +47,11 @@ __all__ = [
     "CorruptFileError",
     "GroupPrior",
     "KernelDecoder",
+    "LatentConv1D",
     "LatentConv2D",
     "LatentDense",
     "LatentDepthwiseConv2D",
+    "LatentSeparableConv2D",
     "LilNetXModel",
     "NonFiniteError",
     "RateWarmup",

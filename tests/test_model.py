@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import lilnetx_tf
+from lilnetx_tf import models
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def test_compressible_on_stock_applications(application, groups):
 
 def test_unconvertible_layers_are_kept_and_reported():
   inputs = tf.keras.Input((16, 16, 3))
-  h = tf.keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)
+  h = tf.keras.layers.Conv2DTranspose(4, 3, name="up")(inputs)
   h = tf.keras.layers.Conv2D(4, 3, name="conv",
                              kernel_regularizer="l2")(h)
   h = tf.keras.layers.GlobalAveragePooling2D()(h)
@@ -59,11 +60,11 @@ def test_unconvertible_layers_are_kept_and_reported():
   model = lilnetx_tf.compressible(tf.keras.Model(inputs, outputs),
                                   skip=["head"])
   assert model.conversion.converted == ["conv"]
-  assert set(model.conversion.skipped) == {"sep", "head"}
-  assert "SeparableConv2D" in model.conversion.skipped["sep"]
+  assert set(model.conversion.skipped) == {"up", "head"}
+  assert "Conv2DTranspose" in model.conversion.skipped["up"]
   assert model.conversion.dropped == {"conv": ["kernel_regularizer"]}
-  assert isinstance(model.network.get_layer("sep"),
-                    tf.keras.layers.SeparableConv2D)
+  assert isinstance(model.network.get_layer("up"),
+                    tf.keras.layers.Conv2DTranspose)
   _one_step(model, (16, 16, 3), classes=3)
   with pytest.raises(ValueError, match="not in the model"):
     lilnetx_tf.compressible(tf.keras.Model(inputs, outputs), skip=["nope"])
@@ -91,7 +92,7 @@ def test_shared_layers_and_multiple_inputs_outputs_are_preserved():
 
 
 def test_pretrained_init_decodes_to_the_pretrained_weights():
-  base = lilnetx_tf.models.build_model("lenet5", (28, 28, 1), 10)
+  base = models.build_model("lenet5", (28, 28, 1), 10)
   model = lilnetx_tf.compressible(base, init_from_weights=True)
   for layer in model.latent_layers:
     original = base.get_layer(layer.name).kernel.numpy()
@@ -120,7 +121,7 @@ def test_subclassed_models_are_refused_clearly():
 
 def test_rate_warmup_ramps_lambda_and_logger_adds_figures():
   model = lilnetx_tf.compressible(
-      lilnetx_tf.models.build_model("lenet_300_100", (8, 8, 1), 10),
+      models.build_model("lenet_300_100", (8, 8, 1), 10),
       lambda_rate=0.5)
   model.compile(tf.keras.optimizers.Adam(1e-3), loss=_loss())
   x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
@@ -141,7 +142,7 @@ def test_rate_warmup_ramps_lambda_and_logger_adds_figures():
 @pytest.mark.parametrize("save_format", ["keras", "tf"])
 def test_save_and_load_round_trip(tmp_path, save_format):
   model = lilnetx_tf.compressible(
-      lilnetx_tf.models.build_model("resnet20", (32, 32, 3), 10),
+      models.build_model("resnet20", (32, 32, 3), 10),
       lambda_rate=1e-2, lambda_sparsity=1e-4)
   model.compile(tf.keras.optimizers.Adam(1e-3), loss=_loss(),
                 metrics=["accuracy"])
@@ -171,6 +172,7 @@ def test_mirrored_strategy_with_two_cpus_trains(tmp_path):
   script = textwrap.dedent("""
       import numpy as np
       import lilnetx_tf
+      from lilnetx_tf import models
       import tensorflow as tf
       cpu = tf.config.list_physical_devices("CPU")[0]
       tf.config.set_logical_device_configuration(
@@ -179,7 +181,7 @@ def test_mirrored_strategy_with_two_cpus_trains(tmp_path):
       assert strategy.num_replicas_in_sync == 2
       with strategy.scope():
         model = lilnetx_tf.compressible(
-            lilnetx_tf.models.build_model("lenet5", (28, 28, 1), 10),
+            models.build_model("lenet5", (28, 28, 1), 10),
             lambda_rate=1e-2, lambda_sparsity=1e-4)
         model.compile(tf.keras.optimizers.Adam(1e-3),
                       loss=tf.keras.losses.SparseCategoricalCrossentropy(
@@ -208,7 +210,7 @@ def test_mirrored_strategy_with_two_cpus_trains(tmp_path):
 def test_compile_takes_keras_positional_arguments():
   """`compile(optimizer, loss, metrics)` as for any Keras model."""
   model = lilnetx_tf.compressible(
-      lilnetx_tf.models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0)
+      models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0)
   model.compile(tf.keras.optimizers.Adam(1e-3), _loss(), ["accuracy"])
   assert isinstance(model.optimizer, tf.keras.optimizers.Adam)
   assert isinstance(model.prior_optimizer, tf.keras.optimizers.Adam)

@@ -16,7 +16,8 @@ from lilnetx_tf.method.stats import count_macs
 from lilnetx_tf.deploy.prune import remove_zero_channels
 
 L = tf.keras.layers
-_KERNEL_LAYERS = (L.Conv2D, L.DepthwiseConv2D, L.Dense)
+_KERNEL_LAYERS = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D,
+                  L.Dense)
 
 
 # Small architectures. Every conv_bn block names its layers {name}_conv,
@@ -33,6 +34,41 @@ def _conv_bn(x, filters, name, kernel=3, strides=1, relu=True, depthwise=False):
   x = L.BatchNormalization(name=f"{name}_bn")(x)
   max_value = relu if relu not in (True, False) else None
   return L.ReLU(max_value, name=f"{name}_relu")(x) if relu else x
+
+
+def _sep_bn(x, filters, name, strides=1, relu=True, depth_multiplier=1):
+  x = L.SeparableConv2D(filters, 3, strides, "same", use_bias=False,
+                        depth_multiplier=depth_multiplier,
+                        name=f"{name}_conv")(x)
+  x = L.BatchNormalization(name=f"{name}_bn")(x)
+  return L.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _separable():
+  """Xception-like: separable blocks s1, s2 (multiplier 2) around an add."""
+  inputs = tf.keras.Input((16, 16, 3))
+  x = _conv_bn(inputs, 8, "stem")
+  out = _sep_bn(x, 12, "s1")
+  out = _sep_bn(out, 8, "s2", relu=False, depth_multiplier=2)
+  x = L.ReLU(name="s_out")(L.Add(name="s_add")([x, out]))
+  x = _sep_bn(x, 16, "s3", strides=2)
+  x = L.GlobalAveragePooling2D(name="gap")(x)
+  return tf.keras.Model(inputs, L.Dense(5, name="logits")(x))
+
+
+def _conv1d():
+  """1-D signal model: same, causal dilated and strided convolutions."""
+  inputs = tf.keras.Input((32, 4))
+  x = L.Conv1D(8, 5, padding="same", use_bias=False, name="c1_conv")(inputs)
+  x = L.ReLU(name="c1_relu")(L.BatchNormalization(name="c1_bn")(x))
+  x = L.Conv1D(12, 3, padding="causal", dilation_rate=2, activation="relu",
+               name="c2")(x)
+  x = L.MaxPooling1D(name="p1")(x)
+  x = L.Conv1D(8, 3, strides=2, padding="same", use_bias=False,
+               name="c3_conv")(x)
+  x = L.ReLU(name="c3_relu")(L.BatchNormalization(name="c3_bn")(x))
+  x = L.GlobalAveragePooling1D(name="gap")(x)
+  return tf.keras.Model(inputs, L.Dense(5, name="logits")(x))
 
 
 def _resnet(shortcut):
@@ -102,6 +138,8 @@ _ARCHITECTURES = {
     "mobilenet": _mobilenet,
     "vgg": _vgg,
     "lenet5": _lenet5,
+    "separable": _separable,
+    "conv1d": _conv1d,
 }
 
 
@@ -132,12 +170,14 @@ def _kill_outputs(layer, channels):
   """Makes output channels zero: kernel slice, bias, and the next BN's beta
   and mean (so that the BN maps the zero to zero)."""
   weights = layer.get_weights()
-  kernel = weights[0]
+  # A separable convolution's output channels come from its pointwise kernel.
+  index = 1 if isinstance(layer, L.SeparableConv2D) else 0
+  kernel = weights[index]
   if isinstance(layer, L.DepthwiseConv2D):
     kernel = kernel.reshape(*kernel.shape[:2], -1)
   kernel[..., channels] = 0
-  weights[0] = kernel.reshape(weights[0].shape)
-  for bias in weights[1:]:
+  weights[index] = kernel.reshape(weights[index].shape)
+  for bias in weights[index + 1:]:
     bias[channels] = 0
   layer.set_weights(weights)
   bn = _next_bn(layer)
@@ -160,8 +200,8 @@ def _sparsify(model, seed, p_out=0.3, p_in=0.15):
     if not isinstance(layer, _KERNEL_LAYERS) or layer.name == "logits":
       continue
     kernel = layer.get_weights()[0]
-    channels = np.prod(kernel.shape[-2:]) if isinstance(
-        layer, L.DepthwiseConv2D) else kernel.shape[-1]
+    channels = (np.prod(kernel.shape[-2:]) if isinstance(
+        layer, L.DepthwiseConv2D) else layer.output_shape[-1])
     _kill_outputs(layer, rng.random(channels) < p_out)
     if not isinstance(layer, L.DepthwiseConv2D):
       _unread_inputs(layer, rng.random(kernel.shape[-2]) < p_in)
@@ -349,6 +389,25 @@ def test_mobilenet_unread_expansion_channel_goes_through_depthwise():
   assert _out(pruned, "m1e_conv") == 22
   assert pruned.get_layer("m1d_conv").get_weights()[0].shape[2] == 22
   assert _in(pruned, "m1p_conv") == 22
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["bn", "folded"])
+def test_separable_channels_removed_through_both_kernels(fold):
+  model = _randomize(_separable())
+  _kill_outputs(model.get_layer("s1_conv"), [2, 5])  # Pointwise columns.
+  _unread_inputs(model.get_layer("s2_conv"), [7])  # A depthwise input slice.
+  # s2's pointwise rows of depthwise channel 4 (multiplier 2: rows 8, 9)
+  # make s1's channel 4 unread through the depthwise kernel.
+  weights = model.get_layer("s2_conv").get_weights()
+  weights[1][..., 8:10, :] = 0
+  model.get_layer("s2_conv").set_weights(weights)
+  pruned, _ = _prune(model, fold)
+  assert _out(pruned, "s1_conv") == 12 - 4
+  depthwise, pointwise = pruned.get_layer("s2_conv").get_weights()[:2]
+  assert depthwise.shape == (3, 3, 8, 2)
+  assert pointwise.shape == (1, 1, 16, 8)
+  # s2 writes the residual stream, which the stem and the add keep whole.
+  assert _out(pruned, "s2_conv") == 8
 
 
 @pytest.mark.parametrize("fold", [False, True], ids=["bn", "folded"])

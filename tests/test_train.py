@@ -25,6 +25,7 @@ import pytest
 import tensorflow as tf
 
 import lilnetx_tf
+from lilnetx_tf import models
 from lilnetx_tf import data as data_lib
 from train import callbacks as callbacks_lib
 from train import distribute
@@ -329,7 +330,7 @@ def test_numerical_fault_stops_naming_it_and_keeps_the_checkpoint(tmp_path):
 def test_non_finite_weights_are_named():
   """A NaN that has not reached the loss yet is found in the weights."""
   model = lilnetx_tf.compressible(
-      lilnetx_tf.models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0)
+      models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0)
   model.compile(tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
   guard = lilnetx_tf.StopOnNonFinite()
   guard.set_model(model)
@@ -383,7 +384,7 @@ def test_cifar10_slice_from_jpeg_archive_reuses_the_cache(tmp_path, data_dir):
   assert (metrics["train_examples"], metrics["test_examples"]) == (256, 200)
   assert 0 <= metrics["final"]["test_accuracy"] <= 1
   assert metrics["final"]["weights"] == 268336  # ResNet-20 width 1 kernels.
-  assert metrics["final"]["macs_dense"] == 40551040  # models.count_macs.
+  assert metrics["final"]["macs_dense"] == 40551040  # lilnetx_tf.models.count_macs.
   (cached,) = os.listdir(cache_dir)
   start = time.time()
   x, _, _ = data_lib.load_arrays("cifar10", "train", data_dir=archive,

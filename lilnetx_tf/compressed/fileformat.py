@@ -6,9 +6,10 @@ with, the decoders, and the weights that stay float. `load_compressed` returns
 a plain Keras model (stock layers) whose kernels are decoded with
 `decoders.decode_kernel`, so they equal the trained model's
 `layer.decoded_kernel()` bit for bit. The file is data only: no pickle, no
-code; the architecture may name only stock Keras classes and
-`lilnetx_tf>ChannelPad`. Reading checks every field before it allocates (see
-`fileformat_sections`), and any problem is a `CorruptFileError`.
+code; the architecture may name only stock Keras classes and the library's
+own layers by their registered Keras name (`lilnetx_tf>ChannelPad`; see
+`architecture`). Reading checks every field before it allocates (see
+`sections`), and any problem is a `CorruptFileError`.
 
 Byte layout, all integers little-endian:
 
@@ -43,12 +44,15 @@ The header:
 
   format_version  equal to the preamble's.
   float_dtype     "float32" or "float16": how FLTS stores the float weights.
-  groups          [{name, positions, cdf_length, layers, shapes}]: per group
-                  its layers in coding order and their kernel shapes.
+  groups          [{name, positions, cdf_length, layers, weights, shapes}]:
+                  per kernel group its layers in coding order, the weight
+                  index of each one's kernel (0, or 1 for the pointwise
+                  kernel of a SeparableConv2D; absent before version 4,
+                  meaning 0) and the kernel shapes.
   float_params    [{layer, index, name, shape, dtype}]: the FLTS tensors,
                   weight `index` of layer `layer` (`dtype`, that of the
-                  weight, is "float32"). Weight 0 of a group layer is its
-                  kernel, decoded from the latents with the group's matrix.
+                  weight, is "float32"). The kernels named by `groups` are
+                  decoded from the latents with the group's matrix instead.
   architecture    the plain Keras model config (`model.to_json()`) of
                   `decompressed_model(model)`.
 
@@ -81,11 +85,15 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "inspect_compressed",
     "load_compressed",
+    "load_compressed_bytes",
     "save_compressed",
 ]
 
-_KERNEL_LAYERS = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D,
-                  tf.keras.layers.Dense)
+# The weight indices of the kernels of each layer class a file may code.
+_KERNEL_WEIGHTS = {tf.keras.layers.Conv1D: (0,), tf.keras.layers.Conv2D: (0,),
+                   tf.keras.layers.DepthwiseConv2D: (0,),
+                   tf.keras.layers.SeparableConv2D: (0, 1),
+                   tf.keras.layers.Dense: (0,)}
 # Variables an architecture may create beyond the weights the file holds.
 _WEIGHT_SLACK = 2**16
 
@@ -107,12 +115,12 @@ def _weighted_layers(model):
 # -- Writing -------------------------------------------------------------------
 
 
-def _float_params(plain, kernel_layers, dtype):
+def _float_params(plain, kernels, dtype):
   """Header entries and FLTS payload of the weights that stay float."""
   entries, payload = [], []
   for layer in _weighted_layers(plain):
     for index, weight in enumerate(layer.weights):
-      if index == 0 and layer.name in kernel_layers:
+      if (layer.name, index) in kernels:
         continue
       if weight.dtype != tf.float32:
         raise ValueError(f"Weight {weight.name!r} is {weight.dtype.name}; the "
@@ -140,13 +148,16 @@ def _file_chunks(model, float_dtype):
     raise ValueError(f"Model {model.name!r} has several layers of the same "
                      "name (in nested models); rename them to store it.")
   coded = codec.compress_latents(model)
+  refs = {l.name: l.kernel_ref for l in model.latent_layers}
   entries, floats = _float_params(
-      plain, {name for c in coded for name in c.layers},
+      plain, {refs[name] for c in coded for name in c.layers},
       sections.FLOAT_DTYPES[float_dtype])
   header = dict(
       format_version=FORMAT_VERSION, float_dtype=float_dtype,
       groups=[dict(name=c.group, positions=c.positions,
-                   cdf_length=int(c.cdf.shape[0]), layers=list(c.layers),
+                   cdf_length=int(c.cdf.shape[0]),
+                   layers=[refs[name][0] for name in c.layers],
+                   weights=[refs[name][1] for name in c.layers],
                    shapes=[list(s) for s in c.shapes]) for c in coded],
       float_params=entries, architecture=architecture)
   parts = [(b"HEAD", sections.pack_header(header))]
@@ -220,21 +231,24 @@ def _weight_budget(num_weights):
   return creator
 
 
-def _assign(model, values, kernel_layers):
+def _assign(model, values, kernels):
   """Sets every weight of `model` from `values`, using each value once."""
   layers = _weighted_layers(model)
   names = [l.name for l in layers]
   if len(set(names)) != len(names):
     raise ValueError("the architecture has several layers of the same name")
-  missing = kernel_layers - set(names)
+  missing = {name for name, _ in kernels} - set(names)
   if missing:
     raise ValueError(f"group layers {sorted(missing)[:5]} are not in the "
                      "architecture")
   used = 0
   for layer in layers:
-    if layer.name in kernel_layers and type(layer) not in _KERNEL_LAYERS:
-      raise ValueError(f"group layer {layer.name!r} is a "
-                       f"{type(layer).__name__}, not a stock kernel layer")
+    for name, index in kernels:
+      if name == layer.name and index not in _KERNEL_WEIGHTS.get(
+          type(layer), ()):
+        raise ValueError(f"group layer {layer.name!r} is a "
+                         f"{type(layer).__name__}, whose weight {index} is "
+                         "not a kernel of a stock kernel layer")
     weights = []
     for index, weight in enumerate(layer.weights):
       value = values.get((layer.name, index))
@@ -268,15 +282,17 @@ def _build(parsed):
     coded = g["coded"]
     with sections.reading(f"latents[{coded.group}]"):
       latents = codec.decompress_latents([coded])
-      for name, shape in zip(coded.layers, coded.shapes):
+      for name, index, shape in zip(coded.layers, g["weights"], coded.shapes):
         if latents[name].shape != shape:
           raise ValueError(f"layer {name!r} decoded to shape "
                            f"{latents[name].shape}, not {shape}")
-        values[(name, 0)] = decode_kernel(latents[name], g["matrix"]).numpy()
+        values[(name, index)] = decode_kernel(latents[name],
+                                              g["matrix"]).numpy()
   for p, value in zip(header["float_params"], parsed["floats"]):
     values[(p["layer"], p["index"])] = value
   with sections.reading("weights"):
-    _assign(model, values, {n for g in groups for n in g["coded"].layers})
+    _assign(model, values, {(n, i) for g in groups
+                            for n, i in zip(g["coded"].layers, g["weights"])})
   return model
 
 
@@ -308,7 +324,22 @@ def load_compressed(path):
       why.
     OSError: if the file cannot be read.
   """
-  return _read(path, lambda data: _build(sections.parse(data)))
+  return _read(path, load_compressed_bytes)
+
+
+def load_compressed_bytes(data):
+  """Loads a compressed model from the bytes of a file, e.g. downloaded.
+
+  Args:
+    data: The bytes of a file written by `save_compressed`.
+
+  Returns:
+    The model, as `load_compressed` returns it.
+
+  Raises:
+    CorruptFileError: as `load_compressed`.
+  """
+  return _build(sections.parse(data))
 
 
 def _describe(parsed):
@@ -330,7 +361,8 @@ def _describe(parsed):
   for g in groups:
     coded = g["coded"]
     group_sizes.append(dict(
-        name=coded.group, layers=list(coded.layers), positions=coded.positions,
+        name=coded.group, layers=list(coded.layers), weights=g["weights"],
+        positions=coded.positions,
         num_latents=coded.num_latents, latent_bytes=len(coded.data),
         bits_per_latent=8 * len(coded.data) / coded.num_latents,
         table_bytes=g["table_bytes"], decoder_bytes=g["matrix"].nbytes))

@@ -40,11 +40,16 @@ __all__ = [
 ]
 
 MAGIC = b"\x89LNX\r\n\x1a\n"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Version 1 stored the header as plain JSON; version 2 deflates it; version 3
 # stores the coding tables as frequencies (`pack_tables`), which may be 0 for
-# values that do not occur, instead of int32 CDFs.
-READABLE_VERSIONS = (1, 2, 3)
+# values that do not occur, instead of int32 CDFs; version 4 names each
+# kernel's weight index (`weights`, for the two kernels of a separable
+# convolution) where earlier versions meant weight 0.
+READABLE_VERSIONS = (1, 2, 3, 4)
+# The weight indices a kernel may have (a separable convolution's pointwise
+# kernel is its weight 1).
+_MAX_KERNEL_INDEX = 1
 MAX_HEADER_BYTES = 16 * 2**20
 PREAMBLE = struct.Struct("<8sI")  # Magic, format version.
 _SECTION = struct.Struct("<4sQI")  # Tag, payload length, CRC-32.
@@ -128,11 +133,14 @@ def _check_shape(value, what, min_dim):
     _fail("header", f"{what} has an invalid shape {str(value)[:100]}")
 
 
-def _check_groups(value):
-  """Checks the `groups` entries; returns the names of their layers."""
+def _check_groups(value, version):
+  """Checks the `groups` entries; returns their kernels' (layer, index).
+
+  Headers of versions before 4 get the implied `weights` (all 0).
+  """
   if not (isinstance(value, list) and 0 < len(value) <= _MAX_GROUPS):
     _fail("header", f"`groups` must be a list of 1 to {_MAX_GROUPS} groups")
-  names, layer_names = set(), set()
+  names, kernels = set(), set()
   for group in value:
     name = group.get("name") if isinstance(group, dict) else None
     if not (_is_name(name) and len(name) <= 64) or name in names:
@@ -149,14 +157,22 @@ def _check_groups(value):
             0 < len(layers) == len(shapes) <= MAX_LAYERS):
       _fail("header", f"group {name!r}: `layers` and `shapes` must be lists "
             "of the same length")
-    total = 0
-    for layer, shape in zip(layers, shapes):
-      if not _is_name(layer) or layer in layer_names:
+    if version < 4:
+      group["weights"] = [0] * len(layers)
+    indices = group.get("weights")
+    if not (isinstance(indices, list) and len(indices) == len(layers) and
+            all(_is_int(i, 0, _MAX_KERNEL_INDEX) for i in indices)):
+      _fail("header", f"group {name!r}: `weights` must list a kernel index "
+            "per layer")
+    total, in_group = 0, set()
+    for layer, index, shape in zip(layers, indices, shapes):
+      if not _is_name(layer) or layer in in_group or (layer, index) in kernels:
         _fail("header", f"group {name!r}: invalid or repeated layer "
               f"{str(layer)[:100]}")
-      layer_names.add(layer)
+      in_group.add(layer)
+      kernels.add((layer, index))
       _check_shape(shape, f"layer {layer!r}", 1)
-      if (len(shape) not in (2, 4) or
+      if (len(shape) not in (2, 3, 4) or
           groups_lib.num_positions(shape) != positions):
         _fail("header", f"layer {layer!r}: kernel shape {shape} does not have "
               f"the group's {positions} positions")
@@ -164,10 +180,10 @@ def _check_groups(value):
     if total > _MAX_DIM:
       _fail("header", f"group {name!r}: {total} latents, over the limit of "
             f"{_MAX_DIM}")
-  return layer_names
+  return kernels
 
 
-def _check_float_params(value, kernel_layers):
+def _check_float_params(value, kernels):
   if not (isinstance(value, list) and len(value) <= _MAX_FLOAT_PARAMS):
     _fail("header", "`float_params` must be a list of at most "
           f"{_MAX_FLOAT_PARAMS} entries")
@@ -179,7 +195,7 @@ def _check_float_params(value, kernel_layers):
       _fail("header", f"invalid float parameter {str(p)[:200]}")
     _check_shape(p.get("shape"), f"weight {p['name']!r}", 0)
     key = (p["layer"], p["index"])
-    if key in seen or (p["index"] == 0 and p["layer"] in kernel_layers):
+    if key in seen or key in kernels:
       _fail("header", f"weight {key} is stored twice")
     seen.add(key)
 
@@ -193,8 +209,8 @@ def _check_header(header, version):
   if header.get("float_dtype") not in FLOAT_DTYPES:
     _fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
           f"; valid: {', '.join(FLOAT_DTYPES)}")
-  kernel_layers = _check_groups(header.get("groups"))
-  _check_float_params(header.get("float_params"), kernel_layers)
+  kernels = _check_groups(header.get("groups"), version)
+  _check_float_params(header.get("float_params"), kernels)
   problem = architecture_problem(header.get("architecture"))
   if problem:
     _fail("architecture", problem)
@@ -453,6 +469,7 @@ def _read_group(reader, group, version):
           group=name, layers=list(group["layers"]),
           shapes=[tuple(s) for s in group["shapes"]], cdf=cdf,
           cdf_offset=cdf_offset, data=bytes(latents)),
+      weights=list(group["weights"]),
       matrix=np.frombuffer(matrix, "<f4").reshape(positions, positions),
       table_bytes=len(tables))
 
@@ -481,7 +498,8 @@ def parse(data):
 
   Returns:
     A dict: `header` (the checked header JSON), `groups` (per group a dict of
-    `coded` (a `codec.CodedGroup`), `matrix` (float32) and `table_bytes`),
+    `coded` (a `codec.CodedGroup`), `weights` (the weight index of each of its
+    layers' kernels), `matrix` (float32) and `table_bytes`),
     `floats` (float32 arrays in header order), `sections` (per section its
     `tag`, `name`, `offset` and `bytes`) and `file_bytes`.
 

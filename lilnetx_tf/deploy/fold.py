@@ -1,4 +1,4 @@
-"""Folds batch normalization into the preceding Conv2D, DepthwiseConv2D or Dense.
+"""Folds batch normalization into the preceding convolution or Dense layer.
 
 In inference mode a batch norm layer is a per-channel affine map
 `y = x * scale + offset` with `scale = gamma / sqrt(var + eps)` and
@@ -35,8 +35,8 @@ def fold_batch_norm(model):
 
   A BatchNormalization layer (normalizing the channel axis) is folded when it
   is the only consumer of the output of a channels-last Conv1D/2D/3D,
-  DepthwiseConv1D/2D or Dense layer with linear activation, and that output is
-  not a model output. The producer gets `use_bias=True` and the folded weights;
+  DepthwiseConv1D/2D, SeparableConv1D/2D or Dense layer with linear
+  activation, and that output is not a model output. The producer gets `use_bias=True` and the folded weights;
   other batch norm layers are kept. Folding is done in float64 and matches the
   inference-mode outputs of `model` to float32 rounding.
 
@@ -73,9 +73,8 @@ def fold_batch_norm(model):
         layer) == "depthwise" else kernel.shape[-1:]
     kernel = kernel * scale.reshape(channel_shape)
     bias = bias * scale + offset
-    dtype = layer.dtype
-    return graph_lib.call_clone(layer, args, kwargs,
-                       [kernel.astype(dtype), bias.astype(dtype)],
-                       use_bias=True)
+    return graph_lib.call_clone(
+        layer, args, kwargs,
+        graph_lib.with_kernel_and_bias(layer, kernel, bias), use_bias=True)
 
   return graph.rebuild(visit)

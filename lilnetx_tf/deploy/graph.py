@@ -18,7 +18,7 @@ import tensorflow as tf
 
 __all__ = ["Graph", "Op", "batch_norm_scale_offset", "call_clone",
            "clone_layer", "kernel_and_bias", "linear_kind",
-           "normalizes_last_axis"]
+           "normalizes_last_axis", "with_kernel_and_bias"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -125,20 +125,22 @@ def call_clone(layer, args, kwargs, weights, **config_updates):
 
 
 def linear_kind(layer):
-  """'conv', 'depthwise', 'dense', or None for layers without such a kernel.
+  """'conv', 'depthwise', 'separable', 'dense', or None for other layers.
 
   'conv' kernels are (*spatial, in, out) and 'depthwise' ones (*spatial, in,
-  multiplier), both channels-last; transposed and separable convolutions (which
-  subclass Conv) are None.
+  multiplier), both channels-last; 'separable' layers have a depthwise and a
+  pointwise (1 x ... x 1, in * multiplier, out) kernel. Transposed
+  convolutions (which subclass Conv) are None.
   """
   layers = tf.keras.layers
   if getattr(layer, "data_format", "channels_last") != "channels_last":
     return None
   if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
     return "depthwise"
+  if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
+    return "separable"
   if isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose,
-                        layers.Conv3DTranspose, layers.SeparableConv1D,
-                        layers.SeparableConv2D)):
+                        layers.Conv3DTranspose)):
     return None
   if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D)):
     return "conv"
@@ -148,16 +150,31 @@ def linear_kind(layer):
 
 
 def kernel_and_bias(layer):
-  """Kernel and bias of a linear layer as float64 arrays (zero bias if none)."""
-  if linear_kind(layer) == "depthwise":
+  """Kernel and bias of a linear layer as float64 arrays (zero bias if none).
+
+  The kernel is the one that makes the output channels: a separable
+  convolution's pointwise kernel (its depthwise kernel is weight 0).
+  """
+  kind = linear_kind(layer)
+  if kind == "depthwise":
     kernel = layer.depthwise_kernel.numpy().astype(np.float64)
     channels = kernel.shape[-2] * kernel.shape[-1]
   else:
-    kernel = layer.kernel.numpy().astype(np.float64)
+    kernel = (layer.pointwise_kernel if kind == "separable" else
+              layer.kernel).numpy().astype(np.float64)
     channels = kernel.shape[-1]
   bias = (layer.bias.numpy().astype(np.float64) if layer.use_bias
           else np.zeros(channels))
   return kernel, bias
+
+
+def with_kernel_and_bias(layer, kernel, bias):
+  """The weights of `layer` with the kernel and bias of `kernel_and_bias`."""
+  dtype = layer.dtype
+  weights = [kernel.astype(dtype), bias.astype(dtype)]
+  if linear_kind(layer) == "separable":
+    weights.insert(0, layer.depthwise_kernel.numpy())
+  return weights
 
 
 def normalizes_last_axis(layer, rank):

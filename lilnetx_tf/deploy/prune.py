@@ -1,6 +1,6 @@
 """Physically removes zero channels from a plain Keras model, exactly.
 
-LilNetX's group-sparsity priors leave whole channels of the decoded kernels at
+LilNetX's structured-sparsity term leaves whole channels of the decoded kernels at
 zero. This module finds every channel whose removal provably leaves the model's
 outputs unchanged and rebuilds a smaller dense model without them.
 
@@ -104,7 +104,8 @@ def channel_kind(graph, op):
     if name == "Concatenate" and layer.axis in (-1, rank - 1):
       return "concat"
     return "opaque"
-  if linear == "dense" or (linear == "conv" and layer.groups == 1):
+  if linear in ("dense", "separable") or (
+      linear == "conv" and layer.groups == 1):
     return "mix"
   if linear == "depthwise":
     return "opaque" if _activation_zero(layer.activation) is None else "dw"
@@ -122,6 +123,21 @@ def channel_kind(graph, op):
   if name == "Flatten" and None not in shapes[0][1:]:
     return "flatten"
   return "opaque"
+
+
+def _reads(layer, kernel, atol):
+  """Boolean (in, out): output channel o reads input channel i.
+
+  `kernel` is `graph.kernel_and_bias(layer)[0]`; a separable convolution
+  reads input i through its depthwise outputs i * multiplier + m.
+  """
+  nonzero = (np.abs(kernel) > atol).reshape(-1, *kernel.shape[-2:]).any(0)
+  if graph_lib.linear_kind(layer) != "separable":
+    return nonzero
+  depthwise = np.abs(layer.depthwise_kernel.numpy()) > atol
+  depthwise = depthwise.reshape(-1, *depthwise.shape[-2:]).any(0)  # (in, m)
+  return (depthwise[..., None] & nonzero.reshape(
+      *depthwise.shape, -1)).any(1)
 
 
 class _Analysis:
@@ -199,8 +215,7 @@ class _Analysis:
           nonzero = np.abs(kernel.reshape(-1, len(dst))) > atol
           zero[dst] = dead & (zero[src] | ~nonzero.any(0))
         else:
-          nonzero = (np.abs(kernel) > atol).reshape(-1, *kernel.shape[-2:])
-          nonzero = nonzero.any(0)
+          nonzero = _reads(layer, kernel, atol)
           self.readers[op] = nonzero
           live_in = ~zero[self.index[op.inputs[0]]]
           zero[self.index[op.outputs[0]]] = dead & ~(
@@ -297,8 +312,11 @@ def _macs(layer, output_shape):
     return 0
   if None in tuple(output_shape)[1:-1]:
     return None
-  kernel = layer.depthwise_kernel if kind == "depthwise" else layer.kernel
-  return kernel_macs(kernel.shape, output_shape)
+  if kind == "separable":
+    kernels = [layer.depthwise_kernel, layer.pointwise_kernel]
+  else:
+    kernels = [layer.depthwise_kernel if kind == "depthwise" else layer.kernel]
+  return sum(kernel_macs(k.shape, output_shape) for k in kernels)
 
 
 def _sum(values):
@@ -346,7 +364,13 @@ def remove_zero_channels(model, *, atol=0.0):
     weights, updates = layer.get_weights(), {}
     if kind in ("mix", "dw", "bn"):
       keep_in, keep_out = channels(op.inputs[0]), channels(op.outputs[0])
-    if kind == "mix":
+    if kind == "mix" and graph_lib.linear_kind(layer) == "separable":
+      multiplier = layer.depth_multiplier
+      weights[0] = weights[0][..., keep_in, :]
+      weights[1] = weights[1][..., np.repeat(keep_in, multiplier), :]
+      weights[1:] = [w[..., keep_out] for w in weights[1:]]
+      updates = {"filters": int(keep_out.sum())}
+    elif kind == "mix":
       weights[0] = weights[0][..., keep_in, :][..., keep_out]
       weights[1:] = [bias[keep_out] for bias in weights[1:]]
       dense = graph_lib.linear_kind(layer) == "dense"

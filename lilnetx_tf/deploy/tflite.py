@@ -131,8 +131,8 @@ def _silence_dead_channels(model):
       dead &= np.asarray(activation(value))[0] == 0
       dead &= np.asarray(activation(tf.zeros_like(value)))[0] == 0
     if dead.any():
-      weights = layer.get_weights()
-      weights[1] = np.where(dead, 0, weights[1]).astype(weights[1].dtype)
+      weights = layer.get_weights()  # The bias is the last weight.
+      weights[-1] = np.where(dead, 0, weights[-1]).astype(weights[-1].dtype)
       layer.set_weights(weights)
       silenced[layer.name] = int(dead.sum())
   return silenced
@@ -296,7 +296,8 @@ def _kernel_variables(qat_model):
     inner = getattr(layer, "layer", layer)  # Unwrap QuantizeWrapper.
     kind = graph_lib.linear_kind(inner)
     if kind is not None:
-      attr = "depthwise_kernel" if kind == "depthwise" else "kernel"
+      attr = {"depthwise": "depthwise_kernel",
+              "separable": "pointwise_kernel"}.get(kind, "kernel")
       kernels[inner.name] = next(
           w for w in layer.weights
           if w.name.rsplit("/", 1)[-1].split(":")[0] == attr)

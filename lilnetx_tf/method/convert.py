@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from lilnetx_tf.method.layers import LATENT_LAYERS
-from lilnetx_tf.method.layers import _LatentKernelMixin
+from lilnetx_tf.method.layers import LatentKernel
+from lilnetx_tf.method.layers import LatentSeparableConv2D
 from lilnetx_tf.method.model import LilNetXModel
 
 __all__ = ["compressible", "decompressed_model", "ConversionReport"]
@@ -20,6 +21,10 @@ __all__ = ["compressible", "decompressed_model", "ConversionReport"]
 # Layers with kernels that LilNetX does not (yet) represent as latents.
 _KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel",
                  "embeddings")
+# Kernel regularizers and constraints: the latents' own terms replace them.
+_KERNEL_PENALTIES = tuple(f"{kernel}_{kind}" for kernel in (
+    "kernel", "depthwise", "pointwise") for kind in ("regularizer",
+                                                     "constraint"))
 
 
 @dataclasses.dataclass
@@ -59,11 +64,12 @@ def _clone(model, clone_function):
 def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
   """Makes a plain Keras model compressible with LilNetX.
 
-  Every `Conv2D`, `DepthwiseConv2D` and `Dense` layer becomes its latent
-  counterpart (same configuration); every other layer is kept as it is. Shared
-  layers, nested models and multiple inputs/outputs are preserved. Layers with
-  kernels that cannot be converted (e.g. `SeparableConv2D`, `Conv1D`,
-  subclasses of the stock layers) are left as they are and reported.
+  Every `Conv1D`, `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D` and `Dense`
+  layer becomes its latent counterpart (same configuration); every other
+  layer is kept as it is. Shared layers, nested models and multiple
+  inputs/outputs are preserved. Layers with kernels that cannot be converted
+  (e.g. `Conv3D`, `SeparableConv1D`, transposed convolutions, subclasses of
+  the stock layers) are left as they are and reported.
 
   Args:
     model: A built Sequential or functional `tf.keras.Model`.
@@ -96,9 +102,7 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
     latent_cls = _to_latent_class(layer)
     config = layer.get_config()
     if latent_cls is not None and layer.name not in skip:
-      dropped = [k for k in ("kernel_regularizer", "depthwise_regularizer",
-                             "kernel_constraint", "depthwise_constraint")
-                 if config.get(k) is not None]
+      dropped = [k for k in _KERNEL_PENALTIES if config.get(k) is not None]
       for k in dropped:
         config[k] = None
       if dropped:
@@ -116,18 +120,25 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
 
   network = _clone(model, clone_function)
   if not report.converted:
-    raise ValueError(f"Model {model.name!r} has no Conv2D, DepthwiseConv2D or "
-                     "Dense layer to convert.")
+    raise ValueError(f"Model {model.name!r} has no Conv1D, Conv2D, "
+                     "DepthwiseConv2D, SeparableConv2D or Dense layer to "
+                     "convert.")
   lilnetx = LilNetXModel(network, initialize=not init_from_weights,
                          name=f"lilnetx_{model.name}", **kwargs)
   if init_from_weights:
     kernels = {}
     for old, new in pairs:
-      if isinstance(new, _LatentKernelMixin):
+      if isinstance(new, LatentKernel):
         weights = old.get_weights()
         kernels[new.name] = weights[0]
         for var, value in zip(new.weights[1:], weights[1:]):
           var.assign(value)
+      elif isinstance(new, LatentSeparableConv2D):
+        weights = old.get_weights()  # depthwise, pointwise[, bias]
+        kernels[new.depthwise_layer.name] = weights[0]
+        kernels[new.pointwise_layer.name] = weights[1]
+        if new.use_bias:
+          new.bias.assign(weights[2])
       elif old.weights and not isinstance(old, tf.keras.Model):
         new.set_weights(old.get_weights())
     lilnetx.initialize_latents(kernels)
@@ -145,10 +156,10 @@ def decompressed_model(model):
     model: A `LilNetXModel`.
 
   Returns:
-    A new functional/Sequential `tf.keras.Model` with stock `Conv2D`,
-    `DepthwiseConv2D` and `Dense` layers whose kernels are the decoded
-    rounded latents, and all other weights copied. Its outputs equal the
-    LilNetX model's in inference mode.
+    A new functional/Sequential `tf.keras.Model` with the stock layers of the
+    latent layers, whose kernels are the decoded rounded latents, and all
+    other weights copied. Its outputs equal the LilNetX model's in inference
+    mode.
   """
   if not isinstance(model, LilNetXModel):
     raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
@@ -159,7 +170,7 @@ def decompressed_model(model):
     if isinstance(layer, tf.keras.Model):
       return _clone(layer, clone_function)
     config = layer.get_config()
-    if isinstance(layer, _LatentKernelMixin):
+    if type(layer) in plain_of:  # pylint: disable=unidiomatic-typecheck
       config.pop("latent_initializer")
       new = plain_of[type(layer)].from_config(config)
     else:
@@ -169,9 +180,13 @@ def decompressed_model(model):
 
   plain = _clone(model.network, clone_function)
   for old, new in pairs:
-    if isinstance(old, _LatentKernelMixin):
+    if isinstance(old, LatentKernel):
       kernel = old.decoded_kernel().numpy()
       new.set_weights([kernel] + [np.asarray(w) for w in old.get_weights()[1:]])
+    elif isinstance(old, LatentSeparableConv2D):
+      new.set_weights([old.depthwise_kernel.numpy(),
+                       old.pointwise_kernel.numpy()] +
+                      ([old.bias.numpy()] if old.use_bias else []))
     elif old.weights and not isinstance(old, tf.keras.Model):
       new.set_weights(old.get_weights())
   return plain

@@ -3,7 +3,7 @@
 A k x k convolution group has one k^2 x k^2 matrix applied to every (in, out)
 slice; 1x1 convolutions and dense layers have a single scalar. There is no
 shift term, so a zero latent slice decodes to an exactly zero weight slice --
-the property that turns latent group sparsity into structured weight sparsity.
+the property that turns zero latent blocks into structured weight sparsity.
 """
 
 import math
@@ -22,13 +22,13 @@ def decode_kernel(latent, matrix):
   so that the decompressed weights equal the training model's bit for bit.
 
   Args:
-    latent: Kernel-shaped tensor (`(kh, kw, in, out)` or `(in, out)`), usually
+    latent: Kernel-shaped tensor (`(*spatial, in, out)` or `(in, out)`), usually
       already rounded to integers.
-    matrix: `(positions, positions)` decoder matrix, `positions = kh * kw`
-      (1 for dense and 1x1 kernels).
+    matrix: `(positions, positions)` decoder matrix, `positions` the product
+      of the spatial sizes (1 for dense and 1x1 kernels).
 
   Returns:
-    The decoded kernel, same shape as `latent`. Row-major (kh, kw) positions of
+    The decoded kernel, same shape as `latent`. Row-major spatial positions of
     each slice are mixed: `w[p, n] = sum_q latent[q, n] * matrix[q, p]`.
   """
   latent = tf.convert_to_tensor(latent)

@@ -1,10 +1,14 @@
-"""Latent Keras layers: Conv2D, DepthwiseConv2D and Dense on integer latents.
+"""Latent Keras layers: convolutions and Dense on integer latents.
 
 Each layer behaves like its Keras counterpart (same constructor arguments,
 same call), but stores a float *latent* tensor of the kernel's shape instead
 of the kernel. The kernel the op sees is `decoder(round(latent))`: rounded with
 a straight-through gradient and decoded by the decoder its group shares. The
 decoder is owned by the enclosing `LilNetXModel`, which attaches it.
+
+`LatentSeparableConv2D` has two kernels; it holds them in two latent sublayers
+(a depthwise and a 1x1 convolution), each in its own group, and applies the
+stock separable convolution to their decoded kernels.
 """
 
 import tensorflow as tf
@@ -12,10 +16,13 @@ import tensorflow as tf
 from lilnetx_tf.method import groups
 
 __all__ = [
-    "LatentConv2D",
-    "LatentDepthwiseConv2D",
-    "LatentDense",
     "LATENT_LAYERS",
+    "LatentConv1D",
+    "LatentConv2D",
+    "LatentDense",
+    "LatentDepthwiseConv2D",
+    "LatentKernel",
+    "LatentSeparableConv2D",
     "round_ste",
 ]
 
@@ -25,20 +32,23 @@ def round_ste(x):
   return x + tf.stop_gradient(tf.round(x) - x)
 
 
-class _LatentKernelMixin:
-  """Swaps a Keras layer's kernel variable for a latent and a decoder.
+class LatentKernel:
+  """Mixin that swaps a Keras layer's kernel variable for a latent.
 
   The base layer's `build()` creates its kernel with `add_weight`; we create
   the latent there instead, and expose the decoded kernel under the base
   layer's kernel attribute, so the base layer's own `call()` is reused
   unchanged (padding, dilation, groups, bias and activation included).
+  Every layer holding one latent kernel is an instance of this class.
   """
 
   _KERNEL_ATTR = "kernel"
   _KIND = None
-  # Class-level default: Keras does not track attributes that exist on the
+  # Class-level defaults: Keras does not track attributes that exist on the
   # class, so the shared decoder stays owned by the model alone.
   _decoder = None
+  _kernel_owner = None
+  _kernel_index = 0
 
   def _init_latent(self, latent_initializer):
     self.latent_initializer = tf.keras.initializers.get(latent_initializer)
@@ -58,6 +68,16 @@ class _LatentKernelMixin:
   def group(self):
     """The group whose decoder and prior this layer shares."""
     return groups.group_name(self._KIND, getattr(self, "kernel_size", None))
+
+  @property
+  def kernel_ref(self):
+    """`(layer name, weight index)` of this kernel in the decompressed model.
+
+    The layer itself and weight 0, except for the sublayers of a
+    `LatentSeparableConv2D`, whose kernels are weights 0 and 1 of the
+    separable layer.
+    """
+    return (self._kernel_owner or self.name, self._kernel_index)
 
   @property
   def decoder(self):
@@ -93,14 +113,14 @@ def _kernel_property(attr):
 
   def setter(self, value):
     # The base build() assigns what add_weight returned: the latent, which
-    # `_LatentKernelMixin.add_weight` has stored already.
+    # `LatentKernel.add_weight` has stored already.
     del self, value
 
   return property(getter, setter, doc=f"Decoded `{attr}` (read-only).")
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LatentConv2D(_LatentKernelMixin, tf.keras.layers.Conv2D):
+class LatentConv2D(LatentKernel, tf.keras.layers.Conv2D):
   """`tf.keras.layers.Conv2D` with an integer latent kernel.
 
   Args:
@@ -120,7 +140,7 @@ class LatentConv2D(_LatentKernelMixin, tf.keras.layers.Conv2D):
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LatentDepthwiseConv2D(_LatentKernelMixin,
+class LatentDepthwiseConv2D(LatentKernel,
                             tf.keras.layers.DepthwiseConv2D):
   """`tf.keras.layers.DepthwiseConv2D` with an integer latent kernel."""
 
@@ -134,7 +154,7 @@ class LatentDepthwiseConv2D(_LatentKernelMixin,
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LatentDense(_LatentKernelMixin, tf.keras.layers.Dense):
+class LatentDense(LatentKernel, tf.keras.layers.Dense):
   """`tf.keras.layers.Dense` with an integer latent kernel."""
 
   _KERNEL_ATTR = "kernel"
@@ -146,9 +166,90 @@ class LatentDense(_LatentKernelMixin, tf.keras.layers.Dense):
     self._init_latent(latent_initializer)
 
 
+@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LatentConv1D(LatentKernel, tf.keras.layers.Conv1D):
+  """`tf.keras.layers.Conv1D` with an integer latent kernel."""
+
+  _KERNEL_ATTR = "kernel"
+  _KIND = "conv"
+  kernel = _kernel_property("kernel")
+
+  def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
+    super().__init__(*args, **kwargs)
+    self._init_latent(latent_initializer)
+
+
+@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LatentSeparableConv2D(tf.keras.layers.SeparableConv2D):
+  """`tf.keras.layers.SeparableConv2D` with integer latent kernels.
+
+  The depthwise kernel is the latent of `depthwise_layer`, a
+  `LatentDepthwiseConv2D` named `<name>_depthwise` (group `depthwiseKxK`); the
+  pointwise kernel that of `pointwise_layer`, a 1x1 `LatentConv2D` named
+  `<name>_pointwise` (group `conv1x1`). The layer's own weight is the bias;
+  its call is the stock separable convolution on the decoded kernels.
+
+  Args:
+    *args: As `tf.keras.layers.SeparableConv2D`.
+    latent_initializer: Initializer of both latents.
+    **kwargs: As `tf.keras.layers.SeparableConv2D`.
+  """
+
+  def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
+    super().__init__(*args, **kwargs)
+    self.latent_initializer = tf.keras.initializers.get(latent_initializer)
+    self.depthwise_layer = LatentDepthwiseConv2D(
+        self.kernel_size, strides=self.strides, padding=self.padding,
+        depth_multiplier=self.depth_multiplier,
+        dilation_rate=self.dilation_rate, use_bias=False,
+        depthwise_initializer=self.depthwise_initializer,
+        latent_initializer=latent_initializer, dtype=self.dtype_policy,
+        name=f"{self.name}_depthwise")
+    self.pointwise_layer = LatentConv2D(
+        self.filters, 1, use_bias=False,
+        kernel_initializer=self.pointwise_initializer,
+        latent_initializer=latent_initializer, dtype=self.dtype_policy,
+        name=f"{self.name}_pointwise")
+    for index, layer in enumerate((self.depthwise_layer, self.pointwise_layer)):
+      layer._kernel_owner = self.name  # pylint: disable=protected-access
+      layer._kernel_index = index  # pylint: disable=protected-access
+
+  def build(self, input_shape):
+    input_shape = tf.TensorShape(input_shape)
+    if self.data_format != "channels_last":
+      raise ValueError(f"{type(self).__name__} {self.name!r}: only "
+                       "channels_last is supported.")
+    channels = int(input_shape[-1])
+    self.depthwise_layer.build(input_shape)
+    self.pointwise_layer.build(
+        input_shape[:-1].concatenate([channels * self.depth_multiplier]))
+    self.bias = self.add_weight(
+        "bias", shape=(self.filters,), initializer=self.bias_initializer,
+        regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+        trainable=True, dtype=self.dtype) if self.use_bias else None
+    self.input_spec = tf.keras.layers.InputSpec(ndim=4, axes={-1: channels})
+    self.built = True
+
+  @property
+  def depthwise_kernel(self):
+    return self.depthwise_layer.decoded_kernel()
+
+  @property
+  def pointwise_kernel(self):
+    return self.pointwise_layer.decoded_kernel()
+
+  def get_config(self):
+    config = super().get_config()
+    config["latent_initializer"] = tf.keras.initializers.serialize(
+        self.latent_initializer)
+    return config
+
+
 # Keras layer class -> latent class, in the order a subclass check must use.
 LATENT_LAYERS = (
     (tf.keras.layers.DepthwiseConv2D, LatentDepthwiseConv2D),
+    (tf.keras.layers.SeparableConv2D, LatentSeparableConv2D),
     (tf.keras.layers.Conv2D, LatentConv2D),
+    (tf.keras.layers.Conv1D, LatentConv1D),
     (tf.keras.layers.Dense, LatentDense),
 )

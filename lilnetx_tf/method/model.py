@@ -4,7 +4,7 @@ The model wraps a network of latent layers, owns one shared decoder and one
 learned prior per group, and trains with plain `model.fit` on
 
   task loss + lambda_rate * bits / #latents
-            + lambda_sparsity * sum of latent group norms
+            + lambda_sparsity * sum of latent block norms
             + weight_decay * ||latents||^2,
 
 where `bits` is the priors' differentiable bound on the latents' code length.
@@ -31,7 +31,7 @@ import tensorflow as tf
 from lilnetx_tf.method import groups
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.method.decoders import KernelDecoder
-from lilnetx_tf.method.layers import _LatentKernelMixin
+from lilnetx_tf.method.layers import LatentKernel
 from lilnetx_tf.method.priors import GroupPrior
 
 __all__ = ["LilNetXModel", "latent_layers"]
@@ -39,10 +39,10 @@ __all__ = ["LilNetXModel", "latent_layers"]
 
 def latent_layers(network):
   """The distinct latent layers of a network (nested models included)."""
-  if isinstance(network, _LatentKernelMixin):
+  if isinstance(network, LatentKernel):
     return [network]
   return [l for l in network._flatten_layers(include_self=False)  # pylint: disable=protected-access
-          if isinstance(l, _LatentKernelMixin)]
+          if isinstance(l, LatentKernel)]
 
 
 def _kernel_shape(layer):
@@ -68,7 +68,7 @@ class LilNetXModel(tf.keras.Model):
       per bit per latent (see the module docstring). Raising it makes the
       compressed model smaller. Held in a variable, so callbacks
       (e.g. `RateWarmup`) can change it and a resumed run keeps it.
-    lambda_sparsity: lambda_rho, weight of the sum of latent group norms.
+    lambda_sparsity: lambda_rho, weight of the sum of latent block norms.
       Raising it creates more zero slices / channels (less computation).
     weight_decay: Weight of the squared L2 norm of the latents.
     sparsity_structure: `"slice"`, `"out_channel"` or `"in_channel"`.
@@ -117,8 +117,13 @@ class LilNetXModel(tf.keras.Model):
       raise ValueError(
           f"Model {network.name!r} has no latent layers; convert it with "
           "lilnetx_tf.compressible(model) first.")
-    # Fail early on bad names; sparsity.group_norms validates the same way.
-    sparsity.group_norms(tf.zeros((1, 1)), sparsity_structure, sparsity_norm)
+    names = [l.name for l in layers]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+      raise ValueError(f"Latent layers must have distinct names (kernels are "
+                       f"stored by name); {clashes} occur more than once.")
+    # Fail early on bad names; sparsity.block_norms validates the same way.
+    sparsity.block_norms(tf.zeros((1, 1)), sparsity_structure, sparsity_norm)
     for name, value in (("lambda_rate", lambda_rate),
                         ("lambda_sparsity", lambda_sparsity),
                         ("weight_decay", weight_decay),
@@ -187,7 +192,7 @@ class LilNetXModel(tf.keras.Model):
     self._bits_tracker = tf.keras.metrics.Mean(name="bits_per_latent")
     self._prior_bits_tracker = tf.keras.metrics.Mean(
         name="prior_bits_per_latent")
-    self._norm_tracker = tf.keras.metrics.Mean(name="group_norm")
+    self._norm_tracker = tf.keras.metrics.Mean(name="block_norm")
     self.prior_optimizer = None
     if initialize:
       self.initialize_latents()
@@ -284,9 +289,9 @@ class LilNetXModel(tf.keras.Model):
     return tf.add_n([self.priors[g].bits(self._group_positions(g), training)
                      for g in self.group_layers])
 
-  def group_norm_sum(self):
-    """Sum of the latent group norms over the sparsity groups."""
-    norms = [tf.reduce_sum(sparsity.group_norms(
+  def block_norm_sum(self):
+    """Sum of the latent block norms over the groups in `sparsity_groups`."""
+    norms = [tf.reduce_sum(sparsity.block_norms(
         l.latent, self.sparsity_structure, self.sparsity_norm))
              for l in self._latent_layers if l.group in self.sparsity_groups]
     return tf.add_n(norms) if norms else tf.constant(0.0)
@@ -299,7 +304,7 @@ class LilNetXModel(tf.keras.Model):
     """The LilNetX terms added to the task loss, and the bits per latent."""
     bits = self.total_bits(training)
     bits_per_latent = bits / self.num_latents
-    norm_sum = self.group_norm_sum()
+    norm_sum = self.block_norm_sum()
     loss = self.lambda_rate * bits / self.rate_normalizer
     loss += self.lambda_sparsity * norm_sum
     if self.weight_decay:

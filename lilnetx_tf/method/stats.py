@@ -31,13 +31,15 @@ import tensorflow as tf
 
 from lilnetx_tf.compressed import codec
 from lilnetx_tf.method import groups
+from lilnetx_tf.method.layers import LatentSeparableConv2D
 
 __all__ = ["compression_stats", "count_macs", "kernel_macs", "layer_macs",
            "layer_stats", "plain_stats"]
 
 _LAYERS = tf.keras.layers
-_TRANSPOSED = (_LAYERS.Conv1DTranspose, _LAYERS.Conv2DTranspose,
-               _LAYERS.Conv3DTranspose)
+# Subclasses of counted layers whose cost follows the input, not the output,
+# size.
+_TRANSPOSED = (_LAYERS.Conv1DTranspose, _LAYERS.Conv2DTranspose)
 
 
 # -- MACs ----------------------------------------------------------------------
@@ -88,14 +90,14 @@ def layer_macs(layer):
   """MACs of one layer (0 for layers that are not counted)."""
   if isinstance(layer, tf.keras.Model):
     return sum(layer_macs(inner) for inner in layer.layers)
-  if isinstance(layer, _TRANSPOSED) or isinstance(layer, _LAYERS.Conv3D):
-    # Transposed convolutions cost by input, not output, size.
+  if isinstance(layer, _TRANSPOSED):
     raise ValueError(
         f"count_macs: {type(layer).__name__} layer {layer.name!r} is not "
         "supported (Conv1D/2D, DepthwiseConv1D/2D, SeparableConv1D/2D and "
         "Dense are).")
   if isinstance(layer, (_LAYERS.Conv1D, _LAYERS.Conv2D,
-                        _LAYERS.DepthwiseConv1D, _LAYERS.DepthwiseConv2D)):
+                        _LAYERS.DepthwiseConv1D, _LAYERS.DepthwiseConv2D,
+                        _LAYERS.SeparableConv1D, _LAYERS.SeparableConv2D)):
     if layer.data_format != "channels_last":
       raise ValueError(f"count_macs: layer {layer.name!r} must use "
                        f"channels_last, got {layer.data_format!r}.")
@@ -119,7 +121,7 @@ def count_macs(model):
 
   Raises:
     ValueError: If a counted layer has undefined shapes, uses channels_first,
-      or is a transposed or 3-D convolution.
+      or is a transposed convolution.
   """
   return int(sum(layer_macs(layer) for layer in model.layers))
 
@@ -180,18 +182,36 @@ def _totals(layers):
   )
 
 
-def layer_stats(layer, prior=None):
+def _separable_kernel_macs(network):
+  """Sublayer name -> MACs, for the kernels of separable convolutions.
+
+  Their sublayers are not called in the model's graph; the separable layer's
+  output shape gives their output positions.
+  """
+  macs = {}
+  for layer in network._flatten_layers(include_self=False):  # pylint: disable=protected-access
+    if isinstance(layer, LatentSeparableConv2D):
+      out_shape = _shape(layer, "output_shape")
+      for sub in (layer.depthwise_layer, layer.pointwise_layer):
+        macs[sub.name] = kernel_macs(sub.latent.shape, out_shape)
+  return macs
+
+
+def layer_stats(layer, prior=None, macs=None):
   """Figures of one latent layer.
 
   Args:
     layer: A latent layer attached to its decoder.
     prior: Its group's `GroupPrior`, to add the estimated bits.
+    macs: The MACs of its kernel; default `layer_macs(layer)`.
 
   Returns:
     A dict of plain Python numbers (JSON-ready).
   """
+  if macs is None:
+    macs = layer_macs(layer)
   stats = dict(group=layer.group, **_kernel_figures(
-      np.asarray(layer.decoded_kernel()), layer_macs(layer)))
+      np.asarray(layer.decoded_kernel()), macs))
   if prior is not None:
     stats["estimated_bits"] = float(
         prior.bits(groups.to_positions(layer.latent), training=False))
@@ -217,7 +237,8 @@ def compression_stats(model, coded=True):
     with `coded=True` the real range-coded `coded_bytes`, `coded_to_entropy`
     and the compression ratio against float32.
   """
-  layers = {l.name: layer_stats(l, model.priors[l.group])
+  macs = _separable_kernel_macs(model.network)
+  layers = {l.name: layer_stats(l, model.priors[l.group], macs.get(l.name))
             for l in model.latent_layers}
   stats = _totals(list(layers.values()))
   stats["estimated_bytes"] = sum(

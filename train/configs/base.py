@@ -43,7 +43,7 @@ def get_config():
   # slice with `reference`).
   config.lambda_rate = 1.0
   config.rate_warmup_epochs = 0  # Ramp lambda_I up from 0 over these epochs.
-  config.lambda_sparsity = 1e-6  # lambda_rho, on group norms.
+  config.lambda_sparsity = 1e-6  # lambda_rho, on block norms.
   config.sparsity_structure = "slice"  # "slice", "out_channel", "in_channel".
   config.sparsity_norm = "l2"  # "l2", "l1", "linf".
   # Comma-separated groups under the sparsity prior, e.g. "conv3x3"; empty:
