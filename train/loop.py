@@ -21,6 +21,7 @@ import tensorflow as tf
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
 from lilnetx_tf.atomic import atomic_path
+from lilnetx_tf.atomic import atomic_write
 from train import callbacks as callbacks_lib
 from train import distribute
 from train import registry
@@ -243,8 +244,7 @@ def run(config, workdir, extra_callbacks=()):
         model, read_dir=checkpoints, write_dir=dirs.path("checkpoints"),
         model_dir=dirs.output, max_to_keep=config.keep_checkpoints)
   epochs_done = state.restore()
-  with open(dirs.path("config.json"), "w") as f:
-    f.write(config.to_json(indent=2) + "\n")
+  atomic_write(dirs.path("config.json"), config.to_json(indent=2) + "\n")
   if epochs_done < config.epochs:
     csv_path = dirs.path("log.csv")
     if epochs_done:
