@@ -333,6 +333,36 @@ def test_cli_exports_verifies_and_reports(small, mnist, tmp_path, data_dir):
       b"\x89PNG\r\n\x1a\n")
 
 
+def test_cli_failed_verification_writes_no_model(small, tmp_path, data_dir):
+  """An export that fails its check leaves the output name as it was."""
+  model, _ = small
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  model.save(workdir / "model.keras")
+  with open(workdir / "config.json", "w") as f:
+    json.dump({"dataset": "mnist", "data_dir": str(data_dir / "mnist")}, f)
+  out = tmp_path / "out"
+  out.mkdir()
+  output = out / "model.tflite"
+  output.write_bytes(b"an earlier, verified export")
+  # Dropping every channel with weights up to 1000 changes the outputs.
+  result = subprocess.run(
+      [sys.executable, "-m", "export.tflite", f"--workdir={workdir}",
+       f"--output={output}", "--prune_atol=1000", "--check_samples=100",
+       "--latency_rounds=0"],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert f"Verification failed: {output} was not written." in result.stdout
+  assert output.read_bytes() == b"an earlier, verified export"
+  report = json.loads((out / "export_report.json").read_text())
+  assert not report["passed"] and report["failures"]
+  assert "tflite" not in report["files"]
+  assert sorted(p.name for p in out.iterdir()) == [
+      "export_report.json", "model.tflite", "model_channels.png",
+      "model_summary.txt"]
+
+
 def test_cli_exports_from_a_compressed_file(small, mnist, tmp_path, data_dir):
   """`--compressed=X.lnx`: the shipped file exports like the checkpoint."""
   model, _ = small
