@@ -450,3 +450,95 @@ def test_prior_fit_objective_survives_non_finite_and_huge_latents():
   values[0, 1] = np.nan
   assert np.isnan(prior.histogram_bits(values).numpy())
   assert np.isnan(tf.function(prior.histogram_bits)(values).numpy())
+
+
+def test_rate_gradient_matches_a_finite_difference():
+  """The rate term's gradient to a latent, against a central difference.
+
+  The training bound adds uniform noise, drawn group by group after the
+  global seed is set; drawing it again the same way makes the term a smooth
+  function of the latents. The prior is factorized, so one latent's change
+  moves only its own term: the difference is taken on that term alone, in
+  float32 without cancellation against the rest of the sum.
+  """
+  lambda_rate = 3.0
+  model = lilnetx_tf.compressible(_small_net(), seed=0, lambda_rate=lambda_rate,
+                                  lambda_sparsity=0.0, weight_decay=0.0)
+  layer = model.latent_layers[0]
+  first_group = next(iter(model.group_layers))
+  assert model.group_layers[first_group][0] is layer
+  tf.random.set_seed(11)
+  with tf.GradientTape() as tape:
+    loss = model.compression_loss(training=True)[0]
+  gradient = tape.gradient(loss, layer.latent).numpy()
+  # The noise of the first group, drawn as `GroupPrior.bits` draws it.
+  columns = sum(int(np.prod(l.latent.shape[2:]))
+                for l in model.group_layers[first_group])
+  tf.random.set_seed(11)
+  noise = tf.random.uniform((9, columns), -.5, .5).numpy()
+  prior = model.priors[first_group]
+  start = layer.latent.numpy()  # (3, 3, in, out): position kh * 3 + kw.
+  h = 1e-2
+  rng = np.random.default_rng(3)
+  for kh, kw, i, o in zip(*(rng.integers(0, n, 6) for n in start.shape)):
+    position, column = kh * 3 + kw, i * start.shape[3] + o
+    value = start.reshape(9, -1)[:, :columns] + noise
+
+    def log_prob(delta):
+      shifted = value.copy()
+      shifted[position, column] += delta
+      return float(prior.log_prob(shifted).numpy()[position, column])
+
+    derivative = (log_prob(h) - log_prob(-h)) / (2 * h)
+    numeric = lambda_rate / model.num_latents * -derivative / np.log(2)
+    assert numeric == pytest.approx(gradient[kh, kw, i, o], rel=1e-2), (
+        kh, kw, i, o)
+  assert np.abs(gradient).max() > 0
+
+
+def test_compression_stats_against_a_hand_built_zero_pattern():
+  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  conv, depthwise, pointwise, dense = model.latent_layers
+  rng = np.random.default_rng(0)
+
+  def nonzero(shape):  # Integers in +-[1, 3]: no slice decodes to zero.
+    return (rng.integers(1, 4, shape) * rng.choice([-1, 1], shape)).astype(
+        np.float32)
+
+  # conv (3, 3, 3, 6): input channel 0, output channels 4 and 5, and the
+  # slice (1, 2) zero.
+  latent = nonzero((3, 3, 3, 6))
+  latent[:, :, 0, :] = 0
+  latent[:, :, :, 4:] = 0
+  latent[:, :, 1, 2] = 0
+  conv.latent.assign(latent)
+  # depthwise (3, 3, 6, 1): channel 3 zero.
+  latent = nonzero((3, 3, 6, 1))
+  latent[:, :, 3, :] = 0
+  depthwise.latent.assign(latent)
+  pointwise.latent.assign(nonzero((1, 1, 6, 5)))
+  latent = nonzero((5, 4))
+  latent[0, 0] = latent[2, 3] = 0
+  dense.latent.assign(latent)
+
+  stats = lilnetx_tf.compression_stats(model, coded=False)
+  # By hand: zero slices of conv: input 0 (6 slices), outputs 4, 5 on inputs
+  # 1, 2 (4 slices), and (1, 2): 11 of 18. Depthwise: 1 of 6. Pointwise: 0
+  # of 30. Dense is not counted in the structured figures (there are convs).
+  total = stats["total"]
+  assert total["slice_sparsity"] == pytest.approx((11 + 1) / (18 + 6 + 30))
+  # Channels, counted on each kernel's (in, out) axes: conv in 1 of 3, out 2
+  # of 6; depthwise (6, multiplier 1) in 1 of 6, out 0 of 1; pointwise none.
+  assert total["in_channel_sparsity"] == pytest.approx((1 + 1) / (3 + 6 + 6))
+  assert total["out_channel_sparsity"] == pytest.approx((2 + 0) / (6 + 1 + 5))
+  zero_weights = 11 * 9 + 1 * 9 + 0 + 2
+  weights = 162 + 54 + 30 + 20
+  assert total["weights"] == weights
+  assert total["weight_sparsity"] == pytest.approx(zero_weights / weights)
+  # MACs on 8 x 8 outputs: conv 64 * 9 * 3 * 6, depthwise 64 * 9 * 6,
+  # pointwise 64 * 6 * 5, dense 5 * 4; effective: the nonzero slices only.
+  dense_macs = [64 * 9 * 3 * 6, 64 * 9 * 6, 64 * 6 * 5, 20]
+  effective = [64 * 9 * 7, 64 * 9 * 5, 64 * 6 * 5, 18]
+  assert [s["macs_dense"] for s in stats["layers"].values()] == dense_macs
+  assert [s["macs_effective"] for s in stats["layers"].values()] == effective
+  assert total["macs_ratio"] == pytest.approx(sum(effective) / sum(dense_macs))

@@ -1,7 +1,6 @@
 """Tests of the model zoo `lilnetx_tf.models`."""
 
 import gzip
-import pathlib
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from lilnetx_tf.models import ChannelPad
 from lilnetx_tf.models import build_model
 from lilnetx_tf.models import count_macs
 
-MNIST_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"
 
 # name -> (small input shape used in tests, num_classes).
 SMALL_INPUTS = {
@@ -250,11 +248,10 @@ def _read_idx(path, offset):
     return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="MNIST files not present")
-def test_lenet5_short_fit_on_mnist_lowers_loss():
+def test_lenet5_short_fit_on_mnist_lowers_loss(data_dir):
   n = 2000
-  images = _read_idx(MNIST_DIR / "train-images-idx3-ubyte.gz", 16)
-  labels = _read_idx(MNIST_DIR / "train-labels-idx1-ubyte.gz", 8)
+  images = _read_idx(data_dir / "mnist" / "train-images-idx3-ubyte.gz", 16)
+  labels = _read_idx(data_dir / "mnist" / "train-labels-idx1-ubyte.gz", 8)
   x = images[:n * 784].reshape(n, 28, 28, 1).astype(np.float32) / 255.0
   y = labels[:n].astype(np.int32)
   assert set(np.unique(y)) == set(range(10))

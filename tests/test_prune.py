@@ -13,6 +13,7 @@ import tensorflow as tf
 from lilnetx_tf.deploy.fold import fold_batch_norm
 from lilnetx_tf.channel_pad import ChannelPad
 from lilnetx_tf.method.stats import count_macs
+from lilnetx_tf.models import build_model
 from lilnetx_tf.deploy.prune import remove_zero_channels
 
 L = tf.keras.layers
@@ -503,8 +504,7 @@ def test_bad_arguments():
 @pytest.mark.parametrize("name,options", [
     ("resnet20", {"width": 1}), ("mobilenet_v2", {"alpha": 0.35})])
 def test_zoo_models(name, options):
-  models = pytest.importorskip("lilnetx_tf.models")
-  model = _randomize(models.build_model(name, (32, 32, 3), 10, **options))
+  model = _randomize(build_model(name, (32, 32, 3), 10, **options))
   _sparsify(model, seed=3, p_out=0.4, p_in=0.0)
   _, report = _prune(model, fold=True)
   assert report.params_after < 0.8 * report.params_before
