@@ -50,7 +50,16 @@ class LatentKernel:
   _kernel_owner = None
   _kernel_index = 0
 
-  def _init_latent(self, latent_initializer):
+  def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
+    """Initialises the stock layer with `*args` and `**kwargs`.
+
+    Args:
+      *args: As the stock layer.
+      latent_initializer: Initializer of the latent (re-initialised by
+        `LilNetXModel` to match a standard init after decoding).
+      **kwargs: As the stock layer.
+    """
+    super().__init__(*args, **kwargs)
     self.latent_initializer = tf.keras.initializers.get(latent_initializer)
     self.latent = None
 
@@ -121,22 +130,11 @@ def _kernel_property(attr):
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
 class LatentConv2D(LatentKernel, tf.keras.layers.Conv2D):
-  """`tf.keras.layers.Conv2D` with an integer latent kernel.
-
-  Args:
-    *args: As `tf.keras.layers.Conv2D`.
-    latent_initializer: Initializer of the latent (re-initialised by
-      `LilNetXModel` to match a standard init after decoding).
-    **kwargs: As `tf.keras.layers.Conv2D`.
-  """
+  """`tf.keras.layers.Conv2D` with an integer latent kernel."""
 
   _KERNEL_ATTR = "kernel"
   _KIND = "conv"
   kernel = _kernel_property("kernel")
-
-  def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
-    super().__init__(*args, **kwargs)
-    self._init_latent(latent_initializer)
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
@@ -148,10 +146,6 @@ class LatentDepthwiseConv2D(LatentKernel,
   _KIND = "depthwise"
   depthwise_kernel = _kernel_property("depthwise_kernel")
 
-  def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
-    super().__init__(*args, **kwargs)
-    self._init_latent(latent_initializer)
-
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
 class LatentDense(LatentKernel, tf.keras.layers.Dense):
@@ -161,10 +155,6 @@ class LatentDense(LatentKernel, tf.keras.layers.Dense):
   _KIND = "dense"
   kernel = _kernel_property("kernel")
 
-  def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
-    super().__init__(*args, **kwargs)
-    self._init_latent(latent_initializer)
-
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
 class LatentConv1D(LatentKernel, tf.keras.layers.Conv1D):
@@ -173,10 +163,6 @@ class LatentConv1D(LatentKernel, tf.keras.layers.Conv1D):
   _KERNEL_ATTR = "kernel"
   _KIND = "conv"
   kernel = _kernel_property("kernel")
-
-  def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
-    super().__init__(*args, **kwargs)
-    self._init_latent(latent_initializer)
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
