@@ -62,7 +62,7 @@ class LilNetXModel(tf.keras.Model):
 
   Args:
     network: A built Keras model (functional or Sequential) containing
-      `LatentConv2D`, `LatentDepthwiseConv2D` and/or `LatentDense` layers.
+      latent layers (`lilnetx_tf.method.layers`).
       `lilnetx_tf.compressible` builds one from a plain Keras model.
     lambda_rate: lambda_I, weight of the rate term: nats of mean task loss
       per bit per latent (see the module docstring). Raising it makes the
@@ -73,8 +73,9 @@ class LilNetXModel(tf.keras.Model):
     weight_decay: Weight of the squared L2 norm of the latents.
     sparsity_structure: `"slice"`, `"out_channel"` or `"in_channel"`.
     sparsity_norm: `"l2"`, `"l1"` or `"linf"`.
-    sparsity_groups: Groups the sparsity prior applies to; default: every
-      group with k x k kernels, k > 1 (`conv3x3`, `depthwise3x3`, ...).
+    sparsity_groups: Kernel groups the sparsity term applies to; default:
+      every group with more than one kernel position (`conv3x3`,
+      `depthwise3x3`, `conv5`, ...).
     decoder_initializer: `"uniform"` or `"identity"` (see `KernelDecoder`).
     latent_init_bound: Latents start uniform in +-bound (times the ratio of the
       layer's standard-init scale to its group's typical one), so they span
