@@ -4,6 +4,7 @@ CIFAR-10 is decoded once per session into a temporary cache (about 15-25 s);
 every other test reads that cache or tiny files written to tmp_path.
 """
 
+import collections
 import gzip
 import os
 import tarfile
@@ -433,6 +434,100 @@ def test_training_pipeline_without_augmentation_permutes_examples():
   assert got == expected
 
 
+def _keys(x, y):
+  return collections.Counter((image.tobytes(), int(label))
+                             for image, label in zip(x, y))
+
+
+def _batch_keys(ds, info):
+  """Counter of (uint8 pixels, label) of the examples of a normalised ds."""
+  x, y = zip(*ds.as_numpy_iterator())
+  pixels = np.round((np.concatenate(x) * np.float32(info.std)
+                     + np.float32(info.mean)) * 255).astype(np.uint8)
+  return _keys(pixels, np.concatenate(y))
+
+
+def test_validation_split_partitions_the_training_examples():
+  x, y, _ = data.load_arrays("digits", "train")
+  kwargs = dict(batch_size=100, training=False, validation_fraction=0.1)
+  fitted_ds, info = data.build_dataset("digits", "train", **kwargs)
+  held_ds, held_info = data.build_dataset("digits", "validation", **kwargs)
+  # round(0.1 * 1437) held out, the other 1293 fitted; both infos agree.
+  assert info.num_examples == held_info.num_examples == {
+      "train": 1293, "validation": 144, "test": 360}
+  fitted, held = _batch_keys(fitted_ds, info), _batch_keys(held_ds, info)
+  assert sum(fitted.values()) == 1293 and sum(held.values()) == 144
+  assert fitted + held == _keys(x, y)  # A partition of the training split.
+  again, _ = data.build_dataset("digits", "validation", **kwargs)
+  assert _batch_keys(again, info) == held
+  other, _ = data.build_dataset("digits", "validation", seed=1, **kwargs)
+  assert _batch_keys(other, info) != held
+  capped, capped_info = data.build_dataset(
+      "digits", "validation", max_validation_examples=50, **kwargs)
+  assert capped_info.num_examples["validation"] == 50
+  assert sum(_batch_keys(capped, info).values()) == 50
+  with pytest.raises(ValueError, match="needs validation examples"):
+    data.build_dataset("digits", "validation", batch_size=8, training=False)
+
+
+@pytest.mark.parametrize("n,fraction,cap,expected", [
+    (1437, 0.1, None, 144), (60000, 0.1, 5000, 5000), (100, 0.29, None, 29),
+    (50000, 0.1, 5000, 5000), (1437, 0.0, 5000, 0), (1437, 0.1, 0, 0)])
+def test_validation_size(n, fraction, cap, expected):
+  assert data.validation_size(n, fraction, cap) == expected
+
+
+@pytest.mark.parametrize("fraction,cap", [(1.0, None), (-0.1, None),
+                                          (True, None), (0.1, -1)])
+def test_validation_size_rejects_bad_values(fraction, cap):
+  with pytest.raises(ValueError):
+    data.validation_size(100, fraction, cap)
+
+
+def test_training_epochs_depend_only_on_seed_and_epoch():
+  x, y, _ = data.load_arrays("digits", "train", limit=100)
+  kwargs = dict(batch_size=32, training=True, limit=100, drop_remainder=False,
+                epochs=3)
+  ds, info = data.build_dataset("digits", "train", **kwargs)
+  batches = list(ds.as_numpy_iterator())
+  assert [len(b[1]) for b in batches] == [32, 32, 32, 4] * 3  # Per epoch.
+  epochs = [batches[4 * e:4 * e + 4] for e in range(3)]
+  orders = [np.concatenate([b[1] for b in epoch]) for epoch in epochs]
+  for epoch in epochs:  # Each epoch: every example once.
+    assert _batch_keys(tf.data.Dataset.from_tensor_slices(
+        tuple(np.concatenate(part) for part in zip(*epoch))).batch(100),
+                       info) == _keys(x, y)
+  assert not np.array_equal(orders[0], orders[1])
+  assert not np.array_equal(orders[1], orders[2])
+  # Started at epoch 2 (a resumed run), it yields epochs 2 and 3 exactly.
+  resumed, _ = data.build_dataset("digits", "train", initial_epoch=1,
+                                  **kwargs)
+  resumed = list(resumed.as_numpy_iterator())
+  assert len(resumed) == 8
+  for a, b in zip(resumed, batches[4:]):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+  with pytest.raises(ValueError, match="initial_epoch"):
+    data.build_dataset("digits", "train", batch_size=8, training=True,
+                       epochs=2, initial_epoch=3)
+
+
+@needs_cifar
+def test_augmented_epochs_resume_exactly(cifar_cache):
+  kwargs = dict(batch_size=64, training=True, data_dir=DATA,
+                cache_dir=cifar_cache, limit=256, seed=3, epochs=2)
+  full = list(data.build_dataset("cifar10", "train",
+                                 **kwargs)[0].as_numpy_iterator())
+  resumed = list(data.build_dataset("cifar10", "train", initial_epoch=1,
+                                    **kwargs)[0].as_numpy_iterator())
+  assert len(full) == 8 and len(resumed) == 4
+  for a, b in zip(resumed, full[4:]):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+  # Not a replay of the first epoch.
+  assert not np.array_equal(resumed[0][0], full[0][0])
+
+
 # ImageNet-style streaming.
 
 
@@ -504,5 +599,16 @@ def test_tfds_source_through_mock_data(monkeypatch):
     ds, info = data.build_dataset("imagenet2012", "train", batch_size=2,
                                   training=True, limit=4)
     batches = list(ds.as_numpy_iterator())
+    # A validation split of the stream: the sizes (mock data ignores which
+    # examples a slice holds).
+    held_out = dict(batch_size=1, limit=5, validation_fraction=0.4)
+    fitted_ds, fitted_info = data.build_dataset(
+        "imagenet2012", "train", training=True, **held_out)
+    held_ds, held_info = data.build_dataset(
+        "imagenet2012", "validation", training=False, **held_out)
+    sizes = (len(list(fitted_ds)), len(list(held_ds)))
   assert [b[0].shape for b in batches] == [(2, 224, 224, 3)] * 2
   assert info.num_examples["train"] == 4
+  assert sizes == (3, 2)
+  assert fitted_info.num_examples == held_info.num_examples == {
+      "train": 3, "validation": 2, "test": 50000}

@@ -9,8 +9,14 @@ Datasets.
   ds, info = build_dataset("cifar10", "train", batch_size=128, training=True,
                            data_dir="../shared/data")
   inputs = normalize(x, info)  # What `ds` feeds the model.
+
+`build_dataset(..., validation_fraction=0.1)` holds a seed-chosen share of the
+training examples out as a "validation" split, for choosing models without
+looking at the test split.
 """
 
+from lilnetx_tf.data.holdout import validation_indices
+from lilnetx_tf.data.holdout import validation_size
 from lilnetx_tf.data.idx import read_idx
 from lilnetx_tf.data.image_folder import list_image_files
 from lilnetx_tf.data.image_folder import load_image_folder
@@ -33,4 +39,6 @@ __all__ = [
     "load_image_folder",
     "normalize",
     "read_idx",
+    "validation_indices",
+    "validation_size",
 ]

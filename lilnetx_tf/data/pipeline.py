@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from lilnetx_tf.data import augment as augment_lib
+from lilnetx_tf.data import holdout
 from lilnetx_tf.data import image_folder
 from lilnetx_tf.data import registry
 from lilnetx_tf.data import sources
@@ -25,6 +26,8 @@ __all__ = ["build_dataset", "normalize"]
 # Shuffle buffer of encoded images streamed from TFDS (about 1 GB of ImageNet
 # JPEG bytes); TFDS also shuffles its shard order.
 _STREAM_SHUFFLE_BUFFER = 10_000
+
+_SPLITS = registry.SPLITS + ("validation",)
 
 ArrayOrTensor = Union[np.ndarray, tf.Tensor]
 
@@ -65,107 +68,145 @@ def _decode(encoded: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Examples:
+  """A split's examples before shuffling, augmentation and batching.
+
+  Either `items`, arrays indexed by example (images or file names, and
+  labels) that `read` turns into a uint8 image, or `stream`, a dataset of
+  (encoded image, label) pairs read in order, shuffled in a `buffer`.
+  """
+  info: DatasetInfo
+  items: Optional[Tuple[np.ndarray, np.ndarray]] = None
+  read: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
+  stream: Optional[tf.data.Dataset] = None
+  buffer: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holdout:
+  """What `build_dataset` holds out of the training split for validation."""
+  fraction: float
+  max_examples: Optional[int]
+  seed: int
+
+  def size(self, num_examples: int) -> int:
+    return holdout.validation_size(num_examples, self.fraction,
+                                   self.max_examples)
+
+
+def _split_sizes(info: DatasetInfo, fitted: int, held_out: int
+                 ) -> DatasetInfo:
+  """`info` counting `fitted` train and `held_out` validation examples."""
+  sizes = dict(info.num_examples, train=int(fitted))
+  if held_out:
+    sizes["validation"] = int(held_out)
+  return dataclasses.replace(info, num_examples=sizes)
+
+
+def _no_validation_error(split: str) -> ValueError:
+  return ValueError(f"split={split!r} needs validation examples: a "
+                    "validation_fraction > 0 (and max_validation_examples "
+                    "None or > 0) large enough for this split's size.")
+
+
+def _hold_out(items: Tuple[np.ndarray, np.ndarray], info: DatasetInfo,
+              split: str, hold: _Holdout
+              ) -> Tuple[Tuple[np.ndarray, np.ndarray], DatasetInfo]:
+  """The items of `split` ("train" or "validation") out of the train items."""
+  n = len(items[1])
+  count = hold.size(n)
+  if not count:
+    if split == "validation":
+      raise _no_validation_error(split)
+    return items, info
+  fitted, held_out = holdout.split_indices(n, count, hold.seed)
+  chosen = held_out if split == "validation" else fitted
+  items = tuple(np.asarray(a)[chosen] for a in items)
+  return items, _split_sizes(info, len(fitted), count)
+
+
 def _in_memory_examples(name: str, split: str, data_dir: Optional[str],
                         limit: Optional[int], cache_dir: Optional[str],
-                        source: str, training: bool, seed: int
-                        ) -> Tuple[tf.data.Dataset, DatasetInfo]:
-  """(uint8 image, int64 label) of a small dataset, shuffled if training."""
-  x, y, info = sources.load_arrays(name, split, data_dir=data_dir, limit=limit,
-                                   cache_dir=cache_dir, source=source)
-  ds = tf.data.Dataset.from_tensor_slices((x, y))
-  if training:
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-  return ds, info
+                        source: str, hold: _Holdout) -> _Examples:
+  """The uint8 images and int64 labels of a small dataset, in memory."""
+  official = "test" if split == "test" else "train"
+  x, y, info = sources.load_arrays(name, official, data_dir=data_dir,
+                                   limit=limit, cache_dir=cache_dir,
+                                   source=source)
+  if official == "train":
+    (x, y), info = _hold_out((x, y), info, split, hold)
+  return _Examples(info=info, items=(x, y))
+
+
+def _read_file(path: tf.Tensor) -> tf.Tensor:
+  return _decode(tf.io.read_file(path))
 
 
 def _streamed_examples(spec: DatasetSpec, split: str, data_dir: Optional[str],
                        limit: Optional[int], source: str, training: bool,
-                       seed: int) -> Tuple[tf.data.Dataset, DatasetInfo]:
-  """(uint8 image, int64 label) of a large dataset, read file by file.
+                       seed: int, hold: _Holdout) -> _Examples:
+  """The examples of a large dataset, read file by file.
 
   Shuffling happens before decoding, on file names (local tree) or encoded
   bytes (TFDS), so the shuffle buffer stays small.
   """
+  official = "test" if split == "test" else "train"
   path = sources.resolve_local(spec, data_dir, source)
   info = spec.info
-  if path is None:
-    ds = tfds_source.load_tfds(spec, split, data_dir=data_dir,
-                               shuffle_files=training, seed=seed,
-                               skip_decoding=True)
-    size = info.num_examples[split]
-    if limit is not None:
-      ds, size = ds.take(limit), min(limit, size)
-    read, buffer = _decode, min(size, _STREAM_SHUFFLE_BUFFER)
-  else:
-    paths, labels, class_names = image_folder.list_image_files(path, split)
+  if path is not None:
+    paths, labels, class_names = image_folder.list_image_files(path, official)
     if len(class_names) != info.num_classes:
       raise ValueError(f"{path} has {len(class_names)} classes, "
                        f"{info.name} has {info.num_classes}.")
-    paths, labels = paths[:limit], labels[:limit]
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    read, size = (lambda file: _decode(tf.io.read_file(file))), len(paths)
-    buffer = size
-    info = dataclasses.replace(info, class_names=class_names)
+    items = (np.asarray(paths[:limit]), labels[:limit])
+    info = sources.with_split_size(
+        dataclasses.replace(info, class_names=class_names), official,
+        len(items[1]))
+    if official == "train":
+      items, info = _hold_out(items, info, split, hold)
+    return _Examples(info=info, items=items, read=_read_file)
+  # TFDS: its examples were shuffled once when it prepared the data, so
+  # slices of its order are fixed random subsets; the held-out examples are
+  # the first ones, whatever the seed.
+  size = info.num_examples[official]
+  if limit is not None:
+    size = min(limit, size)
+  start, stop = None, limit
+  if official == "train":
+    count = hold.size(size)
+    if split == "validation":
+      if not count:
+        raise _no_validation_error(split)
+      stop = count
+    else:
+      start = count or None
+    info = _split_sizes(info, size - count, count)
+    size = count if split == "validation" else size - count
+  else:
+    info = sources.with_split_size(info, official, size)
+  ds = tfds_source.load_tfds(spec, official, data_dir=data_dir,
+                             shuffle_files=training, seed=seed,
+                             skip_decoding=True, start=start, stop=stop)
+  # Also `take`: TFDS's mock data (tests) ignores slices.
+  return _Examples(info=info, stream=ds.take(size), read=_decode,
+                   buffer=min(size, _STREAM_SHUFFLE_BUFFER))
+
+
+def _one_pass(examples: _Examples, preprocess, training: bool, seed: int,
+              batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
+  """One epoch per iteration, reshuffled (and re-augmented) by each."""
+  if examples.stream is None:
+    ds = tf.data.Dataset.from_tensor_slices(examples.items)
+    buffer = len(examples.items[1])
+  else:
+    ds, buffer = examples.stream, examples.buffer
   if training:
     ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.map(lambda item, y: (read(item), y),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  return ds, sources.with_split_size(info, split, size)
-
-
-def build_dataset(name: str, split: str, *, batch_size: int, training: bool,
-                  data_dir: Optional[str] = None, limit: Optional[int] = None,
-                  cache_dir: Optional[str] = None, seed: int = 0,
-                  augment: bool = True, drop_remainder: Optional[bool] = None,
-                  source: str = "auto"
-                  ) -> Tuple[tf.data.Dataset, DatasetInfo]:
-  """Builds the input pipeline of one split of a registered dataset.
-
-  Training pipelines reshuffle every epoch and (with `augment`) apply the
-  dataset's standard augmentation: CIFAR 4-pixel pad, random 32x32 crop and
-  horizontal flip; ImageNet random resized crop to 224 and flip. MNIST and
-  digits get none. ImageNet evaluation (or `augment=False`) uses the resize
-  256 / centre crop 224 view. Everything random derives from `seed`.
-
-  Args:
-    name: A name from `dataset_names()`.
-    split: "train" or "test".
-    batch_size: Examples per batch.
-    training: Shuffle and augment (evaluation pipelines keep the fixed order).
-    data_dir: Local files or TFDS directory, as in `load_arrays`.
-    limit: Use only the first `limit` examples of the split.
-    cache_dir: Where decoded image trees are cached, as in `load_arrays`.
-    seed: Seed of the shuffle order and augmentation.
-    augment: Apply training augmentation (only when `training`).
-    drop_remainder: Drop the last partial batch; default: `training`.
-    source: "auto", "local" or "tfds", as in `load_arrays`.
-
-  Returns:
-    `(dataset, info)`: a dataset of (float32 [B, H, W, C] images normalised
-    by `normalize`, int32 [B] labels), and the `DatasetInfo` whose
-    `num_examples[split]` counts the examples the pipeline reads per epoch.
-
-  Raises:
-    ValueError: For an unknown name, split, source, limit or batch size, or
-      local data not matching the dataset.
-    FileNotFoundError: If `source` is "local" and no files are found.
-    DataUnavailableError: If TFDS is needed but cannot provide the data.
-  """
-  spec = registry.get_spec(name)
-  registry.check_split(split)
-  sources.check_limit(limit)
-  if isinstance(batch_size, bool) or not isinstance(
-      batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-  if drop_remainder is None:
-    drop_remainder = training
-  if spec.streamed:
-    ds, info = _streamed_examples(spec, split, data_dir, limit, source,
-                                  training, seed)
-  else:
-    ds, info = _in_memory_examples(name, split, data_dir, limit, cache_dir,
-                                   source, training, seed)
-  preprocess = _preprocess(spec, training, augment)
+  if examples.read is not None:
+    read = examples.read
+    ds = ds.map(lambda item, y: (read(item), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
   if preprocess is not None:
     # One [2] seed per example; a new sequence each epoch, fixed by `seed`.
     seeds = tf.data.Dataset.random(
@@ -173,7 +214,150 @@ def build_dataset(name: str, split: str, *, batch_size: int, training: bool,
     ds = tf.data.Dataset.zip((ds, seeds)).map(
         lambda example, s: (preprocess(example[0], s), example[1]),
         num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def _keyed_epochs(examples: _Examples, preprocess, seed: int,
+                  batch_size: int, drop_remainder: bool, epochs: int,
+                  initial_epoch: int) -> tf.data.Dataset:
+  """Epochs `initial_epoch`..`epochs - 1`, each a function of (seed, epoch).
+
+  Every random choice is stateless: epoch e's order is a permutation keyed by
+  (seed, e), and example i's augmentation in it is keyed by (seed, e, i). So
+  a pipeline started at epoch k (a resumed run) yields what an uninterrupted
+  one yields from its epoch k on.
+  """
+  images = tf.convert_to_tensor(examples.items[0])
+  labels = tf.convert_to_tensor(examples.items[1])
+  n = len(examples.items[1])
+  read = examples.read
+  run_key = tf.constant([seed, 0], tf.int64)
+
+  def epoch(e):
+    order_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(run_key, e), 2))
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=order_key)
+
+    def example(i):
+      image = tf.gather(images, i)
+      if read is not None:
+        image = read(image)
+      if preprocess is not None:
+        image = preprocess(
+            image, tf.random.experimental.stateless_fold_in(augment_key, i))
+      return image, tf.gather(labels, i)
+
+    return tf.data.Dataset.from_tensor_slices(order).map(
+        example, num_parallel_calls=tf.data.AUTOTUNE).batch(
+            batch_size, drop_remainder=drop_remainder)
+
+  return tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch)
+
+
+def build_dataset(name: str, split: str, *, batch_size: int, training: bool,
+                  data_dir: Optional[str] = None, limit: Optional[int] = None,
+                  cache_dir: Optional[str] = None, seed: int = 0,
+                  augment: bool = True, drop_remainder: Optional[bool] = None,
+                  source: str = "auto", validation_fraction: float = 0.0,
+                  max_validation_examples: Optional[int] = None,
+                  epochs: Optional[int] = None, initial_epoch: int = 0
+                  ) -> Tuple[tf.data.Dataset, DatasetInfo]:
+  """Builds the input pipeline of one split of a registered dataset.
+
+  Training pipelines shuffle every epoch and (with `augment`) apply the
+  dataset's standard augmentation: CIFAR 4-pixel pad, random 32x32 crop and
+  horizontal flip; ImageNet random resized crop to 224 and flip. MNIST and
+  digits get none. ImageNet evaluation (or `augment=False`) uses the resize
+  256 / centre crop 224 view. Everything random derives from `seed`.
+
+  With `validation_fraction`, the training split (its first `limit` examples)
+  is divided: `validation_size(n, validation_fraction,
+  max_validation_examples)` examples, chosen by `seed` (see `holdout`), form
+  the "validation" split and "train" is the rest. Streamed TFDS data holds out
+  its first examples instead (TFDS order is already shuffled). Call it with
+  the same arguments for both splits.
+
+  Without `epochs`, the dataset is one epoch, reshuffled each time it is
+  iterated (the n-th iteration's order depends on n, not on an epoch number).
+  With `epochs` (training only), it is epochs `initial_epoch`..`epochs - 1`
+  in a row, each batched on its own, for `model.fit(steps_per_epoch=
+  num_examples // batch_size, initial_epoch=initial_epoch)`: each epoch's
+  order and augmentation are a function of (seed, epoch) alone, so resuming
+  at epoch k replays exactly epoch k. (Streamed TFDS data, whose file order
+  TFDS chooses per iteration, is reshuffled per epoch without that.)
+
+  Args:
+    name: A name from `dataset_names()`.
+    split: "train", "validation" (needs `validation_fraction`) or "test".
+    batch_size: Examples per batch.
+    training: Shuffle and augment (evaluation pipelines keep the fixed order).
+    data_dir: Local files or TFDS directory, as in `load_arrays`.
+    limit: Use only the first `limit` examples of the official split (train
+      for "validation").
+    cache_dir: Where decoded image trees are cached, as in `load_arrays`.
+    seed: Seed of the shuffle order, augmentation and validation examples.
+    augment: Apply training augmentation (only when `training`).
+    drop_remainder: Drop the last partial batch (of each epoch); default:
+      `training`.
+    source: "auto", "local" or "tfds", as in `load_arrays`.
+    validation_fraction: Share of the training examples held out, in [0, 1).
+    max_validation_examples: At most this many held out; None: no bound.
+    epochs: Number of epochs of a training run, or None (see above).
+    initial_epoch: The first of them that the dataset yields.
+
+  Returns:
+    `(dataset, info)`: a dataset of (float32 [B, H, W, C] images normalised
+    by `normalize`, int32 [B] labels), and the `DatasetInfo` whose
+    `num_examples[split]` counts the examples the pipeline reads per epoch;
+    with validation examples, `num_examples` has "train" (the examples
+    fitted) and "validation" counts.
+
+  Raises:
+    ValueError: For an unknown name, split, source, limit, batch size,
+      validation size or epochs, a "validation" split without examples, or
+      local data not matching the dataset.
+    FileNotFoundError: If `source` is "local" and no files are found.
+    DataUnavailableError: If TFDS is needed but cannot provide the data.
+  """
+  spec = registry.get_spec(name)
+  if split not in _SPLITS:
+    raise ValueError(f"Unknown split {split!r}; valid splits: "
+                     f"{', '.join(_SPLITS)}.")
+  sources.check_limit(limit)
+  if isinstance(batch_size, bool) or not isinstance(
+      batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+  # Checks the validation arguments before any data is read.
+  holdout.validation_size(0, validation_fraction, max_validation_examples)
+  if epochs is not None:
+    if not training:
+      raise ValueError("epochs is for training pipelines (training=True).")
+    if not (isinstance(epochs, (int, np.integer))
+            and isinstance(initial_epoch, (int, np.integer))
+            and 0 <= initial_epoch <= epochs):
+      raise ValueError(f"Need ints 0 <= initial_epoch <= epochs, got "
+                       f"{initial_epoch!r} and {epochs!r}.")
+  if drop_remainder is None:
+    drop_remainder = training
+  hold = _Holdout(validation_fraction, max_validation_examples, seed)
+  if spec.streamed:
+    examples = _streamed_examples(spec, split, data_dir, limit, source,
+                                  training, seed, hold)
+  else:
+    examples = _in_memory_examples(name, split, data_dir, limit, cache_dir,
+                                   source, hold)
+  info = examples.info
+  preprocess = _preprocess(spec, training, augment)
+  if epochs is None:
+    ds = _one_pass(examples, preprocess, training, seed, batch_size,
+                   drop_remainder)
+  elif examples.stream is None:
+    ds = _keyed_epochs(examples, preprocess, seed, batch_size, drop_remainder,
+                       int(epochs), int(initial_epoch))
+  else:
+    ds = _one_pass(examples, preprocess, training, seed, batch_size,
+                   drop_remainder).repeat(int(epochs) - int(initial_epoch))
   ds = ds.map(lambda images, y: (normalize(images, info), tf.cast(y, tf.int32)),
               num_parallel_calls=tf.data.AUTOTUNE)
   options = tf.data.Options()

@@ -38,7 +38,9 @@ class DatasetInfo:
     input_shape: (height, width, channels) of the model input.
     num_examples: Examples per split ("train", "test"). A loader that returns
       this object reports for the split it loaded the examples it actually
-      yields (after `limit`); other splits keep the full official size.
+      yields (after `limit`); other splits keep the full official size. With
+      a validation split (`build_dataset`), "train" counts the examples
+      fitted and "validation" those held out.
     mean: Per-channel mean of the training pixels scaled to [0, 1].
     std: Per-channel standard deviation of the same.
     class_names: Name of each label index.

@@ -48,7 +48,8 @@ def _unavailable(spec: DatasetSpec, split: str, data_dir: Optional[str],
 
 def load_tfds(spec: DatasetSpec, split: str, *, data_dir: Optional[str] = None,
               shuffle_files: bool = False, seed: Optional[int] = None,
-              skip_decoding: bool = False) -> tf.data.Dataset:
+              skip_decoding: bool = False, start: Optional[int] = None,
+              stop: Optional[int] = None) -> tf.data.Dataset:
   """Loads one split through `tfds.load` as (image uint8, label int64) pairs.
 
   Args:
@@ -60,6 +61,10 @@ def load_tfds(spec: DatasetSpec, split: str, *, data_dir: Optional[str] = None,
     seed: Seed of that file order.
     skip_decoding: Yield the encoded image bytes instead, so that a shuffle
       buffer holds small strings and decoding runs after it.
+    start: Read the split from this example on (TFDS order, which TFDS
+      shuffled once when preparing the data), or from the first if None.
+    stop: Read it up to this example (excluded), or to the end if None. A
+      slice is a fixed set of examples whatever `shuffle_files`.
 
   Returns:
     The `tf.data.Dataset`.
@@ -87,9 +92,13 @@ def load_tfds(spec: DatasetSpec, split: str, *, data_dir: Optional[str] = None,
       raise _unavailable(spec, split, data_dir,
                          f"it is not prepared there and {_DOWNLOAD_HOST[0]} "
                          "is unreachable")
+  tfds_split = spec.tfds_splits[split]
+  if start is not None or stop is not None:
+    bounds = ("" if b is None else str(b) for b in (start, stop))
+    tfds_split += "[{}:{}]".format(*bounds)
   try:
     return tfds.load(
-        spec.tfds_name, split=spec.tfds_splits[split], data_dir=data_dir,
+        spec.tfds_name, split=tfds_split, data_dir=data_dir,
         as_supervised=True, shuffle_files=shuffle_files,
         read_config=tfds.ReadConfig(shuffle_seed=seed),
         **kwargs)
