@@ -6,12 +6,14 @@ need a fresh TensorFlow runtime (logical CPU devices, multi-worker) run in
 subprocesses.
 """
 
+import collections
 import csv
 import importlib
 import importlib.util
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from lilnetx_tf import models
 from lilnetx_tf import data as data_lib
 from train import callbacks as callbacks_lib
 from train import distribute
+from train import faults
 from train import loop
 from train import registry
 from train.configs import cifar10_resnet20
@@ -38,6 +41,12 @@ from train.schedule import warmup_cosine_decay
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "train" / "configs"
+
+# scikit-learn's digits: our train split is its first 1437 images, test the
+# other 360. The default validation split holds out round(10%) of the 1437.
+DIGITS_TRAIN, DIGITS_TEST = 1437, 360
+DIGITS_VALIDATION = 144
+DIGITS_FITTED = DIGITS_TRAIN - DIGITS_VALIDATION
 
 
 def _epochs_in_csv(workdir):
@@ -137,7 +146,7 @@ def test_log_to_a_file_has_a_line_per_epoch_not_per_step(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   output = result.stdout + result.stderr
   assert "\r" not in output and "\x08" not in output
-  steps = 1437 // 64
+  steps = DIGITS_FITTED // 64
   assert output.count(f"{steps}/{steps}") == 2  # Keras's line per epoch.
   assert output.count("epoch 1/2 |") == output.count("epoch 2/2 |") == 1
 
@@ -215,12 +224,16 @@ def test_digits_run_writes_consistent_outputs_and_is_not_repeated(tmp_path):
 
   final = metrics["final"]
   assert metrics["epochs"] == final["epoch"] == 2
-  assert (metrics["train_examples"], metrics["test_examples"]) == (1437, 360)
+  assert (metrics["train_examples"], metrics["validation_examples"],
+          metrics["test_examples"]) == (DIGITS_FITTED, DIGITS_VALIDATION,
+                                        DIGITS_TEST)
   assert 0.5 < final["test_accuracy"] <= 1
   assert 0 < final["coded_bytes"] < final["float32_bytes"] == 4 * 50200
   assert 0 <= final["slice_sparsity"] < 1
   assert 0 < final["macs_effective"] <= final["macs_dense"] == 50200
-  assert metrics["best"]["test_accuracy"] >= final["test_accuracy"]
+  # The best epoch's validation accuracy is the highest of the run's, the
+  # final model's included.
+  assert metrics["best"]["validation_accuracy"] >= final["validation_accuracy"]
   if importlib.util.find_spec("lilnetx_tf.compressed.fileformat"):
     lnx = os.path.getsize(os.path.join(workdir, "model.lnx"))
     assert final["file_bytes"] == lnx > final["coded_bytes"]
@@ -286,13 +299,14 @@ def test_crash_mid_epoch_then_rerun_resumes_with_same_epoch_count(tmp_path):
       [0, 0.5, 1.0])
   # Both optimizers continued from the checkpoint: each took every step of the
   # 3 epochs once (a restart would have lost epoch 1's steps). The priors also
-  # took `fit`'s initial fitting steps, once per run.
-  steps = 1437 // config.batch_size
+  # took `fit`'s initial fitting steps, once: the resumed run's priors were
+  # restored fitted, as an uninterrupted run's are at its epoch 2.
+  steps = DIGITS_FITTED // config.batch_size
   model = tf.keras.models.load_model(os.path.join(workdir, "model.keras"))
   assert int(model.optimizer.iterations) == 3 * steps
   fitting = model.initial_prior_steps
   assert int(model.prior_optimizer.iterations) == (
-      2 * fitting + model.prior_steps * 3 * steps)
+      fitting + model.prior_steps * 3 * steps)
   schedule = warmup_cosine_decay(config.learning_rate, total_steps=3 * steps,
                                  warmup_steps=steps)
   assert [float(r["learning_rate"]) for r in rows] == pytest.approx(
@@ -363,7 +377,9 @@ def test_mnist_slice_from_idx_files(tmp_path, data_dir):
                 log_histograms=False, coded_size_every_epoch=False)
   metrics = loop.run(config, str(tmp_path / "run"))
   final = metrics["final"]
-  assert (metrics["train_examples"], metrics["test_examples"]) == (2000, 1000)
+  # 10% of the 2000 held out for validation.
+  assert (metrics["train_examples"], metrics["validation_examples"],
+          metrics["test_examples"]) == (1800, 200, 1000)
   assert 0.5 < final["test_accuracy"] <= 1
   assert final["weights"] == 430500  # LeNet-5's kernels (431,080 with biases).
   assert 0 < final["coded_bytes"] < final["float32_bytes"] / 4
@@ -381,7 +397,9 @@ def test_cifar10_slice_from_jpeg_archive_reuses_the_cache(tmp_path, data_dir):
                 vanilla=True, log_histograms=False)
   config.model_options.width = 1
   metrics = loop.run(config, str(tmp_path / "run"))
-  assert (metrics["train_examples"], metrics["test_examples"]) == (256, 200)
+  # round(10% of 256) held out for validation.
+  assert (metrics["train_examples"], metrics["validation_examples"],
+          metrics["test_examples"]) == (230, 26, 200)
   assert 0 <= metrics["final"]["test_accuracy"] <= 1
   assert metrics["final"]["weights"] == 268336  # ResNet-20 width 1 kernels.
   assert metrics["final"]["macs_dense"] == 40551040  # lilnetx_tf.models.count_macs.
@@ -391,6 +409,323 @@ def test_cifar10_slice_from_jpeg_archive_reuses_the_cache(tmp_path, data_dir):
                                  cache_dir=cache_dir, limit=10)
   assert time.time() - start < 5  # Decoding all 60,000 JPEGs takes ~20 s.
   assert x.shape == (10, 32, 32, 3) and os.listdir(cache_dir) == [cached]
+
+
+# -- Validation split and best epoch -------------------------------------------
+
+
+def _digits_train_keys():
+  """Counter of (uint8 pixels, label) of our digits train split, by hand.
+
+  From scikit-learn directly: pixels 0..16 scaled so that 16 is 255.
+  """
+  import sklearn.datasets  # pylint: disable=g-import-not-at-top
+  digits = sklearn.datasets.load_digits()
+  x = np.round(digits.images[:DIGITS_TRAIN] * (255 / 16)).astype(np.uint8)
+  return collections.Counter(
+      (image.tobytes(), int(label))
+      for image, label in zip(x, digits.target[:DIGITS_TRAIN]))
+
+
+def _example_keys(batches, info):
+  """(uint8 pixels, label) of each example of normalised batches."""
+  keys = []
+  for images, labels in batches:
+    pixels = np.round((images * np.float32(info.std) + np.float32(info.mean))
+                      * 255).astype(np.uint8)
+    keys += [(p.tobytes(), int(y)) for p, y in zip(pixels[..., 0], labels)]
+  return keys
+
+
+def _run_datasets(config):
+  """The pipelines `loop.run` trains, validates and tests a fresh run on."""
+  return loop._datasets(config, 0)  # pylint: disable=protected-access
+
+
+def test_validation_examples_are_held_out_of_fitting_and_fixed_by_seed():
+  config = _digits_config(epochs=2)
+  train_ds, validation_ds, _, train_info, _ = _run_datasets(config)
+  again_ds, again_val, *_ = _run_datasets(config)
+  steps = DIGITS_FITTED // config.batch_size
+  assert train_info.num_examples["train"] == DIGITS_FITTED
+  assert train_info.num_examples["validation"] == DIGITS_VALIDATION
+
+  validation = list(validation_ds.as_numpy_iterator())
+  validation_keys = _example_keys(validation, train_info)
+  assert len(validation_keys) == DIGITS_VALIDATION
+  train_batches = list(train_ds.as_numpy_iterator())
+  assert len(train_batches) == 2 * steps  # The training pipeline's 2 epochs.
+  raw = _digits_train_keys()
+  for epoch in range(2):
+    fitted = _example_keys(train_batches[epoch * steps:(epoch + 1) * steps],
+                           train_info)
+    assert len(fitted) == steps * config.batch_size
+    # Each epoch fits distinct training examples, none of them held out.
+    counts = collections.Counter(fitted) + collections.Counter(
+        validation_keys)
+    assert all(n <= raw[key] for key, n in counts.items())
+  # Over both epochs the examples fitted are the training split less the
+  # validation examples: at most the remainder batch of each epoch unseen.
+  seen = set(_example_keys(train_batches, train_info))
+  assert seen <= set(raw) - set(validation_keys)
+  assert len(seen) >= DIGITS_FITTED - 2 * (DIGITS_FITTED % config.batch_size)
+
+  # A second build holds out the same examples and fits them in the same
+  # order; another seed chooses other examples.
+  for a, b in zip(validation, again_val.as_numpy_iterator()):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+  for a, b in zip(train_batches, again_ds.as_numpy_iterator()):
+    np.testing.assert_array_equal(a[0], b[0])
+  other = _run_datasets(_digits_config(epochs=2, seed=1))[1]
+  other_keys = _example_keys(other.as_numpy_iterator(), train_info)
+  assert len(other_keys) == DIGITS_VALIDATION
+  assert set(other_keys) != set(validation_keys)
+
+
+class _Sabotage(_AtStep):
+  """Zeroes the logits layer's latents after a step: chance accuracy."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._due(batch):
+      latent = self.model.latent_layers[-1].latent
+      latent.assign(tf.zeros_like(latent))
+
+
+def _accuracy(model, x, y):
+  """Accuracy of `model` on uint8 digits `x`, computed by hand."""
+  info = data_lib.dataset_info("digits")
+  inputs = (x.astype(np.float32) / 255 - np.float32(info.mean)) / np.float32(
+      info.std)
+  logits = model.predict(inputs, batch_size=100, verbose=0)
+  return float(np.mean(np.argmax(logits, -1) == y))
+
+
+def test_best_epoch_is_chosen_on_validation_and_tested_on_test(tmp_path):
+  workdir = tmp_path / "run"
+  config = _digits_config(epochs=3)
+  steps = DIGITS_FITTED // config.batch_size
+  # The last epoch ends with a broken model: its validation accuracy drops,
+  # so the selected epoch is an earlier one.
+  metrics = loop.run(config, str(workdir),
+                     extra_callbacks=[_Sabotage(epoch=2, batch=steps - 1)])
+  with open(workdir / "log.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  validation = [float(r["val_accuracy"]) for r in rows]
+  best = metrics["best"]
+  assert best["epoch"] == 1 + int(np.argmax(validation)) < 3
+  assert best["validation_accuracy"] == pytest.approx(
+      validation[best["epoch"] - 1], abs=1e-6)
+  final = metrics["final"]
+  assert final["validation_accuracy"] == pytest.approx(validation[-1],
+                                                        abs=1e-6)
+  assert final["validation_accuracy"] < 0.3  # The sabotage worked.
+
+  # The reported test accuracies are those of best.keras and model.keras on
+  # the 360 test digits, computed here from scikit-learn's arrays.
+  import sklearn.datasets  # pylint: disable=g-import-not-at-top
+  digits = sklearn.datasets.load_digits()
+  x_test = np.round(digits.images[DIGITS_TRAIN:] * (255 / 16))[..., None]
+  y_test = digits.target[DIGITS_TRAIN:]
+  best_model = tf.keras.models.load_model(workdir / "best.keras")
+  final_model = tf.keras.models.load_model(workdir / "model.keras")
+  assert best["test_accuracy"] == pytest.approx(
+      _accuracy(best_model, x_test, y_test), abs=1e-6)
+  assert final["test_accuracy"] == pytest.approx(
+      _accuracy(final_model, x_test, y_test), abs=1e-6)
+  assert best["test_accuracy"] > final["test_accuracy"] + 0.3
+  # best.keras is the selected epoch's model: on the validation examples it
+  # scores the accuracy logged for that epoch.
+  _, validation_ds, *_ = _run_datasets(config)
+  scored = best_model.evaluate(validation_ds, return_dict=True, verbose=0)
+  assert scored["accuracy"] == pytest.approx(best["validation_accuracy"],
+                                             abs=1e-6)
+
+
+def test_without_validation_split_only_the_final_model_is_reported(tmp_path):
+  workdir = tmp_path / "run"
+  metrics = loop.run(_digits_config(epochs=1, validation_fraction=0.0),
+                     str(workdir))
+  assert metrics["best"] is None
+  assert (metrics["train_examples"], metrics["validation_examples"]) == (
+      DIGITS_TRAIN, 0)
+  assert "validation_accuracy" not in metrics["final"]
+  assert not (workdir / "best.keras").exists()
+  with open(workdir / "log.csv", newline="") as f:
+    (row,) = csv.DictReader(f)
+  # Keras's CSVLogger writes val_ columns without values ("NA").
+  assert row["accuracy"] != "NA" and row["val_accuracy"] == "NA"
+  assert 0.3 < metrics["final"]["test_accuracy"] <= 1
+
+
+# -- Checkpoint files ----------------------------------------------------------
+
+
+def _tiny_run_state(tmp_path):
+  """A compiled one-layer model and its RunCheckpoint in tmp_path."""
+  model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
+  model.compile(tf.keras.optimizers.Adam(), "mse")
+  state = callbacks_lib.RunCheckpoint(
+      model, read_dir=str(tmp_path / "ckpt"), write_dir=str(tmp_path / "ckpt"),
+      model_dir=str(tmp_path), max_to_keep=2)
+  state.set_model(model)
+  return model, state
+
+
+def _end_epoch(model, state, epoch, val_accuracy):
+  """Ends epoch `epoch` (0-based) with kernel entries epoch + 1."""
+  model.layers[0].kernel.assign(np.full((3, 2), epoch + 1.0, np.float32))
+  state.on_epoch_begin(epoch)
+  state.on_epoch_end(epoch, {"val_accuracy": val_accuracy})
+
+
+def _kernel_in(path):
+  return tf.keras.models.load_model(path).layers[0].kernel.numpy()
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
+  model, state = _tiny_run_state(tmp_path)
+  for epoch in range(3):
+    _end_epoch(model, state, epoch, 0.5)
+  ckpt = tmp_path / "ckpt"
+  assert sorted(p.name for p in ckpt.glob("*.index")) == [
+      "ckpt-2.index", "ckpt-3.index"]  # max_to_keep.
+  (data,) = ckpt.glob("ckpt-3.data-*")
+  data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+  assert callbacks_lib.RunCheckpoint.epochs_done(str(ckpt)) == 2
+  model, state = _tiny_run_state(tmp_path)
+  assert state.restore() == 2
+  np.testing.assert_array_equal(model.layers[0].kernel.numpy(),
+                                np.full((3, 2), 2.0))
+  # Epoch 3 again replaces the damaged files.
+  _end_epoch(model, state, 2, 0.5)
+  model, state = _tiny_run_state(tmp_path)
+  assert state.restore() == 3
+  np.testing.assert_array_equal(model.layers[0].kernel.numpy(),
+                                np.full((3, 2), 3.0))
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_best_model_is_replaced_only_by_a_committed_epoch(tmp_path,
+                                                          monkeypatch):
+  model, state = _tiny_run_state(tmp_path)
+  _end_epoch(model, state, 0, 0.5)
+  best = tmp_path / "best.keras"
+  committed = best.read_bytes()
+
+  # Killed between a better epoch's pending best model and its checkpoint:
+  # the restored run (epoch 1) keeps epoch 1's best model.
+  def kill_at(point):
+    def kill_point(name, epoch):
+      if f"{name}:{epoch}" == point:
+        raise _Killed(point)
+    return kill_point
+
+  monkeypatch.setattr(faults, "kill_point", kill_at("checkpoint:2"))
+  with pytest.raises(_Killed):
+    _end_epoch(model, state, 1, 0.9)
+  assert (tmp_path / ".best-2.keras").exists()
+  assert best.read_bytes() == committed
+  model, state = _tiny_run_state(tmp_path)
+  assert state.restore() == 1 and int(state.best_epoch.numpy()) == 1
+  assert not list(tmp_path.glob(".best-*")) and best.read_bytes() == committed
+
+  # Killed after epoch 2's checkpoint, before its best model was renamed:
+  # the restored run (epoch 2, best epoch 2) puts it in place.
+  monkeypatch.setattr(faults, "kill_point", kill_at("none:0"))
+  real_replace = os.replace
+
+  def replace(src, dst):
+    if os.fspath(dst) == str(best) and ".best-" in os.fspath(src):
+      raise _Killed("rename")
+    real_replace(src, dst)
+
+  monkeypatch.setattr(os, "replace", replace)
+  with pytest.raises(_Killed):
+    _end_epoch(model, state, 1, 0.9)
+  monkeypatch.setattr(os, "replace", real_replace)
+  assert best.read_bytes() == committed
+  model, state = _tiny_run_state(tmp_path)
+  assert state.restore() == 2 and int(state.best_epoch.numpy()) == 2
+  assert not list(tmp_path.glob(".best-*"))
+  np.testing.assert_array_equal(_kernel_in(best), np.full((3, 2), 2.0))
+
+
+# -- Kills and deterministic resume --------------------------------------------
+
+# Two epochs, op determinism: a killed and resumed run must end where an
+# uninterrupted one does, bit for bit.
+_KILL_RUN_FLAGS = ("--config.epochs=2", "--config.deterministic=True",
+                   "--config.coded_size_every_epoch=False")
+
+
+def _run_args(workdir):
+  return (f"--config={CONFIGS / 'digits_lenet.py'}", f"--workdir={workdir}",
+          *_KILL_RUN_FLAGS)
+
+
+def _env(**changes):
+  env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+  env.update(changes)
+  return env
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
+  result = _cli(*_run_args(workdir), env=_env())
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def _weights(path):
+  return tf.keras.models.load_model(path, compile=False).get_weights()
+
+
+def _metrics_without_times(workdir):
+  metrics = json.loads((workdir / "metrics.json").read_text())
+  metrics.pop("train_wall_seconds")
+  return metrics
+
+
+@pytest.mark.parametrize("point", [
+    "batch:2",  # Mid-epoch.
+    "model.keras:2",  # model.keras written, not yet in place.
+    "checkpoint:2",  # Checkpoint files written, not yet recorded.
+    "model.lnx:2",  # After training, before the compressed file.
+])
+def test_killed_run_resumes_to_the_uninterrupted_result(point, tmp_path,
+                                                        uninterrupted_run):
+  workdir = tmp_path / "run"
+  killed = _cli(*_run_args(workdir), env=_env(**{faults.ENV: point}))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert f"{faults.ENV}={point}: killing" in killed.stderr
+  assert not (workdir / "metrics.json").exists()
+
+  resumed = _cli(*_run_args(workdir), env=_env())
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  trained_again = point != "model.lnx:2"
+  assert ("Resuming at epoch 2/2" in resumed.stderr) == trained_again
+  assert _epochs_in_csv(workdir) == [0, 1]  # No repeated or lost epoch.
+  assert not list(workdir.glob(".best-*"))
+
+  # Every output loads, and is what the uninterrupted run wrote.
+  for name in ("model.keras", "best.keras"):
+    for ours, reference in zip(_weights(workdir / name),
+                               _weights(uninterrupted_run / name),
+                               strict=True):
+      assert ours.dtype == reference.dtype
+      np.testing.assert_array_equal(ours, reference)
+  lilnetx_tf.load_compressed(str(workdir / "model.lnx"))
+  assert (workdir / "model.lnx").read_bytes() == (
+      uninterrupted_run / "model.lnx").read_bytes()
+  assert _metrics_without_times(workdir) == _metrics_without_times(
+      uninterrupted_run)
+  assert (workdir / "log.csv").read_text() == (
+      uninterrupted_run / "log.csv").read_text()
 
 
 # -- Strategies ----------------------------------------------------------------

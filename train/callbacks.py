@@ -3,12 +3,19 @@
 `RunCheckpoint` owns everything a resumed run needs: one `tf.train.Checkpoint`
 of the model (which tracks its weights, both optimizers with their step
 counters and slots, the priors and the lambda variables) plus the number of
-finished epochs, the best validation accuracy and the training time so far.
-It also writes `model.keras` (latest) and `best.keras` atomically, so a reader
-never sees a half-written file.
+finished epochs, the best validation accuracy, its epoch and the training
+time so far. It also writes `model.keras` (latest) and `best.keras` (best
+validation accuracy) atomically, so a reader never sees a half-written file.
+
+A kill at any moment leaves a resumable run: an epoch's checkpoint is
+recorded as the latest only once its files are complete and every other
+output of the epoch exists, and `best.keras` is replaced only after the
+checkpoint that names its epoch (see `RunCheckpoint`).
 """
 
+import glob
 import os
+import re
 import time
 
 from absl import logging
@@ -17,17 +24,86 @@ import tensorflow as tf
 
 import lilnetx_tf
 from lilnetx_tf.atomic import atomic_path
+from lilnetx_tf.atomic import atomic_write
+from train import faults
 
-__all__ = ["EpochSummary", "LatentHistograms", "LearningRateLogger",
-           "RunCheckpoint", "save_atomically"]
+__all__ = ["BEST_METRIC", "EpochRandomness", "EpochSummary",
+           "LatentHistograms", "LearningRateLogger", "RunCheckpoint",
+           "save_atomically"]
 
+# Keras's name for the validation split's accuracy (`validation_data`).
 BEST_METRIC = "val_accuracy"
 
+_EPOCH_KEY = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
+# The checkpoint files of a run's epoch n are `ckpt-n.index` and
+# `ckpt-n.data-*`; the pending best model of epoch n is `.best-n.keras`.
+_PENDING_BEST = re.compile(r"\.best-(\d+)\.keras$")
+# What unreadable checkpoint files raise (IndexError: a truncated data file).
+_UNREADABLE = (tf.errors.OpError, IndexError)
 
-def save_atomically(model, path):
-  """Saves `model` to `path` (Keras format) through `atomic_path`."""
+
+def save_atomically(model, path, before_rename=None):
+  """Saves `model` to `path` (Keras format) through `atomic_path`.
+
+  Args:
+    model: The model.
+    path: The destination.
+    before_rename: Called without arguments once the temporary file holds
+      the whole model, before it replaces `path` (a test hook).
+  """
   with atomic_path(path, suffix=".keras") as tmp:
     model.save(tmp)
+    if before_rename is not None:
+      before_rename()
+
+
+def _number(path):
+  """n of a checkpoint path `.../ckpt-n`."""
+  return int(path.rsplit("-", 1)[1])
+
+
+def _recorded_checkpoints(directory):
+  """The checkpoint paths recorded in `directory`, newest first."""
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None:
+    return []
+  paths = set(state.all_model_checkpoint_paths)
+  paths.add(state.model_checkpoint_path)
+  return sorted(paths, key=_number, reverse=True)
+
+
+def _record_checkpoints(directory, paths):
+  """Writes `directory`'s `checkpoint` file: `paths` kept, the last latest.
+
+  The text format of `tf.train.CheckpointState`, with relative names so that
+  the directory can move; written atomically, so a kill leaves the old list.
+  """
+  names = [os.path.basename(p) for p in paths]
+  lines = [f'model_checkpoint_path: "{names[-1]}"']
+  lines += [f'all_model_checkpoint_paths: "{n}"' for n in names]
+  atomic_write(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
+
+
+def _readable(path):
+  """Whether every value of checkpoint `path` can be read (logs if not).
+
+  Checked before restoring, so that a damaged checkpoint is skipped before
+  any variable is assigned from it.
+  """
+  try:
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_dtype_map():
+      reader.get_tensor(name)
+  except _UNREADABLE as e:
+    logging.warning("Checkpoint %s is unreadable (%s); using the one before.",
+                    path, e)
+    return False
+  return True
+
+
+def _remove_checkpoint(path):
+  for file in glob.glob(glob.escape(path) + ".*"):
+    os.remove(file)
 
 
 class RunCheckpoint(tf.keras.callbacks.Callback):
@@ -35,6 +111,14 @@ class RunCheckpoint(tf.keras.callbacks.Callback):
 
   Create it inside the strategy scope after `model.compile`, then call
   `restore()` before `model.fit(initial_epoch=...)`.
+
+  At the end of epoch n it writes, in this order: `model.keras`; a new best
+  model (highest `BEST_METRIC`) as the pending `.best-n.keras`; the
+  checkpoint files `ckpt-n.*`; the `checkpoint` file naming `ckpt-n` the
+  latest (the commit); then renames `.best-n.keras` to `best.keras`.
+  `restore()` finishes or discards what a kill interrupted: a pending best
+  model is kept if the restored checkpoint chose it, else deleted; a
+  checkpoint that cannot be read falls back to the one before.
 
   Args:
     model: The compiled model.
@@ -65,25 +149,25 @@ class RunCheckpoint(tf.keras.callbacks.Callback):
         model=model, epoch=self.epoch, best=self.best,
         best_epoch=self.best_epoch, train_seconds=self.seconds)
     self._read_dir = read_dir
-    self._manager = tf.train.CheckpointManager(
-        self._checkpoint, write_dir, max_to_keep=max_to_keep)
+    self._write_dir = write_dir
+    self._max_to_keep = max_to_keep
     self._model_dir = model_dir
     self._epoch_start = None
 
   @staticmethod
   def epochs_done(directory):
-    """Epochs recorded by the latest checkpoint in `directory` (0 if none).
+    """Epochs recorded by the latest readable checkpoint (0 if none).
 
-    Reads one value, without building the model.
+    Reads the checkpoint's values without building the model: all of them,
+    so that it agrees with `restore` about which checkpoint is readable.
     """
-    path = tf.train.latest_checkpoint(directory)
-    if path is None:
-      return 0
-    return int(tf.train.load_checkpoint(path).get_tensor(
-        "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    for path in _recorded_checkpoints(directory):
+      if _readable(path):
+        return int(tf.train.load_checkpoint(path).get_tensor(_EPOCH_KEY))
+    return 0
 
   def restore(self):
-    """Restores the latest checkpoint, if any.
+    """Restores the latest readable checkpoint, if any.
 
     Returns:
       The number of epochs already done (0 for a fresh run).
@@ -92,37 +176,119 @@ class RunCheckpoint(tf.keras.callbacks.Callback):
       ValueError: If the checkpoint does not fit the model (the config's
         model changed since the run started).
     """
-    path = tf.train.latest_checkpoint(self._read_dir)
-    if path is None:
+    restored = None
+    for path in _recorded_checkpoints(self._read_dir):
+      if not _readable(path):  # Damaged files: the previous one is whole.
+        continue
+      try:
+        # `read`, the counterpart of `write`: unlike `restore`, it adds no
+        # save counter that a fallback checkpoint would lack.
+        status = self._checkpoint.read(path)
+      except ValueError as e:
+        raise self._mismatch(path, e) from e
+      try:
+        status.assert_existing_objects_matched()
+      except AssertionError as e:
+        raise self._mismatch(path, e) from e
+      restored = path
+      break
+    self._settle_pending_best()
+    if restored is None:
       return 0
-    try:
-      self._checkpoint.restore(path).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      raise ValueError(
-          f"Checkpoint {path} does not fit this config's model (was the "
-          "config changed since the run started? see config.json there); "
-          f"resume with the same config or use a new --workdir. ({e})") from e
     logging.info("Resuming from %s: %d epochs done, best %s %.4f (epoch %d), "
-                 "%.0f s of training so far.", path, int(self.epoch.numpy()),
-                 BEST_METRIC, float(self.best.numpy()),
-                 int(self.best_epoch.numpy()), float(self.seconds.numpy()))
+                 "%.0f s of training so far.", restored,
+                 int(self.epoch.numpy()), BEST_METRIC,
+                 float(self.best.numpy()), int(self.best_epoch.numpy()),
+                 float(self.seconds.numpy()))
     return int(self.epoch.numpy())
+
+  @staticmethod
+  def _mismatch(path, error):
+    return ValueError(
+        f"Checkpoint {path} does not fit this config's model (was the "
+        "config changed since the run started? see config.json there); "
+        f"resume with the same config or use a new --workdir. ({error})")
+
+  def _pending_best_path(self, epoch):
+    return os.path.join(self._model_dir, f".best-{epoch}.keras")
+
+  def _settle_pending_best(self):
+    """Keeps the pending best model the restored state chose; drops others."""
+    chosen = int(self.best_epoch.numpy())
+    for name in os.listdir(self._model_dir):
+      match = _PENDING_BEST.fullmatch(name)
+      if match is None:
+        continue
+      path = os.path.join(self._model_dir, name)
+      if int(match.group(1)) == chosen:
+        os.replace(path, os.path.join(self._model_dir, "best.keras"))
+      else:
+        os.remove(path)
+
+  def _save_checkpoint(self, number):
+    """Writes checkpoint `number`, then records it (the commit)."""
+    path = self._checkpoint.write(
+        os.path.join(self._write_dir, f"ckpt-{number}"))
+    faults.kill_point("checkpoint", number)
+    recorded = _recorded_checkpoints(self._write_dir)
+    older = sorted((p for p in recorded if _number(p) < number), key=_number)
+    kept = older[-(self._max_to_keep - 1):] if self._max_to_keep > 1 else []
+    _record_checkpoints(self._write_dir, kept + [path])
+    # Also newer ones: left by a run resumed from an older checkpoint.
+    for old in recorded:
+      if old not in kept and old != path:
+        _remove_checkpoint(old)
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch_start = time.time()
 
   def on_epoch_end(self, epoch, logs=None):
     logs = logs or {}
+    number = epoch + 1
     self.seconds.assign_add(time.time() - self._epoch_start)
-    self.epoch.assign(epoch + 1)
-    save_atomically(self.model, os.path.join(self._model_dir, "model.keras"))
+    self.epoch.assign(number)
+    save_atomically(
+        self.model, os.path.join(self._model_dir, "model.keras"),
+        lambda: faults.kill_point("model.keras", number))
     value = logs.get(BEST_METRIC)
-    if value is not None and value > self.best.numpy():
+    improved = value is not None and value > self.best.numpy()
+    if improved:
       self.best.assign(value)
-      self.best_epoch.assign(epoch + 1)
-      save_atomically(self.model, os.path.join(self._model_dir, "best.keras"))
-    # Last: a checkpoint for epoch e means every output of epoch e exists.
-    self._manager.save(checkpoint_number=epoch + 1)
+      self.best_epoch.assign(number)
+      save_atomically(self.model, self._pending_best_path(number),
+                      lambda: faults.kill_point("best.keras", number))
+    # A checkpoint for epoch n means every output of epoch n exists.
+    self._save_checkpoint(number)
+    if improved:
+      os.replace(self._pending_best_path(number),
+                 os.path.join(self._model_dir, "best.keras"))
+
+
+class EpochRandomness(tf.keras.callbacks.Callback):
+  """Makes each epoch's random ops a function of (seed, epoch) alone.
+
+  A stateful random op in the traced training step (e.g. the priors'
+  training noise, an unseeded `tf.random.uniform`) draws from a stream that
+  starts when the step function is traced and is in no checkpoint: a resumed
+  run would replay the stream's start in a later epoch. So at the start of
+  every epoch this sets the global seed from (seed, epoch) and retraces the
+  step function, whose streams then start afresh, the same in an
+  uninterrupted and in a resumed run. It costs a retrace per epoch, so the
+  CLI adds it only with `config.deterministic`.
+
+  Args:
+    seed: The run's seed.
+  """
+
+  def __init__(self, seed):
+    super().__init__()
+    self.seed = seed
+
+  def on_epoch_begin(self, epoch, logs=None):
+    # SeedSequence: a fixed, well-mixed function of (seed, epoch).
+    state = np.random.SeedSequence([self.seed, epoch]).generate_state(1)
+    tf.random.set_seed(int(state[0]))
+    self.model.make_train_function(force=True)
 
 
 class LearningRateLogger(tf.keras.callbacks.Callback):
@@ -210,7 +376,8 @@ class EpochSummary(tf.keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     logs = logs or {}
     parts = [f"epoch {epoch + 1}/{self.epochs}"]
-    for key, label in (("accuracy", "train acc"), ("val_accuracy", "test acc")):
+    for key, label in (("accuracy", "train acc"),
+                       (BEST_METRIC, "validation acc")):
       if key in logs:
         parts.append(f"{label} {100 * logs[key]:.2f}%")
     if "estimated_bytes" in logs:

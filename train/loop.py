@@ -4,9 +4,15 @@
 the same workdir resumes from the last epoch checkpoint, or, when the run is
 complete, only reports that.
 
+The model is fitted on the training split less a validation split
+(`config.validation_fraction`, at most `config.max_validation_examples`,
+chosen by `config.seed`); the best epoch is chosen on the validation split,
+and the test split is only evaluated for the report.
+
 Outputs in `workdir`: `config.json`, `checkpoints/`, `model.keras` (latest),
-`best.keras` (best test accuracy), `log.csv`, `tensorboard/`, `metrics.json`,
-`report.png` and, when `lilnetx_tf.compressed.fileformat` is available, `model.lnx`.
+`best.keras` (best validation accuracy; none without a validation split),
+`log.csv`, `tensorboard/`, `metrics.json`, `report.png` and, when
+`lilnetx_tf.compressed.fileformat` is available, `model.lnx`.
 """
 
 import csv
@@ -24,6 +30,7 @@ from lilnetx_tf.atomic import atomic_path
 from lilnetx_tf.atomic import atomic_write
 from train import callbacks as callbacks_lib
 from train import distribute
+from train import faults
 from train import registry
 from train import report
 
@@ -33,13 +40,15 @@ __all__ = ["check_workdir", "run"]
 # checkpoint meaningless.
 _RESUMABLE_CHANGES = ("epochs", "data_dir", "cache_dir", "log_histograms",
                       "coded_size_every_epoch", "keep_checkpoints", "strategy",
-                      "cpu_devices", "tpu")
+                      "cpu_devices", "tpu", "deterministic")
 
 
-# Fields that decide what the checkpoint holds: a run cannot resume with
-# others.
+# Fields that decide what the checkpoint holds, or which examples the
+# recorded best validation accuracy was measured on: a run cannot resume
+# with others.
 _STRUCTURAL = ("model", "model_options", "dataset", "vanilla", "reference",
-               "sparsity_groups")
+               "sparsity_groups", "seed", "train_limit", "validation_fraction",
+               "max_validation_examples")
 
 
 def _check_resumed_config(path, config):
@@ -96,24 +105,59 @@ def _truncate_csv(path, epochs_done):
     csv.writer(f).writerows(kept)
 
 
-def _datasets(config):
-  """The training and test pipelines and their `DatasetInfo`s."""
-  common = dict(batch_size=config.batch_size, data_dir=config.data_dir,
-                cache_dir=config.cache_dir, seed=config.seed,
-                source=config.data_source)
-  train_ds, train_info = data_lib.build_dataset(
+def _data_args(config):
+  return dict(batch_size=config.batch_size, data_dir=config.data_dir,
+              cache_dir=config.cache_dir, seed=config.seed,
+              source=config.data_source)
+
+
+def _train_dataset(config, initial_epoch):
+  """The training pipeline from `initial_epoch` on, and its `DatasetInfo`.
+
+  Its epochs are functions of (seed, epoch), so a resumed run sees the data
+  an uninterrupted one sees.
+  """
+  return data_lib.build_dataset(
       config.dataset, "train", training=True, limit=config.train_limit,
-      augment=config.augment, **common)
+      augment=config.augment, validation_fraction=config.validation_fraction,
+      max_validation_examples=config.max_validation_examples,
+      epochs=config.epochs, initial_epoch=initial_epoch, **_data_args(config))
+
+
+def _datasets(config, initial_epoch):
+  """The training, validation (or None) and test pipelines, and infos.
+
+  Returns:
+    `(train_ds, validation_ds, test_ds, train_info, test_info)`;
+    `train_info.num_examples` counts the examples fitted ("train") and, when
+    there are any, those held out ("validation").
+  """
+  train_ds, train_info = _train_dataset(config, initial_epoch)
+  n_train = train_info.num_examples["train"]
+  n_validation = train_info.num_examples.get("validation", 0)
+  validation_ds = None
+  if n_validation:
+    validation_ds, _ = data_lib.build_dataset(
+        config.dataset, "validation", training=False,
+        limit=config.train_limit,
+        validation_fraction=config.validation_fraction,
+        max_validation_examples=config.max_validation_examples,
+        **_data_args(config))
   test_ds, test_info = data_lib.build_dataset(
       config.dataset, "test", training=False, limit=config.test_limit,
-      **common)
-  n_train = train_info.num_examples["train"]
+      **_data_args(config))
   if n_train < config.batch_size:
     raise ValueError(f"config.batch_size ({config.batch_size}) exceeds the "
-                     f"{n_train} training examples.")
-  logging.info("Data: %s, %d train / %d test examples.", config.dataset,
-               n_train, test_info.num_examples["test"])
-  return train_ds, test_ds, train_info, test_info
+                     f"{n_train} training examples fitted.")
+  logging.info("Data: %s, %d train (fitted) / %d validation / %d test "
+               "examples.", config.dataset, n_train, n_validation,
+               test_info.num_examples["test"])
+  if not n_validation:
+    logging.warning("No validation split (config.validation_fraction = %s, "
+                    "max_validation_examples = %s): no best epoch is chosen, "
+                    "only the final model is reported.",
+                    config.validation_fraction, config.max_validation_examples)
+  return train_ds, validation_ds, test_ds, train_info, test_info
 
 
 def _verbosity(chief):
@@ -131,6 +175,8 @@ def _callbacks(config, state, dirs, csv_path, resumed, start):
   """The fit callbacks; those adding figures to the logs come first."""
   # First, so that no later callback sees a broken step.
   cbs = [lilnetx_tf.StopOnNonFinite()]
+  if config.deterministic:
+    cbs.append(callbacks_lib.EpochRandomness(config.seed))
   if not config.vanilla:
     cbs += [lilnetx_tf.RateWarmup(
         config.rate_warmup_epochs,
@@ -152,31 +198,73 @@ def _callbacks(config, state, dirs, csv_path, resumed, start):
   return cbs
 
 
-def _final_report(config, model, test_ds, state, dirs, infos):
-  """Evaluates, measures and writes metrics.json and report.png."""
-  test = model.evaluate(test_ds, return_dict=True, verbose=0)
-  if not dirs.chief:
-    return None
-  final, layers = report.model_figures(model, config.vanilla,
-                                       dirs.path("model.lnx"))
-  final.update(epoch=int(state.epoch.numpy()),
-               test_accuracy=float(test["accuracy"]),
-               test_loss=float(test["loss"]))
+def _fit(model, resumed, **kwargs):
+  """`model.fit`, except that a resumed run's priors are not refitted first.
+
+  `LilNetXModel.fit` fits the priors before training (fresh priors do not
+  match the latents) and after. A resumed run restored priors that were
+  already fitted and trained; refitting them would make it differ from an
+  uninterrupted run, so it trains with Keras's `fit` and only fits after.
+  """
+  if not (resumed and isinstance(model, lilnetx_tf.LilNetXModel)):
+    return model.fit(**kwargs)
+  history = tf.keras.Model.fit(model, **kwargs)
+  if model.initial_prior_steps:
+    model.fit_priors()
+  return history
+
+
+def _evaluate(model, ds):
+  result = model.evaluate(ds, return_dict=True, verbose=0)
+  return float(result["accuracy"]), float(result["loss"])
+
+
+def _selected_figures(config, final, state, dirs, test_ds):
+  """Figures of the model of the best validation accuracy (`best.keras`).
+
+  Its test accuracy is measured here, on the test split, once.
+  """
   best_epoch = int(state.best_epoch.numpy())
   if best_epoch == final["epoch"]:
-    best = dict(final)
-  else:  # Measure the best epoch's model as saved.
-    best_model = tf.keras.models.load_model(dirs.path("best.keras"),
-                                            compile=False)
-    best, _ = report.model_figures(best_model, config.vanilla,
-                                   dirs.path("best.lnx"))
-  best.pop("test_loss", None)
-  best.update(epoch=best_epoch, test_accuracy=float(state.best.numpy()))
+    selected = dict(final)  # The same weights as the final model.
+  else:
+    best_model = tf.keras.models.load_model(dirs.path("best.keras"))
+    selected, _ = report.model_figures(best_model, config.vanilla,
+                                       dirs.path("best.lnx"))
+    selected["test_accuracy"], _ = _evaluate(best_model, test_ds)
+  selected.pop("test_loss", None)
+  # The value that selected it, as measured during training.
+  selected.update(epoch=best_epoch,
+                  validation_accuracy=float(state.best.numpy()))
+  return selected
+
+
+def _final_report(config, model, data, state, dirs, infos):
+  """Evaluates, measures and writes metrics.json and report.png.
+
+  `data` is `(validation_ds or None, test_ds)`.
+  """
+  validation_ds, test_ds = data
+  test_accuracy, test_loss = _evaluate(model, test_ds)
+  validation = (_evaluate(model, validation_ds) if validation_ds is not None
+                else None)
+  if not dirs.chief:
+    return None
+  epochs = int(state.epoch.numpy())
+  faults.kill_point("model.lnx", epochs)
+  final, layers = report.model_figures(model, config.vanilla,
+                                       dirs.path("model.lnx"))
+  final.update(epoch=epochs, test_accuracy=test_accuracy, test_loss=test_loss)
+  best = None
+  if validation is not None:
+    final["validation_accuracy"] = validation[0]
+    best = _selected_figures(config, final, state, dirs, test_ds)
+  train_info, test_info = infos
   metrics = dict(
       model=config.model, dataset=config.dataset, vanilla=config.vanilla,
-      epochs=int(state.epoch.numpy()),
-      train_examples=infos[0].num_examples["train"],
-      test_examples=infos[1].num_examples["test"],
+      epochs=epochs, train_examples=train_info.num_examples["train"],
+      validation_examples=train_info.num_examples.get("validation", 0),
+      test_examples=test_info.num_examples["test"],
       train_wall_seconds=float(state.seconds.numpy()), final=final, best=best,
       layers=layers)
   report.write_json(dirs.path("metrics.json"), metrics)
@@ -187,12 +275,17 @@ def _final_report(config, model, test_ds, state, dirs, infos):
       f"{' (vanilla)' if config.vanilla else ' (LilNetX)'}: "
       f"{100 * final['test_accuracy']:.2f}% test accuracy")
   size = final.get("coded_bytes", final["float32_bytes"])
+  if best is None:
+    selection = "no validation split, no epoch selected"
+  else:
+    selection = (f"selected on validation: epoch {best['epoch']}, validation "
+                 f"accuracy {100 * best['validation_accuracy']:.2f}%, test "
+                 f"accuracy {100 * best['test_accuracy']:.2f}%")
   logging.info(
-      "Done: %d epochs, test accuracy %.2f%% (best %.2f%% at epoch %s), %s "
+      "Done: %d epochs, final model's test accuracy %.2f%% (%s), %s "
       "%d bytes, slice sparsity %.1f%%, zero weights %.1f%%, MACs %.1f%% of "
       "dense, %.0f s of training. Outputs in %s.", metrics["epochs"],
-      100 * final["test_accuracy"],
-      100 * best["test_accuracy"], best["epoch"],
+      100 * final["test_accuracy"], selection,
       "float32 kernels" if config.vanilla else "coded latents", size,
       100 * final["slice_sparsity"], 100 * final["weight_sparsity"],
       100 * final["macs_ratio"],
@@ -235,8 +328,13 @@ def run(config, workdir, extra_callbacks=()):
     with open(metrics_path) as f:
       return json.load(f)
 
+  if config.deterministic:
+    # Process-wide: with the seed, every op gives the same result each run.
+    tf.config.experimental.enable_op_determinism()
   tf.keras.utils.set_random_seed(config.seed)
-  train_ds, test_ds, train_info, test_info = _datasets(config)
+  initial_epoch = min(epochs_done, config.epochs)
+  train_ds, validation_ds, test_ds, train_info, test_info = _datasets(
+      config, initial_epoch)
   steps_per_epoch = train_info.num_examples["train"] // config.batch_size
   with strategy.scope():
     model = registry.build_model(config, train_info, steps_per_epoch)
@@ -244,6 +342,9 @@ def run(config, workdir, extra_callbacks=()):
         model, read_dir=checkpoints, write_dir=dirs.path("checkpoints"),
         model_dir=dirs.output, max_to_keep=config.keep_checkpoints)
   epochs_done = state.restore()
+  if min(epochs_done, config.epochs) != initial_epoch:
+    # The latest checkpoint was unreadable and an older one restored.
+    train_ds, _ = _train_dataset(config, min(epochs_done, config.epochs))
   atomic_write(dirs.path("config.json"), config.to_json(indent=2) + "\n")
   if epochs_done < config.epochs:
     csv_path = dirs.path("log.csv")
@@ -252,12 +353,18 @@ def run(config, workdir, extra_callbacks=()):
       logging.info("Resuming at epoch %d/%d.", epochs_done + 1, config.epochs)
     elif os.path.exists(csv_path):
       os.remove(csv_path)
-    model.fit(train_ds, validation_data=test_ds, epochs=config.epochs,
-              initial_epoch=epochs_done,
-              callbacks=list(extra_callbacks) + _callbacks(
-                  config, state, dirs, csv_path, epochs_done > 0, start),
-              verbose=_verbosity(dirs.chief))
-  metrics = _final_report(config, model, test_ds, state, dirs,
+    _fit(model, epochs_done > 0, x=train_ds, validation_data=validation_ds,
+         epochs=config.epochs, initial_epoch=epochs_done,
+         steps_per_epoch=steps_per_epoch,
+         callbacks=list(extra_callbacks) + faults.mid_epoch_kill() +
+         _callbacks(config, state, dirs, csv_path, epochs_done > 0, start),
+         verbose=_verbosity(dirs.chief))
+  elif (isinstance(model, lilnetx_tf.LilNetXModel)
+        and model.initial_prior_steps):
+    # Killed after the last epoch, before the report: the priors as `fit`
+    # leaves them (the checkpoint precedes its final prior fit).
+    model.fit_priors()
+  metrics = _final_report(config, model, (validation_ds, test_ds), state, dirs,
                           (train_info, test_info))
   distribute.barrier(strategy)
   dirs.cleanup()

@@ -87,6 +87,15 @@ def check_config(config):
   for field in ("lambda_rate", "lambda_sparsity", "weight_decay",
                 "latent_init_bound"):
     _check_number(config, field, 0)
+  fraction = config.validation_fraction
+  if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+      or not 0 <= fraction < 1):
+    raise ValueError("config.validation_fraction must be a number in [0, 1), "
+                     f"got {fraction!r}.")
+  _check_number(config, "max_validation_examples", 0, integer=True)
+  if not isinstance(config.deterministic, bool):
+    raise ValueError("config.deterministic must be True or False, got "
+                     f"{config.deterministic!r}.")
   if config.warmup_epochs > config.epochs:
     raise ValueError(f"config.warmup_epochs ({config.warmup_epochs}) exceeds "
                      f"config.epochs ({config.epochs}).")

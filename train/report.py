@@ -52,13 +52,17 @@ def write_json(path, obj):
 
 
 def read_csv_log(path):
-  """Reads a Keras `CSVLogger` file into {column: list of floats}."""
+  """Reads a Keras `CSVLogger` file into {column: list of floats}.
+
+  Missing values are NaN: Keras writes "NA", e.g. in every `val_*` column of
+  a run without validation data.
+  """
   if not os.path.exists(path):
     return {}
   with open(path, newline="") as f:
     rows = list(csv.DictReader(f))
   columns = rows[0].keys() if rows else ()
-  return {c: [float(r[c]) if r[c] not in ("", None) else np.nan
+  return {c: [float(r[c]) if r[c] not in ("", "NA", None) else np.nan
               for r in rows] for c in columns}
 
 
@@ -98,8 +102,8 @@ def plot_report(path, layers, log, title):
     ax.set_xticklabels(names, rotation=90, fontsize=6 if len(names) > 25 else 8)
   epochs = np.asarray(log.get("epoch", []), int) + 1
   ax = axes[1, 0]
-  for key, label in (("accuracy", "train"), ("val_accuracy", "test")):
-    if key in log:
+  for key, label in (("accuracy", "train"), ("val_accuracy", "validation")):
+    if not np.all(np.isnan(log.get(key, np.nan))):
       ax.plot(epochs, 100 * np.asarray(log[key]), marker=".", label=label)
   ax.set_xlabel("epoch")
   ax.set_ylabel("accuracy %")

@@ -26,6 +26,13 @@ def get_config():
   config.cache_dir = config_dict.placeholder(str)  # Decoded image trees.
   config.train_limit = config_dict.placeholder(int)  # First N train examples.
   config.test_limit = config_dict.placeholder(int)
+  # The validation split: this share of the training examples (of the first
+  # train_limit), at most max_validation_examples, chosen by seed, is held out
+  # of fitting; the best epoch (best.keras) is the one of the highest accuracy
+  # on it, and the test split is only evaluated for the report. Either 0: no
+  # validation split, no best epoch, only the final model.
+  config.validation_fraction = 0.1
+  config.max_validation_examples = 5000
   config.augment = True  # The dataset's standard training augmentation.
   # Train the same network as a plain float Keras model (the baseline).
   config.vanilla = False
@@ -62,6 +69,9 @@ def get_config():
   config.cpu_devices = 0  # > 1: split the CPU into logical devices (testing).
   config.tpu = ""  # TPU name or grpc:// address; empty: the local TPU VM.
   config.seed = 0
+  # tf.config.experimental.enable_op_determinism(): with the same seed, the
+  # same weights bit for bit, also after a resume (slower on GPUs).
+  config.deterministic = False
   config.log_histograms = True  # TensorBoard histograms of the latents.
   config.coded_size_every_epoch = True  # Range code each epoch (else at end).
   config.keep_checkpoints = 2
