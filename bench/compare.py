@@ -424,6 +424,9 @@ def task_config(task, data_dir, epochs, quick):
   config.rate_warmup_epochs = min(config.rate_warmup_epochs, epochs - 1)
   config.log_histograms = False
   config.seed = _SEED.value
+  # Every pipeline fits every training example and reports its final model:
+  # no validation split for best-epoch selection.
+  config.validation_fraction = 0.0
   return config
 
 

@@ -242,3 +242,17 @@ def test_compile_takes_keras_positional_arguments():
   assert "accuracy" in history.history
   with pytest.raises(TypeError):
     model.compile("adam", _loss(), None, None, None, None, None, None, 0, 1)
+
+
+def test_resumed_fit_keeps_the_restored_priors():
+  """`fit(initial_epoch=k > 0)` does not refit the priors before training."""
+  model = lilnetx_tf.compressible(
+      models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0,
+      initial_prior_steps=7, prior_steps=2)
+  model.compile(tf.keras.optimizers.Adam(1e-3), loss=_loss())
+  x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+  y = np.arange(16) % 10
+  model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # 2 steps.
+  assert int(model.prior_optimizer.iterations) == 7 + 2 * 2 + 7
+  model.fit(x, y, epochs=2, initial_epoch=1, batch_size=8, verbose=0)
+  assert int(model.prior_optimizer.iterations) == 18 + 2 * 2 + 7

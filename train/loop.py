@@ -198,22 +198,6 @@ def _callbacks(config, state, dirs, csv_path, resumed, start):
   return cbs
 
 
-def _fit(model, resumed, **kwargs):
-  """`model.fit`, except that a resumed run's priors are not refitted first.
-
-  `LilNetXModel.fit` fits the priors before training (fresh priors do not
-  match the latents) and after. A resumed run restored priors that were
-  already fitted and trained; refitting them would make it differ from an
-  uninterrupted run, so it trains with Keras's `fit` and only fits after.
-  """
-  if not (resumed and isinstance(model, lilnetx_tf.LilNetXModel)):
-    return model.fit(**kwargs)
-  history = tf.keras.Model.fit(model, **kwargs)
-  if model.initial_prior_steps:
-    model.fit_priors()
-  return history
-
-
 def _evaluate(model, ds):
   result = model.evaluate(ds, return_dict=True, verbose=0)
   return float(result["accuracy"]), float(result["loss"])
@@ -353,12 +337,13 @@ def run(config, workdir, extra_callbacks=()):
       logging.info("Resuming at epoch %d/%d.", epochs_done + 1, config.epochs)
     elif os.path.exists(csv_path):
       os.remove(csv_path)
-    _fit(model, epochs_done > 0, x=train_ds, validation_data=validation_ds,
-         epochs=config.epochs, initial_epoch=epochs_done,
-         steps_per_epoch=steps_per_epoch,
-         callbacks=list(extra_callbacks) + faults.mid_epoch_kill() +
-         _callbacks(config, state, dirs, csv_path, epochs_done > 0, start),
-         verbose=_verbosity(dirs.chief))
+    # A resumed `fit` keeps the restored priors (see `LilNetXModel.fit`).
+    model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
+              initial_epoch=epochs_done, steps_per_epoch=steps_per_epoch,
+              callbacks=list(extra_callbacks) + faults.mid_epoch_kill() +
+              _callbacks(config, state, dirs, csv_path, epochs_done > 0,
+                         start),
+              verbose=_verbosity(dirs.chief))
   elif (isinstance(model, lilnetx_tf.LilNetXModel)
         and model.initial_prior_steps):
     # Killed after the last epoch, before the report: the priors as `fit`

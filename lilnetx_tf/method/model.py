@@ -415,9 +415,11 @@ class LilNetXModel(tf.keras.Model):
     Fitted before, so that the first steps' rate gradient comes from priors
     that match the latents; after, so that the final estimate is the
     converged priors' (during training they trail the moving latents a
-    little).
+    little). A resumed run (`initial_epoch` > 0) restored priors that were
+    fitted and trained with the latents: they are not refitted first, so
+    that it continues exactly as an uninterrupted run.
     """
-    if self.initial_prior_steps:
+    if self.initial_prior_steps and not kwargs.get("initial_epoch"):
       self.fit_priors()
     history = super().fit(*args, **kwargs)
     if self.initial_prior_steps:
