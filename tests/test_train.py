@@ -139,6 +139,29 @@ def test_cli_rejects_unknown_model_before_training(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--config.sparsity_groups=conv9x9"],
+     "Invalid config: sparsity_groups ['conv9x9'] are not in this model; its "
+     "groups are ['dense']."),
+    (["--config.lambda_sparsity=-0.5"],
+     "Invalid config: config.lambda_sparsity must be a finite number >= 0, "
+     "got -0.5."),
+    (["--config.lambda_rate=abc"],
+     "flag --config.lambda_rate=abc: could not convert string to float"),
+    (["--config.dataset=mnist", "--config.model=lenet5",
+      "--config.data_source=local", "--config.data_dir=/nonexistent"],
+     "Missing data: No local files for 'mnist' in '/nonexistent'; expected"),
+])
+def test_cli_refuses_bad_configs_before_writing(tmp_path, args, message):
+  """Non-zero exit, what is wrong and what is valid, no traceback, no files."""
+  result = _cli(f"--config={CONFIGS / 'digits_lenet.py'}",
+                f"--workdir={tmp_path / 'run'}", *args)
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_log_to_a_file_has_a_line_per_epoch_not_per_step(tmp_path):
   """With stdout not a terminal, no progress bar (one line per step)."""
   result = _cli(f"--config={CONFIGS / 'digits_lenet.py'}",

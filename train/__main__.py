@@ -38,6 +38,8 @@ def main(argv):
     sys.exit(f"Invalid config: {e}")
   try:
     loop.run(_CONFIG.value, _WORKDIR.value)
+  except registry.ConfigError as e:  # Found when building the model.
+    sys.exit(f"Invalid config: {e}")
   except FileNotFoundError as e:  # Missing data files: no traceback needed.
     sys.exit(f"Missing data: {e}")
   except lilnetx_tf.NonFiniteError as e:

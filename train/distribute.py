@@ -128,10 +128,14 @@ class WorkerDirs:
     self.workdir = workdir
     self.chief = chief
     self.output = workdir if chief else tempfile.mkdtemp(prefix="worker_")
-    os.makedirs(self.output, exist_ok=True)
 
   def path(self, *parts):
-    """A path under this process's output directory."""
+    """A path under this process's output directory, which it creates.
+
+    Created on first use, so that a run refused before it writes anything
+    (e.g. for a bad config) leaves no directory behind.
+    """
+    os.makedirs(self.output, exist_ok=True)
     return os.path.join(self.output, *parts)
 
   def cleanup(self):

@@ -20,7 +20,7 @@ from lilnetx_tf.data import registry as data_registry
 from train import distribute
 from train.schedule import warmup_cosine_decay
 
-__all__ = ["build_model", "check_config", "sparsity_groups"]
+__all__ = ["ConfigError", "build_model", "check_config", "sparsity_groups"]
 
 
 def _check_choice(field, value, valid):
@@ -111,6 +111,14 @@ def _kernel_l2(model, weight_decay):
       [tf.reduce_sum(tf.square(k)) for k in kernels])
 
 
+class ConfigError(ValueError):
+  """Settings that only building the model shows to be impossible.
+
+  For example `sparsity_groups` naming a kernel group the model does not
+  have. Raised before anything is trained or written.
+  """
+
+
 def build_model(config, info, steps_per_epoch):
   """Builds and compiles the run's model; call inside `strategy.scope()`.
 
@@ -121,27 +129,42 @@ def build_model(config, info, steps_per_epoch):
 
   Returns:
     A compiled `LilNetXModel`, or with `config.vanilla` the plain zoo model.
+
+  Raises:
+    ConfigError: if the model or its LilNetX form refuses the settings.
   """
+  try:
+    model = _network(config, info)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  schedule = warmup_cosine_decay(
+      config.learning_rate, total_steps=config.epochs * steps_per_epoch,
+      warmup_steps=config.warmup_epochs * steps_per_epoch)
+  return _compiled(model, config, schedule)
+
+
+def _network(config, info):
+  """The zoo model, plain or made compressible as the config says."""
   network = models.build_model(config.model, info.input_shape,
                                info.num_classes,
                                **config.model_options.to_dict())
   if config.vanilla:
-    model = network
     if config.weight_decay:
-      model.add_loss(_kernel_l2(model, config.weight_decay))
-  else:
-    model = lilnetx_tf.compressible(
-        network, lambda_rate=config.lambda_rate,
-        lambda_sparsity=config.lambda_sparsity,
-        weight_decay=config.weight_decay,
-        sparsity_structure=config.sparsity_structure,
-        sparsity_norm=config.sparsity_norm,
-        sparsity_groups=sparsity_groups(config),
-        prior_steps=config.prior_steps, reference=config.reference,
-        latent_init_bound=config.latent_init_bound, seed=config.seed)
-  schedule = warmup_cosine_decay(
-      config.learning_rate, total_steps=config.epochs * steps_per_epoch,
-      warmup_steps=config.warmup_epochs * steps_per_epoch)
+      network.add_loss(_kernel_l2(network, config.weight_decay))
+    return network
+  return lilnetx_tf.compressible(
+      network, lambda_rate=config.lambda_rate,
+      lambda_sparsity=config.lambda_sparsity,
+      weight_decay=config.weight_decay,
+      sparsity_structure=config.sparsity_structure,
+      sparsity_norm=config.sparsity_norm,
+      sparsity_groups=sparsity_groups(config),
+      prior_steps=config.prior_steps, reference=config.reference,
+      latent_init_bound=config.latent_init_bound, seed=config.seed)
+
+
+def _compiled(model, config, schedule):
+  """`model`, compiled with the config's optimizers."""
   compile_args = dict(
       optimizer=tf.keras.optimizers.Adam(schedule),
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
