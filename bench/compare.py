@@ -100,6 +100,8 @@ import numpy as np
 import lilnetx_tf  # pylint: disable=unused-import  # Quiets TF first.
 from lilnetx_tf import data as data_lib
 from lilnetx_tf import models as models_lib
+from lilnetx_tf.atomic import atomic_path
+from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.deploy import tflite_check
 from lilnetx_tf.method.stats import plain_stats
 import tensorflow as tf
@@ -254,8 +256,8 @@ class _Bench:
     start = time.time()
     content = self.convert(model, int8)
     compressed = gzip.compress(content, compresslevel=9)
-    (self.out / f"{name}.tflite").write_bytes(content)
-    (self.out / f"{name}.tflite.gz").write_bytes(compressed)
+    atomic_write(self.out / f"{name}.tflite", content)
+    atomic_write(self.out / f"{name}.tflite.gz", compressed)
     convert_seconds = time.time() - start
     logits = tflite_check.TFLiteRunner(content)(self.x_test)
     stats = plain_stats(model)["total"]
@@ -487,8 +489,11 @@ def plot(result, path):
   # Outside the axes: inside, it would hide points of the frontier.
   ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  try:
+    with atomic_path(path, suffix=".png") as tmp:
+      fig.savefig(tmp, dpi=120)
+  finally:
+    plt.close(fig)
 
 
 def main(argv):

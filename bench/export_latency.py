@@ -33,6 +33,7 @@ import numpy as np
 import lilnetx_tf
 from lilnetx_tf import data
 from lilnetx_tf import models as zoo
+from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.deploy import tflite
 from lilnetx_tf.deploy import tflite_check
 import tensorflow as tf  # pylint: disable=g-bad-import-order
@@ -128,8 +129,7 @@ def main(argv):
     model, history = _train(x_test, y_test)
     if _CHECKPOINT.value:
       model.save(_CHECKPOINT.value)
-      with open(_CHECKPOINT.value + ".json", "w") as f:
-        json.dump(history, f)
+      atomic_write(_CHECKPOINT.value + ".json", json.dumps(history))
   exported = tflite.prepare_for_export(model)
   report = exported.prune_report
   dense = tflite.convert(exported.dense)
@@ -190,8 +190,7 @@ def main(argv):
   for row in [header] + rows:
     print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
   if _JSON.value:
-    with open(_JSON.value, "w") as f:
-      json.dump(results, f, indent=2)
+    atomic_write(_JSON.value, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
