@@ -36,9 +36,10 @@ def fold_batch_norm(model):
   A BatchNormalization layer (normalizing the channel axis) is folded when it
   is the only consumer of the output of a channels-last Conv1D/2D/3D,
   DepthwiseConv1D/2D, SeparableConv1D/2D or Dense layer with linear
-  activation, and that output is not a model output. The producer gets `use_bias=True` and the folded weights;
-  other batch norm layers are kept. Folding is done in float64 and matches the
-  inference-mode outputs of `model` to float32 rounding.
+  activation, and that output is not a model output. The producer gets
+  `use_bias=True` and the folded weights; other batch norm layers are kept.
+  Folding is done in float64 and matches the inference-mode outputs of `model`
+  to float32 rounding.
 
   Args:
     model: A functional `tf.keras.Model`, or a Sequential one built with an

@@ -1,8 +1,8 @@
 """Physically removes zero channels from a plain Keras model, exactly.
 
-LilNetX's structured-sparsity term leaves whole channels of the decoded kernels at
-zero. This module finds every channel whose removal provably leaves the model's
-outputs unchanged and rebuilds a smaller dense model without them.
+LilNetX's structured-sparsity term leaves whole channels of the decoded
+kernels at zero. This module finds every channel whose removal provably leaves
+the model's outputs unchanged and rebuilds a smaller dense model without them.
 
 The analysis works on *elements*: pairs (tensor, channel) over every tensor of
 the functional graph. Layers that keep channels apart tie elements together,

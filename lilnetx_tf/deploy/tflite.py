@@ -5,10 +5,11 @@ The exported model is built in three exact steps from a trained model:
 1. decode: a `LilNetXModel` becomes a plain Keras model with the decoded
    kernels (`lilnetx_tf.decompressed_model`); a plain model is used as is;
 2. fold: batch norm is folded into the preceding conv / dense layer
-   (`lilnetx_tf.deploy.fold.fold_batch_norm`). A channel whose folded kernel is zero
-   is then the constant `activation(bias)`; when every consumer maps that
-   constant to exactly 0 (a ReLU after a negative bias), its bias is set to 0,
-   which changes no output and lets the next step see the channel as dead;
+   (`lilnetx_tf.deploy.fold.fold_batch_norm`). A channel whose folded kernel
+   is zero is then the constant `activation(bias)`; when every consumer maps
+   that constant to exactly 0 (a ReLU after a negative bias), its bias is set
+   to 0, which changes no output and lets the next step see the channel as
+   dead;
 3. prune: channels that provably do not change the outputs are removed
    physically (`lilnetx_tf.deploy.prune.remove_zero_channels`).
 
@@ -17,8 +18,8 @@ dynamic-range or full-integer int8, optionally storing the remaining
 unstructured zeros as sparse tensors. `quantization_aware_finetune` adds a
 short int8 quantization-aware fine-tune that keeps zero weights zero
 (tensorflow-model-optimization's prune-preserving scheme). Verification and
-latency live in `lilnetx_tf.deploy.tflite_check`, the analysis of sparse storage and
-XNNPACK sparse inference in `lilnetx_tf.deploy.tflite_sparse`.
+latency live in `lilnetx_tf.deploy.tflite_check`, the analysis of sparse
+storage and XNNPACK sparse inference in `lilnetx_tf.deploy.tflite_sparse`.
 """
 
 import dataclasses
@@ -269,8 +270,8 @@ def _fuse_relu(model):
       continue
     tensor = op.inputs[0]
     producer = graph.producer.get(tensor)
-    if (producer is not None and graph_lib.linear_kind(producer.layer) is not None
-        and producer.layer.activation.__name__ == "linear"
+    linear = producer is not None and graph_lib.linear_kind(producer.layer)
+    if (linear and producer.layer.activation.__name__ == "linear"
         and len(graph.consumers[tensor]) == 1 and tensor not in graph.outputs):
       fused[op] = producer
   producers = set(fused.values())
