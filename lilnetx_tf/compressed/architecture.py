@@ -6,7 +6,9 @@ Before that happens, `architecture_problem` checks that every object is a
 stock Keras class under its own module, or one of the library's own layers
 named by its registered Keras name (`lilnetx_tf>ChannelPad`), that no class
 holds code, calls functions by name or reads files, and that strings Keras
-resolves by name (activations, initializers, ...) are built-in names.
+resolves by name (activations, initializers, ...) are built-in names. It
+also replays how Keras rebuilds a functional model's layer graph, which loops
+forever on a reference to a node that is never made (`_graph_problem`).
 
 The library's own classes are identified by registered name only: files store
 them without a module (`without_custom_modules`), and a module stored by
@@ -15,6 +17,7 @@ ignored and dropped before Keras sees the config, so moving a class never
 breaks a shipped file and a file can never make Keras import a module.
 """
 
+import collections
 import copy
 import functools
 
@@ -22,10 +25,16 @@ import tensorflow as tf
 
 from lilnetx_tf import channel_pad
 
-__all__ = ["MAX_LAYERS", "architecture_problem", "without_custom_modules"]
+__all__ = ["MAX_DEPTH", "MAX_LAYERS", "architecture_problem",
+           "without_custom_modules"]
 
 # Far above any real model; keeps a hostile header from making readers loop.
 MAX_LAYERS = 20_000
+# Nesting of the config's JSON: a model is 8 deep, each nested model adds 4.
+# Keeps Keras's recursive deserialisation far from Python's stack limit.
+MAX_DEPTH = 64
+# What Keras writes in a node's inputs for a constant instead of a tensor.
+_CONSTANT_INPUT = "_CONSTANT_VALUE"
 
 # Classes that hold code, call TF functions by name or read files on load.
 _REFUSED = {
@@ -93,18 +102,185 @@ def _class_problem(obj):
   return None
 
 
+def _is_ref(value):
+  """Whether Keras reads `value`, in a node's data, as a tensor reference."""
+  return (isinstance(value, list) and len(value) in (3, 4) and
+          isinstance(value[0], str))
+
+
+def _is_index(value):
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _node_refs(node, names):
+  """The `(layer, node index)` a node's layer call waits for.
+
+  Returns:
+    `(refs, problem)`: the references, or the reason Keras could not read
+    them (then `refs` is None).
+  """
+  refs, inputs, stack = [], 0, [(node, False)]
+  while stack:
+    value, in_kwargs = stack.pop()
+    if _is_ref(value):
+      inputs += not in_kwargs
+      if len(value) == 4:
+        stack.append((value[3], True))
+      if value[0] == _CONSTANT_INPUT and not in_kwargs:
+        if value[1] != -1 or isinstance(value[1], (bool, float)):
+          return None, "a constant input is not marked as Keras marks it"
+        continue
+      if value[0] not in names or not _is_index(value[2]):
+        return None, f"a node refers to {str(value)[:100]}"
+      # A keyword argument's tensor index out of range makes Keras wait for
+      # it forever, and a layer's number of outputs is not in its config:
+      # only first outputs are passed as keyword arguments here.
+      if in_kwargs and value[2] != 0:
+        return None, (f"a node passes output {value[2]} of layer "
+                      f"{value[0][:100]!r} as a keyword argument")
+      refs.append((value[0], value[1]))
+    elif isinstance(value, (list, dict)):
+      items = value if isinstance(value, list) else value.values()
+      stack.extend((item, in_kwargs) for item in items)
+    elif not in_kwargs:  # Keras reads every other input as a reference.
+      return None, f"a node's inputs hold {str(value)[:100]}"
+  if not inputs:
+    return None, "a node calls a layer on no inputs"
+  return refs, None
+
+
+def _first_node(entry):
+  """The config index of a layer's first node, or a problem (a string).
+
+  Keras numbers the nodes of a nested model from 1 when it starts with an
+  input layer (its node 0 links its own input to its output); the config
+  alone says so only for nested models that start with one, as saved models
+  do.
+  """
+  if entry.get("class_name") not in _MODELS:
+    return 0
+  config = entry.get("config")
+  if not isinstance(config, dict):
+    config = {}
+  layers = config.get("layers")
+  functional = entry["class_name"] == "Sequential" or (
+      "input_layers" in config and "output_layers" in config)
+  if not (isinstance(layers, list) and layers and functional and
+          isinstance(layers[0], dict) and
+          layers[0].get("class_name") == "InputLayer"):
+    return (f"nested model {str(entry.get('name'))[:100]!r} does not start "
+            "with an input layer")
+  return 1
+
+
+def _sequential_problem(config):
+  """Why Keras could not rebuild a Sequential model's config, or None.
+
+  Keras reads a config without a name as the list of layers, and then fails
+  on a variable it never set.
+  """
+  if not (isinstance(config, dict) and "name" in config and
+          isinstance(config.get("layers"), list) and
+          all(isinstance(entry, dict) for entry in config["layers"])):
+    return "a Sequential model's config is not a name and a list of layers"
+  return None
+
+
+def _graph_problem(config):
+  """Why Keras could not rebuild a functional model's layer graph, or None.
+
+  Keras calls each layer once the nodes its inputs come from exist, and
+  retries the calls that cannot be made yet without end: a reference to a
+  node that is never made (a wrong node index, a cycle) makes it loop
+  forever. This replays its bookkeeping on the config: the nodes each layer
+  makes, in the order they can be made, and that every reference is made.
+  """
+  layers = config.get("layers") if isinstance(config, dict) else None
+  if not (isinstance(layers, list) and
+          all(isinstance(entry, dict) for entry in layers)):
+    return "a functional model's `layers` is not a list of layers"
+  # The config index of each layer's first node (None: an input layer, whose
+  # one node any index means).
+  first = {}
+  for entry in layers:
+    name, inner = entry.get("name"), entry.get("config")
+    if not (isinstance(name, str) and name and isinstance(inner, dict) and
+            inner.get("name") == name) or name in first:
+      return f"layer {str(name)[:100]!r} is repeated or not named as its config"
+    first[name] = None if entry.get("class_name") == "InputLayer" else (
+        _first_node(entry))
+    if isinstance(first[name], str):
+      return first[name]
+  waiting = {}  # Per layer, the references of each node still to make.
+  for entry in layers:
+    name, nodes = entry["name"], entry.get("inbound_nodes")
+    if not isinstance(nodes, list) or nodes and first[name] is None:
+      return f"layer {name[:100]!r} has invalid inbound nodes"
+    waiting[name] = collections.deque()
+    for node in nodes:
+      refs, problem = _node_refs(node, first)
+      if problem:
+        return problem
+      waiting[name].append(refs)
+  made = dict.fromkeys(first, 0)
+
+  def is_made(layer, index):
+    if first[layer] is None:
+      return True
+    return _is_index(index) and 0 <= index - first[layer] < made[layer]
+
+  # Event driven, linear in the references: a layer whose next node waits for
+  # a node is woken when that node is made, and goes on from the reference
+  # it stopped at (what is made stays made).
+  blocked, queue = {}, [name for name in waiting if waiting[name]]
+  checked = dict.fromkeys(first, 0)
+  while queue:
+    layer = queue.pop()
+    nodes = waiting[layer]
+    while nodes:
+      refs = nodes[0]
+      while checked[layer] < len(refs) and is_made(*refs[checked[layer]]):
+        checked[layer] += 1
+      if checked[layer] < len(refs):
+        missing = refs[checked[layer]]
+        if _is_index(missing[1]):  # Any other index is never made.
+          blocked.setdefault(missing, []).append(layer)
+        break
+      nodes.popleft()
+      checked[layer] = 0
+      made[layer] += 1
+      queue.extend(blocked.pop((layer, first[layer] + made[layer] - 1), ()))
+  stuck = [name for name, nodes in waiting.items() if nodes]
+  if stuck:
+    return (f"layer {stuck[0][:100]!r} is called on a node that is never "
+            "made (a cycle, or a wrong node index)")
+  for key in ("input_layers", "output_layers"):
+    stack = [config.get(key)]
+    while stack:
+      value = stack.pop()
+      if isinstance(value, list) and not _is_ref(value):
+        stack.extend(value)
+      elif not (_is_ref(value) and len(value) == 3 and value[0] in first and
+                is_made(value[0], value[1]) and _is_index(value[2])):
+        return f"{key} holds {str(value)[:100]}, not a node that is made"
+  return None
+
+
 def architecture_problem(config):
   """Why a Keras model config may not be deserialised, or None if it may.
 
   Every object with a `class_name` must be an allowed class under its own
-  module (Keras imports the module an object names), and objects named by a
-  string (activations, initializers, ...) must be built-in names.
+  module (Keras imports the module an object names), objects named by a
+  string (activations, initializers, ...) must be built-in names, and the
+  layer graph of every functional model must be one Keras can rebuild.
   """
   if not (isinstance(config, dict) and config.get("class_name") in _MODELS):
     return "the architecture is not a Keras model config"
-  stack, layers = [config], 0
+  stack, layers = [(config, 0)], 0
   while stack:
-    obj = stack.pop()
+    obj, depth = stack.pop()
+    if depth > MAX_DEPTH:
+      return f"nested more than {MAX_DEPTH} deep"
     if isinstance(obj, dict):
       if "class_name" in obj:
         problem = _class_problem(obj)
@@ -113,13 +289,19 @@ def architecture_problem(config):
         layers += obj.get("module") not in _NON_LAYER_MODULES
         if layers > MAX_LAYERS:
           return f"more than {MAX_LAYERS} layers"
+        if obj["class_name"] in ("Functional", "Model"):
+          problem = _graph_problem(obj.get("config"))
+        elif obj["class_name"] == "Sequential":
+          problem = _sequential_problem(obj.get("config"))
+        if problem:
+          return problem
       for key, value in obj.items():
         if (isinstance(value, str) and isinstance(key, str) and
             key.endswith(_LOOKUP_SUFFIXES) and not value.isidentifier()):
           return f"{key} {value[:100]!r} is not a built-in name"
-      stack.extend(obj.values())
+      stack.extend((value, depth + 1) for value in obj.values())
     elif isinstance(obj, list):
-      stack.extend(obj)
+      stack.extend((value, depth + 1) for value in obj)
   return None
 
 

@@ -20,6 +20,7 @@ from lilnetx_tf.method import groups
 
 __all__ = [
     "CodedGroup",
+    "DecodeError",
     "compress_latents",
     "decompress_latents",
     "encode_symbols",
@@ -31,6 +32,10 @@ __all__ = [
     "quantize_counts",
     "tables_from_frequencies",
 ]
+
+
+class DecodeError(ValueError):
+  """A range-coded bit string does not decode with its tables."""
 
 
 @dataclasses.dataclass
@@ -246,7 +251,7 @@ def decompress_latents(coded_groups):
   """Decodes `CodedGroup`s into layer name -> integer latent kernel (float32).
 
   Raises:
-    ValueError: if a bit string does not decode to the declared shapes.
+    DecodeError: if a bit string does not decode to the declared shapes.
   """
   latents = {}
   for coded in coded_groups:
@@ -254,9 +259,9 @@ def decompress_latents(coded_groups):
     try:
       symbols = decode_symbols(coded.data, sum(rows), coded.cdf,
                                coded.cdf_offset)
-    except tf.errors.OpError as e:
-      raise ValueError(f"Group {coded.group!r}: the range-coded latents do not "
-                       f"decode ({e.message}).") from None
+    except tf.errors.InvalidArgumentError as e:  # What the coder reports.
+      raise DecodeError(f"Group {coded.group!r}: the range-coded latents do "
+                        f"not decode ({e.message}).") from None
     start = 0
     for name, shape, n in zip(coded.layers, coded.shapes, rows):
       latents[name] = groups.from_slices(

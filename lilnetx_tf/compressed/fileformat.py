@@ -9,7 +9,8 @@ a plain Keras model (stock layers) whose kernels are decoded with
 code; the architecture may name only stock Keras classes and the library's
 own layers by their registered Keras name (`lilnetx_tf>ChannelPad`; see
 `architecture`). Reading checks every field before it allocates (see
-`sections`), and any problem is a `CorruptFileError`.
+`sections`), and any problem is a `CorruptFileError`; any other exception is
+a bug of the reader.
 
 Byte layout, all integers little-endian:
 
@@ -96,6 +97,12 @@ _KERNEL_WEIGHTS = {tf.keras.layers.Conv1D: (0,), tf.keras.layers.Conv2D: (0,),
                    tf.keras.layers.Dense: (0,)}
 # Variables an architecture may create beyond the weights the file holds.
 _WEIGHT_SLACK = 2**16
+# What Keras raises on a config it cannot deserialise, from the layers' own
+# argument checks to its graph rebuilding: the types that fuzzing the
+# architecture (tests/test_fileformat.py) met. `architecture_problem` has
+# already refused the configs Keras would loop on or fail an assertion on.
+_KERAS_CONFIG_ERRORS = (ValueError, TypeError, IndexError, AttributeError,
+                        OverflowError)
 
 
 def _weighted_layers(model):
@@ -204,13 +211,20 @@ def save_compressed(model, path, *, float16=False):
 # -- Reading -------------------------------------------------------------------
 
 
-def _weight_budget(num_weights):
+def _weight_budget(num_weights, refusals):
   """A variable creator refusing weights beyond `num_weights` elements.
 
   Each variable is checked before it is allocated, and starts as zeros
-  instead of its random initialiser: every weight is overwritten.
+  instead of its random initialiser: every weight is overwritten. A refusal
+  is a `CorruptFileError`, also appended to `refusals`: Keras re-raises an
+  error from inside a layer call (where e.g. MultiHeadAttention makes its
+  weights) as a RuntimeError of its own.
   """
   created = 0
+
+  def refuse(reason):
+    refusals.append(CorruptFileError("architecture", reason))
+    raise refusals[-1]
 
   def creator(next_creator, **kwargs):
     nonlocal created
@@ -218,12 +232,10 @@ def _weight_budget(num_weights):
     if callable(init):
       shape = tf.TensorShape(kwargs.get("shape"))
       if not shape.is_fully_defined():
-        raise CorruptFileError("architecture", "it creates a weight of unknown "
-                               f"shape {shape}")
+        refuse(f"it creates a weight of unknown shape {shape}")
       created += shape.num_elements()
       if created > num_weights + _WEIGHT_SLACK:
-        raise CorruptFileError("architecture", "it creates more weights than "
-                               f"the file holds ({num_weights})")
+        refuse(f"it creates more weights than the file holds ({num_weights})")
       if dtype is not None:
         kwargs["initial_value"] = lambda: tf.zeros(shape, dtype)
     return next_creator(**kwargs)
@@ -236,34 +248,41 @@ def _assign(model, values, kernels):
   layers = _weighted_layers(model)
   names = [l.name for l in layers]
   if len(set(names)) != len(names):
-    raise ValueError("the architecture has several layers of the same name")
+    _refuse("the architecture has several layers of the same name")
   missing = {name for name, _ in kernels} - set(names)
   if missing:
-    raise ValueError(f"group layers {sorted(missing)[:5]} are not in the "
-                     "architecture")
+    _refuse(f"group layers {sorted(missing)[:5]} are not in the architecture")
   used = 0
   for layer in layers:
     for name, index in kernels:
       if name == layer.name and index not in _KERNEL_WEIGHTS.get(
           type(layer), ()):
-        raise ValueError(f"group layer {layer.name!r} is a "
-                         f"{type(layer).__name__}, whose weight {index} is "
-                         "not a kernel of a stock kernel layer")
+        _refuse(f"group layer {layer.name!r} is a {type(layer).__name__}, "
+                f"whose weight {index} is not a kernel of a stock kernel layer")
     weights = []
     for index, weight in enumerate(layer.weights):
       value = values.get((layer.name, index))
       if value is None:
-        raise ValueError(f"the file holds no weight {index} ({weight.name}) "
-                         f"of layer {layer.name!r}")
+        _refuse(f"the file holds no weight {index} ({weight.name}) of layer "
+                f"{layer.name!r}")
       if value.shape != tuple(weight.shape):
-        raise ValueError(f"weight {weight.name!r} has shape {value.shape} in "
-                         f"the file, {tuple(weight.shape)} in the architecture")
+        _refuse(f"weight {weight.name!r} has shape {value.shape} in the file, "
+                f"{tuple(weight.shape)} in the architecture")
+      # The file holds float32 values: a weight of another type would not
+      # hold them exactly (or at all).
+      if weight.dtype != tf.float32:
+        _refuse(f"weight {weight.name!r} is {weight.dtype.name} in the "
+                "architecture, the file holds float32 weights")
       weights.append(value)
     layer.set_weights(weights)
     used += len(weights)
   if used != len(values):
-    raise ValueError(f"the file holds {len(values) - used} weights the "
-                     "architecture does not have")
+    _refuse(f"the file holds {len(values) - used} weights the architecture "
+            "does not have")
+
+
+def _refuse(reason):
+  raise CorruptFileError("weights", reason)
 
 
 def _build(parsed):
@@ -271,28 +290,29 @@ def _build(parsed):
   header, groups = parsed["header"], parsed["groups"]
   num_weights = (sum(g["coded"].num_latents for g in groups) +
                  sum(a.size for a in parsed["floats"]))
-  with sections.reading("architecture"):
-    with tf.variable_creator_scope(_weight_budget(num_weights)):
-      model = tf.keras.layers.deserialize(
-          without_custom_modules(header["architecture"]))
-    if not isinstance(model, tf.keras.Model):
-      raise ValueError(f"it describes a {type(model).__name__}, not a model")
+  config, refusals = without_custom_modules(header["architecture"]), []
+  try:
+    with tf.variable_creator_scope(_weight_budget(num_weights, refusals)):
+      with sections.reading("architecture", _KERAS_CONFIG_ERRORS):
+        model = tf.keras.layers.deserialize(config)
+  except Exception:  # pylint: disable=broad-except
+    if refusals:  # Whatever Keras made of it.
+      raise refusals[0] from None
+    raise
+  if not isinstance(model, tf.keras.Model):
+    raise CorruptFileError("architecture", f"it describes a "
+                           f"{type(model).__name__}, not a model")
   values = {}
   for g in groups:
     coded = g["coded"]
-    with sections.reading(f"latents[{coded.group}]"):
+    with sections.reading(f"latents[{coded.group}]", (codec.DecodeError,)):
       latents = codec.decompress_latents([coded])
-      for name, index, shape in zip(coded.layers, g["weights"], coded.shapes):
-        if latents[name].shape != shape:
-          raise ValueError(f"layer {name!r} decoded to shape "
-                           f"{latents[name].shape}, not {shape}")
-        values[(name, index)] = decode_kernel(latents[name],
-                                              g["matrix"]).numpy()
+    for name, index in zip(coded.layers, g["weights"]):
+      values[(name, index)] = decode_kernel(latents[name], g["matrix"]).numpy()
   for p, value in zip(header["float_params"], parsed["floats"]):
     values[(p["layer"], p["index"])] = value
-  with sections.reading("weights"):
-    _assign(model, values, {(n, i) for g in groups
-                            for n, i in zip(g["coded"].layers, g["weights"])})
+  _assign(model, values, {(n, i) for g in groups
+                          for n, i in zip(g["coded"].layers, g["weights"])})
   return model
 
 

@@ -1,14 +1,21 @@
 """Bytes of the compressed model file: sections, and checks of untrusted input.
 
-`parse` reads a whole file's bytes (layout: `lilnetx_tf.compressed.fileformat`) and
-checks every field before anything is allocated or handed to Keras or the
-range coder: lengths against the bytes left, each section's CRC before its
-contents are used, types and ranges of the header fields, element counts
-against the bytes that must hold them, coding tables against
-tensorflow-compression's invariants, and the architecture against an
-allow-list of classes (stock Keras only, plus `lilnetx_tf>ChannelPad`), so that
-deserialising it cannot run code, import modules or read files. Every problem
-is a `CorruptFileError` naming the section.
+`parse` reads a whole file's bytes (layout:
+`lilnetx_tf.compressed.fileformat`) and checks every field before anything is
+allocated or handed to Keras or the range coder: lengths against the bytes
+left, each section's CRC before its contents are used, types and ranges of
+the header fields, element counts against the bytes that must hold them,
+coding tables against tensorflow-compression's invariants, and the
+architecture against an allow-list of classes (stock Keras only, plus
+`lilnetx_tf>ChannelPad`) and a replay of how Keras rebuilds its layer graph,
+so that deserialising it cannot run code, import modules, read files or loop
+forever. Every problem is a `CorruptFileError` naming the section.
+
+The checks raise `CorruptFileError` themselves. Where a library reads what
+they cannot fully check (zlib, JSON, Keras, the range coder), only the
+exception types that library raises on malformed input become one
+(`reading`): any other exception is a bug of the reader and propagates as it
+is, instead of passing for a damaged file.
 """
 
 import contextlib
@@ -99,13 +106,23 @@ def _fail(section, reason):
 
 
 @contextlib.contextmanager
-def reading(section):
-  """Turns any error while reading `section` into a `CorruptFileError`."""
+def reading(section, errors):
+  """Turns the `errors` raised while reading `section` into `CorruptFileError`.
+
+  Args:
+    section: The section being read, for the error.
+    errors: The exception types (a tuple) that the code in the block raises on
+      malformed input it is given; keep the block to that code. Any other
+      exception propagates unchanged: it is a bug, not a damaged file.
+
+  Yields:
+    Nothing.
+  """
   try:
     yield
   except CorruptFileError:
     raise
-  except Exception as e:  # pylint: disable=broad-except  # Untrusted input.
+  except errors as e:
     raise CorruptFileError(section, f"{type(e).__name__}: {e}"[:600]) from e
 
 
@@ -206,7 +223,8 @@ def _check_header(header, version):
   if header.get("format_version") != version:
     _fail("header", f"format_version {str(header.get('format_version'))[:20]} "
           f"differs from the preamble's {version}")
-  if header.get("float_dtype") not in FLOAT_DTYPES:
+  if not (isinstance(header.get("float_dtype"), str) and
+          header["float_dtype"] in FLOAT_DTYPES):
     _fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
           f"; valid: {', '.join(FLOAT_DTYPES)}")
   kernels = _check_groups(header.get("groups"), version)
@@ -225,7 +243,8 @@ def _inflate(payload, max_bytes, section):
   Never inflates more than `max_bytes + 1` bytes, whatever the stream claims.
   """
   inflater = zlib.decompressobj()
-  raw = inflater.decompress(payload, max_bytes + 1)
+  with reading(section, (zlib.error,)):
+    raw = inflater.decompress(payload, max_bytes + 1)
   if len(raw) > max_bytes:
     _fail(section, f"inflates to over {max_bytes} bytes")
   if not inflater.eof or inflater.unused_data:
@@ -440,7 +459,10 @@ def _unpack_header(payload, version):
   """The header dict of a HEAD payload (JSON, deflated from version 2 on)."""
   if version >= 2:
     payload = _inflate(payload, MAX_HEADER_BYTES, "header")
-  return json.loads(bytes(payload).decode("utf-8"))
+  # Bad UTF-8 and JSON are ValueErrors, and so are integers of more digits
+  # than Python converts; JSON nested too deep exhausts the parser's stack.
+  with reading("header", (ValueError, RecursionError)):
+    return json.loads(bytes(payload).decode("utf-8"))
 
 
 def _read_group(reader, group, version):
@@ -448,10 +470,9 @@ def _read_group(reader, group, version):
   name, positions = group["name"], group["positions"]
   section = f"tables[{name}]"
   tables = reader.read(b"TABL", section)
-  with reading(section):
-    cdf, cdf_offset = _unpack_tables(tables, group["cdf_length"], positions,
-                                     section, version)
-    min_bits = _check_tables(cdf, cdf_offset, section, version)
+  cdf, cdf_offset = _unpack_tables(tables, group["cdf_length"], positions,
+                                   section, version)
+  min_bits = _check_tables(cdf, cdf_offset, section, version)
   size = 4 * positions**2
   matrix = reader.read(b"DECO", f"decoder[{name}]", size)
   if len(matrix) != size:
@@ -510,18 +531,15 @@ def parse(data):
   version = _check_preamble(data)
   reader = _Reader(data)
   head = reader.read(b"HEAD", "header", MAX_HEADER_BYTES)
-  with reading("header"):
-    header = _unpack_header(head, version)
-    _check_header(header, version)
+  header = _unpack_header(head, version)
+  _check_header(header, version)
   latents = sum(math.prod(s) for g in header["groups"] for s in g["shapes"])
   allowance = max(_MIN_LATENT_ALLOWANCE, _LATENTS_PER_BYTE * len(data))
   if latents > allowance:
     _fail("header", f"declares {latents} latents, more than a file of "
           f"{len(data)} bytes may hold ({allowance})")
-  # A backstop: every expected failure below raises CorruptFileError itself.
-  with reading("sections"):
-    groups = [_read_group(reader, g, version) for g in header["groups"]]
-    floats = _read_floats(reader, header)
+  groups = [_read_group(reader, g, version) for g in header["groups"]]
+  floats = _read_floats(reader, header)
   if reader.pos != len(data):
     _fail("end", f"{len(data) - reader.pos} unexpected bytes after the last "
           "section")
