@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 
 from absl import flags
@@ -29,6 +28,7 @@ import tensorflow as tf
 import lilnetx_tf
 from lilnetx_tf import models
 from lilnetx_tf import data as data_lib
+from lilnetx_tf.data import image_folder
 from train import callbacks as callbacks_lib
 from train import distribute
 from train import faults
@@ -47,6 +47,15 @@ CONFIGS = ROOT / "train" / "configs"
 DIGITS_TRAIN, DIGITS_TEST = 1437, 360
 DIGITS_VALIDATION = 144
 DIGITS_FITTED = DIGITS_TRAIN - DIGITS_VALIDATION
+
+
+def _test_accuracy(workdir, dataset, **load):
+  """The test accuracy of `workdir`'s model.keras, computed here."""
+  x, y, info = data_lib.load_arrays(dataset, "test", **load)
+  model = tf.keras.models.load_model(os.path.join(workdir, "model.keras"),
+                                     compile=False)
+  logits = model(np.asarray(data_lib.normalize(x, info)), training=False)
+  return float(np.mean(np.argmax(logits.numpy(), -1) == y))
 
 
 def _epochs_in_csv(workdir):
@@ -252,7 +261,11 @@ def test_digits_run_writes_consistent_outputs_and_is_not_repeated(tmp_path):
                                         DIGITS_TEST)
   assert 0.5 < final["test_accuracy"] <= 1
   assert 0 < final["coded_bytes"] < final["float32_bytes"] == 4 * 50200
-  assert 0 <= final["slice_sparsity"] < 1
+  # Dense layers only: a slice is one weight of the decoded kernels.
+  kernels = [l.decoded_kernel().numpy() for l in tf.keras.models.load_model(
+      os.path.join(workdir, "model.keras")).latent_layers]
+  assert final["slice_sparsity"] == pytest.approx(
+      sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels))
   assert 0 < final["macs_effective"] <= final["macs_dense"] == 50200
   # The best epoch's validation accuracy is the highest of the run's, the
   # final model's included.
@@ -409,7 +422,8 @@ def test_mnist_slice_from_idx_files(tmp_path, data_dir):
   assert 0 < final["macs_effective"] <= final["macs_dense"]
 
 
-def test_cifar10_slice_from_jpeg_archive_reuses_the_cache(tmp_path, data_dir):
+def test_cifar10_slice_from_jpeg_archive_reuses_the_cache(tmp_path, data_dir,
+                                                         monkeypatch):
   archive = str(data_dir / "cifar10" / "cifar10-jpeg.tar.gz")
   cache_dir = str(tmp_path / "cache")
   config = cifar10_resnet20.get_config()
@@ -423,14 +437,18 @@ def test_cifar10_slice_from_jpeg_archive_reuses_the_cache(tmp_path, data_dir):
   # round(10% of 256) held out for validation.
   assert (metrics["train_examples"], metrics["validation_examples"],
           metrics["test_examples"]) == (230, 26, 200)
-  assert 0 <= metrics["final"]["test_accuracy"] <= 1
+  assert metrics["final"]["test_accuracy"] == pytest.approx(_test_accuracy(
+      str(tmp_path / "run"), "cifar10", data_dir=archive, cache_dir=cache_dir,
+      limit=200), abs=1 / 200)
   assert metrics["final"]["weights"] == 268336  # ResNet-20 width 1 kernels.
   assert metrics["final"]["macs_dense"] == 40551040  # lilnetx_tf.models.count_macs.
   (cached,) = os.listdir(cache_dir)
-  start = time.time()
+
+  def no_decoding(*args, **kwargs):
+    raise AssertionError("an image was decoded instead of read from the cache")
+  monkeypatch.setattr(image_folder, "_decode_image", no_decoding)
   x, _, _ = data_lib.load_arrays("cifar10", "train", data_dir=archive,
                                  cache_dir=cache_dir, limit=10)
-  assert time.time() - start < 5  # Decoding all 60,000 JPEGs takes ~20 s.
   assert x.shape == (10, 32, 32, 3) and os.listdir(cache_dir) == [cached]
 
 
@@ -763,7 +781,9 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "mirrored strategy: 2 replicas" in result.stderr
   metrics = json.loads((workdir / "metrics.json").read_text())
-  assert metrics["epochs"] == 1 and 0 < metrics["final"]["test_accuracy"] <= 1
+  assert metrics["epochs"] == 1
+  assert metrics["final"]["test_accuracy"] == pytest.approx(
+      _test_accuracy(str(workdir), "digits"), abs=1 / DIGITS_TEST)
 
 
 def _free_ports(n):
@@ -801,7 +821,9 @@ def test_multi_worker_strategy_with_two_local_workers(tmp_path):
   assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
   assert "multi_worker strategy: 2 replicas" in logs[0]
   metrics = json.loads((workdir / "metrics.json").read_text())
-  assert metrics["epochs"] == 1 and 0 < metrics["final"]["test_accuracy"] <= 1
+  assert metrics["epochs"] == 1
+  assert metrics["final"]["test_accuracy"] == pytest.approx(
+      _test_accuracy(str(workdir), "digits"), abs=1 / DIGITS_TEST)
   # Only the chief wrote into the run's directory.
   assert _epochs_in_csv(str(workdir)) == [0]
   assert "Removed worker scratch directory" in logs[1]
