@@ -1097,7 +1097,7 @@ def _raise(error):
     (codec, "tables_from_frequencies", IndexError),
     (fileformat, "decode_kernel", TypeError),
     (fileformat, "_assign", AttributeError),
-    (sections, "_check_tables", ZeroDivisionError),
+    (sections, "check_tables", ZeroDivisionError),
     (sections, "_check_float_params", KeyError),
     (architecture, "_graph_problem", TypeError),
 ])

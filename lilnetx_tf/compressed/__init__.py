@@ -2,8 +2,11 @@
 
 * `codec`: range coding of the latents with per-position tables fitted to
   them (tensorflow-compression's range coder);
-* `sections`: the file's byte layout, each section's packing and unpacking
-  side by side, and the checks a reader makes before it allocates;
+* `sections`: the file's sections and header, each packed and unpacked side
+  by side, and the checks a reader makes before it allocates;
+* `tables`: the coding tables' section (TABL), packed and unpacked;
+* `errors`: `CorruptFileError`, and which exceptions a reader may turn into
+  it;
 * `architecture`: the allow-list of what a file's architecture may name;
 * `fileformat`: `save_compressed`, `load_compressed`, `inspect_compressed`.
 """

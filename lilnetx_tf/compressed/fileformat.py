@@ -69,6 +69,7 @@ import tensorflow as tf
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import codec
 from lilnetx_tf.compressed import sections
+from lilnetx_tf.compressed import tables
 from lilnetx_tf.compressed.architecture import architecture_problem
 from lilnetx_tf.compressed.architecture import without_custom_modules
 from lilnetx_tf.compressed.sections import CorruptFileError
@@ -170,7 +171,7 @@ def _file_chunks(model, float_dtype):
   parts = [(b"HEAD", sections.pack_header(header))]
   for c in coded:
     matrix = np.asarray(model.decoders[c.group].matrix.numpy(), "<f4")
-    parts += [(b"TABL", sections.pack_tables(c.cdf, c.cdf_offset)),
+    parts += [(b"TABL", tables.pack_tables(c.cdf, c.cdf_offset)),
               (b"DECO", matrix.tobytes()), (b"LATS", c.data)]
   parts.append((b"FLTS", floats))
   chunks = [sections.PREAMBLE.pack(MAGIC, FORMAT_VERSION)]

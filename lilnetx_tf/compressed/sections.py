@@ -1,7 +1,8 @@
 """Bytes of the compressed model file: sections, and checks of untrusted input.
 
 `parse` reads a whole file's bytes (layout:
-`lilnetx_tf.compressed.fileformat`) and checks every field before anything is
+`lilnetx_tf.compressed.fileformat`; the coding tables' section is in
+`tables`, the error in `errors`) and checks every field before anything is
 allocated or handed to Keras or the range coder: lengths against the bytes
 left, each section's CRC before its contents are used, types and ranges of
 the header fields, element counts against the bytes that must hold them,
@@ -18,7 +19,6 @@ exception types that library raises on malformed input become one
 is, instead of passing for a damaged file.
 """
 
-import contextlib
 import json
 import math
 import struct
@@ -27,9 +27,16 @@ import zlib
 import numpy as np
 
 from lilnetx_tf.compressed import codec
-from lilnetx_tf.method import groups as groups_lib
 from lilnetx_tf.compressed.architecture import MAX_LAYERS
 from lilnetx_tf.compressed.architecture import architecture_problem
+from lilnetx_tf.compressed.errors import CorruptFileError
+from lilnetx_tf.compressed.errors import fail
+from lilnetx_tf.compressed.errors import inflate
+from lilnetx_tf.compressed.errors import reading
+from lilnetx_tf.compressed.tables import MAX_CDF_LENGTH
+from lilnetx_tf.compressed.tables import check_tables
+from lilnetx_tf.compressed.tables import unpack_tables
+from lilnetx_tf.method import groups as groups_lib
 
 __all__ = [
     "CorruptFileError",
@@ -41,7 +48,6 @@ __all__ = [
     "READABLE_VERSIONS",
     "pack_section",
     "pack_header",
-    "pack_tables",
     "parse",
     "reading",
 ]
@@ -66,7 +72,6 @@ FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 # reader loop or allocate without end.
 _MAX_GROUPS = 256
 _MAX_POSITIONS = 4096  # 64x64 kernels.
-_MAX_CDF_LENGTH = 2**24
 _MAX_FLOAT_PARAMS = 10**6
 _MAX_DIM = 2**31 - 1  # tensorflow-compression counts symbols in int32.
 _MAX_NAME = 1024
@@ -79,51 +84,6 @@ _CODER_SLACK_BITS = 64
 # average), or `_MIN_LATENT_ALLOWANCE` latents whatever its size.
 _LATENTS_PER_BYTE = 4096
 _MIN_LATENT_ALLOWANCE = 2**24
-# The most deflate can expand (about 1032:1), with room to spare.
-_ZLIB_MAX_RATIO = 1100
-
-class CorruptFileError(ValueError):
-  """A compressed model file is damaged, foreign, newer or not allowed.
-
-  Attributes:
-    section: Where the problem is (e.g. "preamble", "header",
-      "latents[conv3x3]", "architecture").
-    reason: What is wrong.
-    path: The file, when known.
-  """
-
-  def __init__(self, section, reason, path=None):
-    self.section = section
-    self.reason = reason
-    self.path = path
-    where = f" {str(path)!r}" if path is not None else ""
-    super().__init__(
-        f"Corrupt LilNetX file{where}: section {section}: {reason}.")
-
-
-def _fail(section, reason):
-  raise CorruptFileError(section, reason)
-
-
-@contextlib.contextmanager
-def reading(section, errors):
-  """Turns the `errors` raised while reading `section` into `CorruptFileError`.
-
-  Args:
-    section: The section being read, for the error.
-    errors: The exception types (a tuple) that the code in the block raises on
-      malformed input it is given; keep the block to that code. Any other
-      exception propagates unchanged: it is a bug, not a damaged file.
-
-  Yields:
-    Nothing.
-  """
-  try:
-    yield
-  except CorruptFileError:
-    raise
-  except errors as e:
-    raise CorruptFileError(section, f"{type(e).__name__}: {e}"[:600]) from e
 
 
 def pack_section(tag, payload):
@@ -147,7 +107,7 @@ def _is_name(value):
 def _check_shape(value, what, min_dim):
   if not (isinstance(value, list) and len(value) <= 8 and
           all(_is_int(d, min_dim, _MAX_DIM) for d in value)):
-    _fail("header", f"{what} has an invalid shape {str(value)[:100]}")
+    fail("header", f"{what} has an invalid shape {str(value)[:100]}")
 
 
 def _check_groups(value, version):
@@ -156,235 +116,82 @@ def _check_groups(value, version):
   Headers of versions before 4 get the implied `weights` (all 0).
   """
   if not (isinstance(value, list) and 0 < len(value) <= _MAX_GROUPS):
-    _fail("header", f"`groups` must be a list of 1 to {_MAX_GROUPS} groups")
+    fail("header", f"`groups` must be a list of 1 to {_MAX_GROUPS} groups")
   names, kernels = set(), set()
   for group in value:
     name = group.get("name") if isinstance(group, dict) else None
     if not (_is_name(name) and len(name) <= 64) or name in names:
-      _fail("header", f"invalid or repeated group {str(group)[:100]}")
+      fail("header", f"invalid or repeated group {str(group)[:100]}")
     names.add(name)
     positions = group.get("positions")
     if not _is_int(positions, 1, _MAX_POSITIONS):
-      _fail("header", f"group {name!r}: invalid positions {positions!r}")
-    if not _is_int(group.get("cdf_length"), 3 * positions, _MAX_CDF_LENGTH):
-      _fail("header", f"group {name!r}: invalid cdf_length "
+      fail("header", f"group {name!r}: invalid positions {positions!r}")
+    if not _is_int(group.get("cdf_length"), 3 * positions, MAX_CDF_LENGTH):
+      fail("header", f"group {name!r}: invalid cdf_length "
             f"{group.get('cdf_length')!r}")
     layers, shapes = group.get("layers"), group.get("shapes")
     if not (isinstance(layers, list) and isinstance(shapes, list) and
             0 < len(layers) == len(shapes) <= MAX_LAYERS):
-      _fail("header", f"group {name!r}: `layers` and `shapes` must be lists "
+      fail("header", f"group {name!r}: `layers` and `shapes` must be lists "
             "of the same length")
     if version < 4:
       group["weights"] = [0] * len(layers)
     indices = group.get("weights")
     if not (isinstance(indices, list) and len(indices) == len(layers) and
             all(_is_int(i, 0, _MAX_KERNEL_INDEX) for i in indices)):
-      _fail("header", f"group {name!r}: `weights` must list a kernel index "
+      fail("header", f"group {name!r}: `weights` must list a kernel index "
             "per layer")
     total, in_group = 0, set()
     for layer, index, shape in zip(layers, indices, shapes):
       if not _is_name(layer) or layer in in_group or (layer, index) in kernels:
-        _fail("header", f"group {name!r}: invalid or repeated layer "
+        fail("header", f"group {name!r}: invalid or repeated layer "
               f"{str(layer)[:100]}")
       in_group.add(layer)
       kernels.add((layer, index))
       _check_shape(shape, f"layer {layer!r}", 1)
       if (len(shape) not in (2, 3, 4) or
           groups_lib.num_positions(shape) != positions):
-        _fail("header", f"layer {layer!r}: kernel shape {shape} does not have "
+        fail("header", f"layer {layer!r}: kernel shape {shape} does not have "
               f"the group's {positions} positions")
       total += math.prod(shape)
     if total > _MAX_DIM:
-      _fail("header", f"group {name!r}: {total} latents, over the limit of "
+      fail("header", f"group {name!r}: {total} latents, over the limit of "
             f"{_MAX_DIM}")
   return kernels
 
 
 def _check_float_params(value, kernels):
   if not (isinstance(value, list) and len(value) <= _MAX_FLOAT_PARAMS):
-    _fail("header", "`float_params` must be a list of at most "
+    fail("header", "`float_params` must be a list of at most "
           f"{_MAX_FLOAT_PARAMS} entries")
   seen = set()
   for p in value:
     if not (isinstance(p, dict) and _is_name(p.get("layer")) and
             _is_int(p.get("index"), 0, 10**4) and _is_name(p.get("name")) and
             p.get("dtype") == "float32"):
-      _fail("header", f"invalid float parameter {str(p)[:200]}")
+      fail("header", f"invalid float parameter {str(p)[:200]}")
     _check_shape(p.get("shape"), f"weight {p['name']!r}", 0)
     key = (p["layer"], p["index"])
     if key in seen or key in kernels:
-      _fail("header", f"weight {key} is stored twice")
+      fail("header", f"weight {key} is stored twice")
     seen.add(key)
 
 
 def _check_header(header, version):
   if not isinstance(header, dict):
-    _fail("header", "the header is not a JSON object")
+    fail("header", "the header is not a JSON object")
   if header.get("format_version") != version:
-    _fail("header", f"format_version {str(header.get('format_version'))[:20]} "
+    fail("header", f"format_version {str(header.get('format_version'))[:20]} "
           f"differs from the preamble's {version}")
   if not (isinstance(header.get("float_dtype"), str) and
           header["float_dtype"] in FLOAT_DTYPES):
-    _fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
+    fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
           f"; valid: {', '.join(FLOAT_DTYPES)}")
   kernels = _check_groups(header.get("groups"), version)
   _check_float_params(header.get("float_params"), kernels)
   problem = architecture_problem(header.get("architecture"))
   if problem:
-    _fail("architecture", problem)
-
-
-# -- Coding tables -------------------------------------------------------------
-
-
-def _inflate(payload, max_bytes, section):
-  """Inflates one complete zlib stream of at most `max_bytes` bytes.
-
-  Never inflates more than `max_bytes + 1` bytes, whatever the stream claims.
-  """
-  inflater = zlib.decompressobj()
-  with reading(section, (zlib.error,)):
-    raw = inflater.decompress(payload, max_bytes + 1)
-  if len(raw) > max_bytes:
-    _fail(section, f"inflates to over {max_bytes} bytes")
-  if not inflater.eof or inflater.unused_data:
-    _fail(section, "not one complete zlib stream")
-  return raw
-
-
-def _varints(values):
-  """Unsigned LEB128 bytes of non-negative integers."""
-  out = bytearray()
-  for value in values:
-    value = int(value)
-    while value >= 0x80:
-      out.append(value & 0x7F | 0x80)
-      value >>= 7
-    out.append(value)
-  return bytes(out)
-
-
-def _read_varints(raw, section):
-  """Inverse of `_varints` (at most 5 bytes a value), vectorised."""
-  data = np.frombuffer(raw, np.uint8)
-  if data.size and data[-1] & 0x80:
-    _fail(section, "the tables end inside a number")
-  ends = np.flatnonzero(data < 0x80)
-  starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
-  lengths = ends - starts + 1
-  if lengths.size and lengths.max() > 5:
-    _fail(section, "a number in the tables is too long")
-  values = np.zeros(len(ends), np.int64)
-  for k in range(5):
-    rows = np.flatnonzero(lengths > k)
-    values[rows] |= (data[starts[rows] + k] & 0x7F).astype(np.int64) << 7 * k
-  return values
-
-
-def pack_tables(cdf, cdf_offset):
-  """The TABL payload (version 3) of tfc range-coding tables.
-
-  Per position: the precision, the offset (zigzag), the number of values
-  before the overflow escape and their frequencies (the steps of the CDF; the
-  escape's is the rest of `2**precision`), all as unsigned LEB128 numbers,
-  deflated.
-  """
-  cdf = np.asarray(cdf, np.int64)
-  starts = np.flatnonzero(cdf < 0)
-  numbers = []
-  for start, end, offset in zip(starts, np.append(starts[1:], len(cdf)),
-                                np.asarray(cdf_offset, np.int64)):
-    steps = np.diff(cdf[start + 1:end])[:-1]  # Without the escape's.
-    numbers += [-cdf[start], 2 * offset if offset >= 0 else -2 * offset - 1,
-                len(steps)] + list(steps)
-  return zlib.compress(_varints(numbers), 9)
-
-
-def _unpack_tables(payload, cdf_length, positions, section, version):
-  """Inflates a TABL payload into `(cdf, cdf_offset)` int32 arrays."""
-  if version >= 3:
-    # At most 3 bytes per CDF value, 5 for an offset.
-    expected = 3 * cdf_length + 5 * positions
-  else:
-    expected = 4 * (cdf_length + positions)
-  if expected > _ZLIB_MAX_RATIO * len(payload) + 1024:
-    _fail(section, f"a {len(payload)}-byte zlib stream cannot hold the "
-          f"declared {cdf_length} table values")
-  raw = _inflate(payload, expected, section)
-  if version < 3:
-    if len(raw) != expected:
-      _fail(section, f"the tables do not inflate to the declared {expected} "
-            "bytes")
-    cdf = np.frombuffer(raw, "<i4", cdf_length).astype(np.int32)
-    cdf_offset = np.frombuffer(raw, "<i4", positions, 4 * cdf_length)
-    return cdf, cdf_offset.astype(np.int32)
-  numbers = _read_varints(raw, section)
-  precisions, frequencies, offsets, pos = [], [], [], 0
-  for _ in range(positions):
-    if pos + 3 > len(numbers):
-      _fail(section, f"the tables hold fewer than {positions} positions")
-    precision, zigzag, count = numbers[pos:pos + 3]
-    if not 1 <= precision <= 16 or not 1 <= count < 1 << precision:
-      _fail(section, f"a table has precision {precision} and {count} values")
-    steps = numbers[pos + 3:pos + 3 + count]
-    pos += 3 + count
-    if len(steps) != count:
-      _fail(section, "the tables end inside a table")
-    escape = (1 << int(precision)) - int(steps.sum())
-    if escape < 1 or not steps.any():
-      _fail(section, "a table's frequencies do not fit its precision")
-    offset = zigzag // 2 if zigzag % 2 == 0 else -(zigzag + 1) // 2
-    # Clipped into int32 here; `_check_tables` refuses what is out of range.
-    offsets.append(min(max(offset, -2**31), 2**31 - 1))
-    precisions.append(precision)
-    frequencies.append(steps)
-  if pos != len(numbers):
-    _fail(section, f"{len(numbers) - pos} numbers after the last table")
-  cdf, cdf_offset = codec.tables_from_frequencies(frequencies, offsets,
-                                                  precisions)
-  if len(cdf) != cdf_length:
-    _fail(section, f"the tables hold {len(cdf)} CDF values, the header "
-          f"declares {cdf_length}")
-  return cdf, cdf_offset
-
-
-def _check_tables(cdf, cdf_offset, section, version):
-  """Checks range-coding tables; returns the fewest bits per position.
-
-  Each of the `len(cdf_offset)` tables must be `-precision` (1 to 16), then a
-  CDF from 0 to `2**precision` with at least one symbol besides the overflow
-  escape, strictly increasing up to version 2 (what tensorflow-compression
-  produces); from version 3 on, values that never occur may have frequency 0
-  (the escape never does).
-
-  Returns:
-    Per position, -log2 of its most probable symbol's probability: the fewest
-    bits any of its symbols costs.
-  """
-  positions = len(cdf_offset)
-  starts = np.flatnonzero(cdf < 0)
-  if len(starts) != positions or starts[0] != 0:
-    _fail(section, f"expected {positions} tables, found {len(starts)}")
-  ends = np.append(starts[1:], len(cdf))
-  if np.any(ends - starts < 3):
-    _fail(section, "a table has fewer than two CDF values")
-  precision = -cdf[starts].astype(np.int64)
-  if np.any((precision < 1) | (precision > 16)):
-    _fail(section, "a table's precision is outside [1, 16]")
-  if np.any(cdf[starts + 1] != 0) or np.any(cdf[ends - 1] != 1 << precision):
-    _fail(section, "a CDF does not run from 0 to 2**precision")
-  steps = np.diff(cdf.astype(np.int64))
-  inner = np.ones(len(steps), bool)
-  inner[starts] = False
-  inner[starts[1:] - 1] = False
-  if np.any(steps[inner] < (0 if version >= 3 else 1)):
-    _fail(section, "a CDF is not increasing")
-  if np.any(steps[ends - 2] < 1):
-    _fail(section, "a table's overflow escape has frequency 0")
-  if np.any(np.abs(cdf_offset.astype(np.int64)) > 2**30):
-    _fail(section, "a CDF offset is out of range")
-  steps[~inner] = 0
-  return precision - np.log2(np.maximum.reduceat(steps, starts))
+    fail("architecture", problem)
 
 
 # -- Sections ------------------------------------------------------------------
@@ -403,20 +210,20 @@ class _Reader:
     data, pos = self.data, self.pos
     left = len(data) - pos - _SECTION.size
     if left < 0:
-      _fail(name, f"truncated: {len(data) - pos} bytes at offset {pos}, a "
+      fail(name, f"truncated: {len(data) - pos} bytes at offset {pos}, a "
             f"section starts with {_SECTION.size}")
     found, length, crc = _SECTION.unpack_from(data, pos)
     if found != tag:
-      _fail(name, f"expected section {tag!r} at offset {pos}, found "
+      fail(name, f"expected section {tag!r} at offset {pos}, found "
             f"{bytes(found)!r}")
     if max_bytes is not None and length > max_bytes:
-      _fail(name, f"declares {length} bytes, over the limit of {max_bytes}")
+      fail(name, f"declares {length} bytes, over the limit of {max_bytes}")
     if length > left:
-      _fail(name, f"declares {length} bytes, only {left} left (truncated?)")
+      fail(name, f"declares {length} bytes, only {left} left (truncated?)")
     start = pos + _SECTION.size
     payload = data[start:start + length]
     if zlib.crc32(payload, zlib.crc32(data[pos:pos + 12])) != crc:
-      _fail(name, "CRC-32 mismatch (damaged data)")
+      fail(name, "CRC-32 mismatch (damaged data)")
     self.pos = start + length
     self.sections.append(dict(tag=tag.decode(), name=name, offset=pos,
                               bytes=_SECTION.size + length))
@@ -426,18 +233,18 @@ class _Reader:
 def _check_preamble(data):
   """Checks the magic and version; returns the format version."""
   if not data:
-    _fail("preamble", "empty file")
+    fail("preamble", "empty file")
   if data[:len(MAGIC)] != MAGIC[:len(data)]:
-    _fail("preamble", f"not a LilNetX file (starts with "
+    fail("preamble", f"not a LilNetX file (starts with "
           f"{bytes(data[:8]).hex()}, expected {MAGIC.hex()})")
   if len(data) < PREAMBLE.size:
-    _fail("preamble", f"truncated: {len(data)} bytes")
+    fail("preamble", f"truncated: {len(data)} bytes")
   _, version = PREAMBLE.unpack_from(data)
   if version > FORMAT_VERSION:
-    _fail("preamble", f"format version {version} is newer than this reader, "
+    fail("preamble", f"format version {version} is newer than this reader, "
           f"which reads versions up to {FORMAT_VERSION} (update lilnetx_tf)")
   if version not in READABLE_VERSIONS:
-    _fail("preamble", f"unknown format version {version}; readable: "
+    fail("preamble", f"unknown format version {version}; readable: "
           f"{', '.join(map(str, READABLE_VERSIONS))}")
   return version
 
@@ -458,7 +265,7 @@ def pack_header(header):
 def _unpack_header(payload, version):
   """The header dict of a HEAD payload (JSON, deflated from version 2 on)."""
   if version >= 2:
-    payload = _inflate(payload, MAX_HEADER_BYTES, "header")
+    payload = inflate(payload, MAX_HEADER_BYTES, "header")
   # Bad UTF-8 and JSON are ValueErrors, and so are integers of more digits
   # than Python converts; JSON nested too deep exhausts the parser's stack.
   with reading("header", (ValueError, RecursionError)):
@@ -470,19 +277,19 @@ def _read_group(reader, group, version):
   name, positions = group["name"], group["positions"]
   section = f"tables[{name}]"
   tables = reader.read(b"TABL", section)
-  cdf, cdf_offset = _unpack_tables(tables, group["cdf_length"], positions,
+  cdf, cdf_offset = unpack_tables(tables, group["cdf_length"], positions,
                                    section, version)
-  min_bits = _check_tables(cdf, cdf_offset, section, version)
+  min_bits = check_tables(cdf, cdf_offset, section, version)
   size = 4 * positions**2
   matrix = reader.read(b"DECO", f"decoder[{name}]", size)
   if len(matrix) != size:
-    _fail(f"decoder[{name}]", f"holds {len(matrix)} bytes, a {positions}x"
+    fail(f"decoder[{name}]", f"holds {len(matrix)} bytes, a {positions}x"
           f"{positions} float32 matrix {size}")
   latents = reader.read(b"LATS", f"latents[{name}]")
   rows = sum(math.prod(s) for s in group["shapes"]) // positions
   least = rows * float(np.sum(min_bits))
   if least > 8 * len(latents) + _CODER_SLACK_BITS:
-    _fail(f"latents[{name}]", f"{rows} slices need at least "
+    fail(f"latents[{name}]", f"{rows} slices need at least "
           f"{math.ceil(least / 8)} bytes with these tables, the section holds "
           f"{len(latents)}")
   return dict(
@@ -501,7 +308,7 @@ def _read_floats(reader, header):
   counts = [math.prod(p["shape"]) for p in header["float_params"]]
   payload = reader.read(b"FLTS", "float_params")
   if len(payload) != sum(counts) * dtype.itemsize:
-    _fail("float_params", f"holds {len(payload)} bytes, the header's "
+    fail("float_params", f"holds {len(payload)} bytes, the header's "
           f"{len(counts)} tensors {sum(counts) * dtype.itemsize}")
   values = np.frombuffer(payload, dtype).astype(np.float32)
   arrays, start = [], 0
@@ -536,12 +343,12 @@ def parse(data):
   latents = sum(math.prod(s) for g in header["groups"] for s in g["shapes"])
   allowance = max(_MIN_LATENT_ALLOWANCE, _LATENTS_PER_BYTE * len(data))
   if latents > allowance:
-    _fail("header", f"declares {latents} latents, more than a file of "
+    fail("header", f"declares {latents} latents, more than a file of "
           f"{len(data)} bytes may hold ({allowance})")
   groups = [_read_group(reader, g, version) for g in header["groups"]]
   floats = _read_floats(reader, header)
   if reader.pos != len(data):
-    _fail("end", f"{len(data) - reader.pos} unexpected bytes after the last "
+    fail("end", f"{len(data) - reader.pos} unexpected bytes after the last "
           "section")
   return dict(header=header, groups=groups, floats=floats,
               sections=reader.sections, file_bytes=len(data))
