@@ -1,11 +1,14 @@
 # The two commands of the README: `make demo` and `make test`.
 # Both create the virtual environment from requirements.txt when it is missing.
+# `make bazel-test` runs the fast tests through Bazel (Debian's bazel-bootstrap
+# and bazel-rules-java; see WORKSPACE), `make bazel-test-all` every test file.
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
+BAZEL  ?= bazel
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test bazel-test bazel-test-all venv clean
 
 venv: $(STAMP)
 
@@ -19,7 +22,14 @@ demo: $(STAMP)
 	$(PY) -m train.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --durations=20
+
+# Bazel's Python toolchain is the venv named by LILNETX_VENV (default .venv).
+bazel-test: $(STAMP)
+	LILNETX_VENV=$(VENV) $(BAZEL) test //:fast
+
+bazel-test-all: $(STAMP)
+	LILNETX_VENV=$(VENV) $(BAZEL) test //...
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -4,11 +4,28 @@ Bazel runs a `py_test` target's `main` as a script. The test files are pytest
 modules, so every target runs this script with its own file as argument;
 pytest's exit status becomes the target's, so a failing test fails the target
 and a target whose file collects no test fails too (pytest exits with 5).
+
+Under `bazel test` (TEST_TMPDIR is set) pytest also writes its JUnit report
+where Bazel looks for it (XML_OUTPUT_FILE), so Bazel's test.xml lists the test
+functions, not only the file; HOME, which Bazel 4 leaves unset, becomes the
+test's private temporary directory; and pytest keeps no cache.
 """
 
+import os
 import sys
 
 import pytest
+
+
+def _bazel_args(environ):
+  """pytest's extra arguments under `bazel test`; sets HOME if unset."""
+  if "TEST_TMPDIR" not in environ:
+    return []
+  environ.setdefault("HOME", environ["TEST_TMPDIR"])
+  args = ["-p", "no:cacheprovider"]
+  if environ.get("XML_OUTPUT_FILE"):
+    args.append("--junitxml=" + environ["XML_OUTPUT_FILE"])
+  return args
 
 
 def main(argv):
@@ -16,7 +33,7 @@ def main(argv):
   if not argv:
     print("usage: pytest_main.py TEST_FILE [TEST_FILE ...]", file=sys.stderr)
     return 2
-  return int(pytest.main(["-q", *argv]))
+  return int(pytest.main(["-q", *_bazel_args(os.environ), *argv]))
 
 
 if __name__ == "__main__":

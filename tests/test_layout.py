@@ -1,7 +1,9 @@
 """The package's structure rules, and the Bazel test runner."""
 
 import ast
+import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -83,10 +85,17 @@ def test_the_library_depends_on_no_tool_and_the_core_on_no_zoo():
   assert not problems, problems
 
 
+def _without_bazel_env():
+  """The environment minus what `bazel test` sets for the test itself."""
+  return {k: v for k, v in os.environ.items()
+          if not (k.startswith("TEST_") or k == "XML_OUTPUT_FILE")}
+
+
 def test_bazel_targets_run_pytest_and_fail_without_tests(tmp_path):
   build = (ROOT / "BUILD").read_text()
   assert 'main = "tests/pytest_main.py"' in build
   assert 'args = ["$(location %s)" % src]' in build
+  assert '[py_test(' in build and 'for src in glob(["tests/test_*.py"])]' in build
   runner = str(ROOT / "tests" / "pytest_main.py")
   files = {"test_ok.py": "def test_ok():\n  assert 1 + 1 == 2\n",
            "test_bad.py": "def test_bad():\n  assert 1 + 1 == 3\n",
@@ -97,6 +106,122 @@ def test_bazel_targets_run_pytest_and_fail_without_tests(tmp_path):
     codes[name] = subprocess.run(
         [sys.executable, runner, str(tmp_path / name), "-p",
          "no:cacheprovider"], cwd=tmp_path, capture_output=True,
-        timeout=120, check=False).returncode
+        env=_without_bazel_env(), timeout=120, check=False).returncode
   # pytest's statuses: 0 passed, 1 failed, 5 nothing collected.
   assert codes == {"test_ok.py": 0, "test_bad.py": 1, "test_none.py": 5}
+  # Under `bazel test`, the test functions go to Bazel's test.xml.
+  bazel_env = dict(_without_bazel_env(), TEST_TMPDIR=str(tmp_path),
+                   XML_OUTPUT_FILE=str(tmp_path / "test.xml"))
+  subprocess.run([sys.executable, runner, str(tmp_path / "test_ok.py")],
+                 cwd=tmp_path, env=bazel_env, capture_output=True,
+                 timeout=120, check=True)
+  report = (tmp_path / "test.xml").read_text()
+  assert 'tests="1"' in report and 'name="test_ok"' in report
+
+
+# Paths that belong to one machine, not to the project or a distribution.
+_MACHINE_PATH = re.compile(r"(?<![\w.$)])/(?:work|home|root|tmp|Users|mnt|opt)"
+                           r"(?:/|\b)")
+
+
+def _glob_regex(pattern):
+  """A regular expression matching what Bazel's glob `pattern` matches."""
+  parts = []
+  for segment in pattern.split("/"):
+    if segment == "**":
+      parts.append("(?:[^/]+/)*")
+    else:
+      parts.append(
+          "".join("[^/]*" if c == "*" else re.escape(c) for c in segment) + "/")
+  return re.compile("".join(parts)[:-1] + r"\Z")
+
+
+def _bazel_problems(build, workspace_files, files):
+  """What is out of step between BUILD (text) and the checkout.
+
+  `workspace_files` maps the names of BUILD, WORKSPACE and the other Bazel
+  set-up files to their text; `files` are the checkout's files (relative
+  paths) that BUILD must cover.
+  """
+  problems = []
+  tree = ast.parse(build)
+  constants = {}
+  globs = []
+  named = set()  # Every string of BUILD, file names among them.
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Assign) and len(node.targets) == 1 and
+        isinstance(node.targets[0], ast.Name)):
+      try:
+        constants[node.targets[0].id] = ast.literal_eval(node.value)
+      except ValueError:
+        pass
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and
+        node.func.id == "glob"):
+      globs.extend(ast.literal_eval(node.args[0]))
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+      named.add(node.value)
+  tests = sorted(f for f in files if _glob_regex("tests/test_*.py").match(f))
+  if "tests/test_*.py" not in globs:
+    problems.append("the py_test targets do not glob tests/test_*.py")
+  fast = constants.get("_FAST", [])
+  if not fast:
+    problems.append("no fast tests (_FAST) in BUILD")
+  for src in fast:
+    if src not in tests:
+      problems.append(f"_FAST names {src}, which is no test file")
+  for src in constants.get("_TIMEOUT", {}):
+    if src not in tests:
+      problems.append(f"_TIMEOUT names {src}, which is no test file")
+  for path in files:
+    if path.endswith(".py") and path not in named and not any(
+        _glob_regex(g).match(path) for g in globs):
+      problems.append(f"{path} is in no glob of BUILD")
+  for name, text in workspace_files.items():
+    for match in _MACHINE_PATH.finditer(text):
+      problems.append(f"{name}: machine-specific path {match.group(0)}...")
+    if str(ROOT) in text:
+      problems.append(f"{name}: this checkout's path {ROOT}")
+  return problems
+
+
+def _bazel_files():
+  names = ["BUILD", "WORKSPACE", ".bazelrc"]
+  names += sorted(str(p.relative_to(ROOT))
+                  for p in (ROOT / "third_party" / "bazel").rglob("*")
+                  if p.is_file())
+  return {name: (ROOT / name).read_text() for name in names}
+
+
+def test_bazel_build_is_in_step_with_the_files():
+  files = sorted(
+      str(p.relative_to(ROOT))
+      for folder in (*_OWN, "bench", "tests")
+      for p in (ROOT / folder).rglob("*.py"))
+  assert "tests/test_layout.py" in files and "lilnetx_tf/__init__.py" in files
+  setup = _bazel_files()
+  build = setup["BUILD"]
+  assert _bazel_problems(build, setup, files) == []
+  # Each check can fail: an unlisted file, a fast or timed test that is gone,
+  # no test glob, a machine's path.
+  flat = build.replace('"lilnetx_tf/**/*.py"', '"lilnetx_tf/*.py"')
+  nested = [f"{f} is in no glob of BUILD" for f in files
+            if f.startswith("lilnetx_tf/") and f.count("/") > 1]
+  assert nested and _bazel_problems(flat, {}, files) == nested
+  assert _bazel_problems(build, {}, files + ["tests/helpers.py"]) == [
+      "tests/helpers.py is in no glob of BUILD"]
+  gone = [f for f in files if f != "tests/test_layout.py"]
+  assert _bazel_problems(build, {}, gone) == [
+      "_FAST names tests/test_layout.py, which is no test file",
+      "_TIMEOUT names tests/test_layout.py, which is no test file"]
+  no_tests = build.replace('glob(["tests/test_*.py"])', '["tests/test_a.py"]')
+  assert "the py_test targets do not glob tests/test_*.py" in _bazel_problems(
+      no_tests, {}, files)
+  no_fast = re.sub(r"_FAST = \[[^]]*\]", "_FAST = []", build)
+  assert _bazel_problems(no_fast, {}, files) == [
+      "no fast tests (_FAST) in BUILD"]
+  for path in ("/work/main/.venv/bin/python", "/home/me/src", "/root/x",
+               '"/tmp/venv"', str(ROOT)):
+    assert _bazel_problems(build, {"WORKSPACE": f"x = {path}\n"}, files), path
+  for fine in ("/usr/share/bazel/rules/java", "@bazel_tools//tools/python",
+               "//third_party/bazel:repositories.bzl", "$(location x)/tmp"):
+    assert _bazel_problems(build, {"WORKSPACE": fine}, files) == [], fine
