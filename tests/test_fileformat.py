@@ -30,6 +30,7 @@ import lilnetx_tf
 from lilnetx_tf import atomic
 from lilnetx_tf.compressed import architecture
 from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import dictionary
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.compressed import sections
 from lilnetx_tf.method import decoders
@@ -88,6 +89,8 @@ def _assert_round_trip(model, loaded, x):
     want = [w.numpy() for w in layer.weights]
     if id(layer) in latent:
       want[0] = layer.decoded_kernel().numpy()
+      if layer.use_bias:  # The bias the op uses: on the model's grid.
+        want[1] = by_hand.on_grid(want[1], model.grid_bits)
     got = [w.numpy() for w in loaded.get_layer(layer.name).weights]
     assert len(got) == len(want), layer.name
     for a, b in zip(got, want):
@@ -151,13 +154,19 @@ def _as_old_version(model, data, version):
   column's extremes gets a count of at least 1, and the latents are coded
   again with those tables.
   """
-  layout = _layout(data)
   header = _header(data)
   header["format_version"] = version
   parts = [None]  # The header, once the groups' cdf_length are set.
   symbols = codec.group_symbols(model)
+  for p in header["float_params"]:  # Names and float32 values before v5.
+    p.pop("grid", None)
+    p.update(name=f"{p['layer']}/{p['index']}", dtype="float32")
+  plain = lilnetx_tf.decompressed_model(model)
+  floats = b"".join(np.asarray(plain.get_layer(p["layer"]).weights[
+      p["index"]].numpy(), "<f4").tobytes() for p in header["float_params"])
   for i, group in enumerate(header["groups"]):
     del group["weights"]  # Version 4's; all 0 here.
+    group.pop("decoder")  # Version 5's: float32 matrices before.
     columns = symbols[group["name"]].T
     lows = [int(c.min()) for c in columns]
     freqs = [codec.quantize_counts(np.bincount(c - low) + 1)
@@ -166,14 +175,13 @@ def _as_old_version(model, data, version):
     group["cdf_length"] = len(cdf)
     tables = zlib.compress(np.asarray(cdf, "<i4").tobytes() +
                            np.asarray(offsets, "<i4").tobytes())
-    _, _, body, length = layout[2 + 3 * i]
-    parts += [(b"TABL", tables), (b"DECO", data[body:body + length]),
+    matrix = model.decoders[group["name"]].matrix.numpy()
+    parts += [(b"TABL", tables), (b"DECO", np.asarray(matrix, "<f4").tobytes()),
               (b"LATS", codec.encode_symbols(
                   symbols[group["name"]], cdf, offsets))]
   head = json.dumps(header).encode()
   parts[0] = (b"HEAD", head if version == 1 else zlib.compress(head))
-  _, _, body, length = layout[-1]
-  parts.append((b"FLTS", data[body:body + length]))
+  parts.append((b"FLTS", floats))
   return _with_version(data[:12], version) + b"".join(
       sections.pack_section(tag, payload) + payload for tag, payload in parts)
 
@@ -190,13 +198,19 @@ def test_reads_older_format_versions(trained, saved, tmp_path, version):
 
 
 def test_float16(trained, saved, tmp_path):
-  model, x = trained
-  path = tmp_path / "half.lnx"
+  """float16 halves the float weights that are on no grid."""
+  trained_model, x = trained
+  # The same weights, with float32 decoders and biases.
+  model = lilnetx_tf.LilNetXModel.from_config(
+      dict(trained_model.get_config(), grid_bits=0))
+  model.set_weights(trained_model.get_weights())
+  full, path = tmp_path / "full.lnx", tmp_path / "half.lnx"
+  fileformat.save_compressed(model, full)
   sizes = fileformat.save_compressed(model, path, float16=True)
   assert sizes["float_dtype"] == "float16"
   assert sizes["latent_bytes"] == saved[1]["latent_bytes"]
   floats = [[s["bytes"] for s in fileformat.inspect_compressed(p)["sections"]
-             if s["tag"] == "FLTS"][0] for p in (saved[0], path)]
+             if s["tag"] == "FLTS"][0] for p in (full, path)]
   assert floats[0] - floats[1] == 2 * sizes["num_float_params"]
   loaded = fileformat.load_compressed(path)
   for layer in model.network.layers:
@@ -252,15 +266,31 @@ def _with_payload(data, index, payload):
           data[body + length:])
 
 
+def _zdict(data):
+  """The preset dictionary of the file's header stream (version 5 on)."""
+  version = struct.unpack_from("<I", data, 8)[0]
+  return dictionary.HEADER_DICTIONARY if version >= 5 else b""
+
+
+def _deflate_head(data, raw):
+  """`raw` as the HEAD payload of a file like `data`."""
+  deflater = zlib.compressobj(9, zdict=_zdict(data))
+  return deflater.compress(raw) + deflater.flush()
+
+
+def _inflate_head(data, payload):
+  return zlib.decompressobj(zdict=_zdict(data)).decompress(payload)
+
+
 def _header(data):
   _, _, body, length = _layout(data)[0]
-  return json.loads(zlib.decompress(data[body:body + length]))
+  return json.loads(_inflate_head(data, data[body:body + length]))
 
 
 def _with_header(data, edit):
   header = _header(data)
   edit(header)
-  return _with_payload(data, 0, zlib.compress(json.dumps(header).encode()))
+  return _with_payload(data, 0, _deflate_head(data, json.dumps(header).encode()))
 
 
 def _set(path, value):
@@ -413,15 +443,15 @@ def _variants(data, rng):
                               data[head_start + 12:])
   big = json.dumps({"pad": "x" * (16 * 2**20)}).encode()
   yield "header inflates over 16 MiB", _with_payload(data, 0,
-                                                     zlib.compress(big))
+                                                     _deflate_head(data, big))
   yield "header not deflated", _with_payload(data, 0, b'{"a": 1}')
-  head = zlib.compress(json.dumps(_header(data)).encode())
+  head = _deflate_head(data, json.dumps(_header(data)).encode())
   yield "header stream cut", _with_payload(data, 0, head[:-5])
   yield "header stream + junk", _with_payload(data, 0, head + b"junk")
-  yield "header not JSON", _with_payload(data, 0, zlib.compress(b"{not json"))
-  yield "header not UTF-8", _with_payload(data, 0, zlib.compress(b"\xff\xfe"))
+  yield "header not JSON", _with_payload(data, 0, _deflate_head(data, b"{not json"))
+  yield "header not UTF-8", _with_payload(data, 0, _deflate_head(data, b"\xff\xfe"))
   yield "header deep", _with_payload(
-      data, 0, zlib.compress(b"[" * 100000 + b"]" * 100000))
+      data, 0, _deflate_head(data, b"[" * 100000 + b"]" * 100000))
   for name, edit in _header_edits().items():
     yield f"header: {name}", _with_header(data, edit)
   yield "version 3", _with_version(data, 3)
@@ -536,11 +566,13 @@ def test_mutations_raise_or_load_the_original(trained, saved):
 #
 # Edits made on purpose rather than damage: payloads and the inflated header
 # are changed with their lengths and CRCs recomputed, so only the reader's own
-# checks stand between an edit and the model. The file edited is the version 4
+# checks stand between an edit and the model. The file edited is the version 5
 # golden file: five groups (one a separable convolution's pointwise kernel,
-# weight 1), batch norm, Conv1D; small enough to load a few hundred times.
+# weight 1), batch norm, Conv1D, decoders and float weights both on grids
+# (Rice codes) and in float32; small enough to load a few hundred times.
 
 _GOLDEN_V4 = ROOT / "tests" / "data" / "golden_v4.lnx"
+_GOLDEN_V5 = ROOT / "tests" / "data" / "golden_v5.lnx"
 # Kinds of edit that always make a legal file.
 _LEGAL_KINDS = ("DECO values", "FLTS values", "sections consistent")
 
@@ -660,7 +692,7 @@ def _header_cases(data, rng, count):
     edited = json.loads(json.dumps(header))
     what = _edit_header_node(edited, path, rng, paths)
     yield (f"header {region}", "/".join(map(str, path)) + f": {what}",
-           _with_payload(data, 0, zlib.compress(json.dumps(edited).encode())),
+           _with_payload(data, 0, _deflate_head(data, json.dumps(edited).encode())),
            None)
 
 
@@ -785,8 +817,7 @@ def _kernels_of(header, g):
 def _payload_cases(data, rng, count):
   """Edited DECO, LATS and FLTS payloads, some resized."""
   layout, header = _layout(data), _header(data)
-  offsets = np.cumsum([0] + [4 * int(np.prod(p["shape"]))
-                             for p in header["float_params"]])
+  offsets = np.cumsum([0] + _float_sizes(header))
   for _ in range(count):
     tag = [b"LATS", b"DECO", b"FLTS"][rng.choice(3, p=[0.45, 0.35, 0.2])]
     index = int(rng.choice([i for i, (t, *_) in enumerate(layout) if t == tag]))
@@ -803,10 +834,15 @@ def _payload_cases(data, rng, count):
       hit = {int(np.searchsorted(offsets, i, "right")) - 1 for i in changed}
       may_change = {(header["float_params"][i]["layer"],
                      header["float_params"][i]["index"]) for i in hit}
+      coded = any("grid" in header["float_params"][i] for i in hit)
     else:
       may_change = _kernels_of(header, (index - 1) // 3)
-    if tag != b"LATS":  # Any bytes of the right length are legal values.
-      kind += " values" if len(edited) == length else " resized"
+      coded = "decoder" in header["groups"][(index - 1) // 3]
+    if len(edited) != length:
+      kind += " resized"
+    elif tag != b"LATS":
+      # Any float32 bytes are legal values; Rice codes (grids) may not be.
+      kind += " bits" if coded else " values"
     yield kind, what, _with_payload(data, index, edited), may_change
 
 
@@ -837,11 +873,11 @@ def _structure_cases(data, rng):
 def _json_text_cases(data, rng, count):
   """Byte edits of the header's JSON text, and of its zlib stream."""
   _, _, body, length = _layout(data)[0]
-  text = zlib.decompress(data[body:body + length])
+  text = _inflate_head(data, data[body:body + length])
   for _ in range(count):
     edited, what = _byte_edit(text, rng)
     yield "HEAD text", what, _with_payload(
-        data, 0, zlib.compress(edited)), None
+        data, 0, _deflate_head(data, edited)), None
   for _ in range(count // 3):
     edited, what = _byte_edit(data[body:body + length], rng)
     yield "HEAD zlib", what, _with_payload(data, 0, edited), set()
@@ -878,16 +914,33 @@ def _read_by_hand(data):
   for g, group in enumerate(groups):
     weights.update(_group_by_hand(*payloads[1 + 3 * g:4 + 3 * g],
                                   json.dumps(group)))
-  dtype = {"float32": "<f4", "float16": "<f2"}[header["float_dtype"]]
-  values = np.frombuffer(payloads[-1], dtype).astype(np.float32)
-  start = 0
-  for p in header["float_params"]:
+  dtype = np.dtype({"float32": "<f4", "float16": "<f2"}[header["float_dtype"]])
+  start, floats = 0, payloads[-1]
+  for p, size in zip(header["float_params"], _float_sizes(header)):
     n = int(np.prod(p["shape"]))
-    weights[(p["layer"], p["index"])] = values[start:start + n].reshape(
+    if "grid" in p:
+      values = _grid_by_hand(floats[start:start + size], n, *p["grid"][:2])
+    else:
+      values = np.frombuffer(floats[start:start + size], dtype)
+    weights[(p["layer"], p["index"])] = values.astype(np.float32).reshape(
         p["shape"])
-    start += n
-  assert start == len(values)
+    start += size
+  assert start == len(floats)
   return weights
+
+
+def _float_sizes(header):
+  """The bytes of each float parameter in the FLTS section."""
+  itemsize = {"float32": 4, "float16": 2}[header["float_dtype"]]
+  return [p["grid"][2] if "grid" in p else itemsize * int(np.prod(p["shape"]))
+          for p in header["float_params"]]
+
+
+def _grid_by_hand(data, count, exponent, k):
+  """float32 `q * 2**exponent` of Rice-coded integers `q`."""
+  q = by_hand.rice_decode(data, count, k)
+  assert count == 0 or np.abs(q).max() < 2**24  # Else not a float32.
+  return np.float32(q * 2.0**exponent)
 
 
 @functools.lru_cache(maxsize=64)
@@ -910,6 +963,10 @@ def _group_by_hand(tables, matrix, latents, group):
              for s in group["shapes"])
   rows = [int(np.prod(shape)) // positions for shape in group["shapes"]]
   symbols = codec.decode_symbols(bytes(latents), sum(rows), cdf, offsets)
+  if "decoder" in group:  # scale * unit, the unit matrix on its grid.
+    exponent, k = group["decoder"]
+    matrix = np.frombuffer(matrix[:4], "<f4") * _grid_by_hand(
+        matrix[4:], positions**2, exponent, k)
   matrix = np.frombuffer(matrix, "<f4").reshape(positions, positions)
   start = 0
   for layer, index, shape, n in zip(group["layers"], group["weights"],
@@ -968,7 +1025,7 @@ def test_deliberate_edits_raise_or_load_what_the_file_says():
   may take a GiB of memory more than the cases before it; the slow ones (over
   2 s: a hang shows as one that never ends) are listed in the messages.
   """
-  data = _GOLDEN_V4.read_bytes()
+  data = _GOLDEN_V5.read_bytes()
   original = _loaded_weights(fileformat.load_compressed_bytes(data))
   assert set(original) == set(_read_by_hand(data))
   assert all(_same(original[k], v) for k, v in _read_by_hand(data).items())
@@ -1008,7 +1065,7 @@ def test_deliberate_edits_raise_or_load_what_the_file_says():
   # The edits reach past the checks: some of every kind that may be legal
   # load, so the comparisons above were made.
   for kind in ("header groups", "header float_params", "header architecture",
-               "TABL", "LATS") + _LEGAL_KINDS:
+               "TABL", "LATS", "DECO bits") + _LEGAL_KINDS:
     assert outcomes[kind, "loaded"] > 0, (kind, summary)
 
 
@@ -1125,8 +1182,8 @@ def test_what_the_range_coder_reports_is_a_corrupt_file(monkeypatch):
 def test_specific_refusals(saved, tmp_path):
   data = saved[0].read_bytes()
   cases = {
-      "newer.lnx": (_with_version(data, 5), "preamble",
-                    "reads versions up to 4"),
+      "newer.lnx": (_with_version(data, 6), "preamble",
+                    "reads versions up to 5"),
       "empty.lnx": (b"", "preamble", "empty"),
       "png.lnx": (b"\x89PNG\r\n\x1a\n" + bytes(40), "preamble",
                   "not a LilNetX file"),
@@ -1265,8 +1322,8 @@ def test_cli_exports_and_inspects(trained, tmp_path):
 def test_golden_files_of_every_format_version_load_exactly():
   """Files written by past releases keep decoding to the same weights."""
   golden = json.loads((ROOT / "tests" / "data" / "golden.json").read_text())
-  assert [f["format_version"] for f in golden["files"]] == [1, 2, 3, 3, 4]
-  assert sections.FORMAT_VERSION == 4  # A new version needs a golden file.
+  assert [f["format_version"] for f in golden["files"]] == [1, 2, 3, 3, 4, 5]
+  assert sections.FORMAT_VERSION == 5  # A new version needs a golden file.
   # golden_v3_channelpad.lnx names ChannelPad's module of its day, which is
   # gone: the class is found by its registered name.
   assert importlib.util.find_spec("lilnetx_tf.models.layers") is None

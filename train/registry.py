@@ -82,6 +82,7 @@ def check_config(config):
                 "prior_steps"):
     _check_number(config, field, 0, integer=True)
   _check_number(config, "keep_checkpoints", 1, integer=True)
+  _check_number(config, "grid_bits", -1, integer=True)
   for field in ("learning_rate", "prior_learning_rate"):
     _check_number(config, field, 0, strict=True)
   for field in ("lambda_rate", "lambda_sparsity", "weight_decay",
@@ -160,6 +161,7 @@ def _network(config, info):
       sparsity_norm=config.sparsity_norm,
       sparsity_groups=sparsity_groups(config),
       prior_steps=config.prior_steps, reference=config.reference,
+      grid_bits=None if config.grid_bits == -1 else config.grid_bits,
       latent_init_bound=config.latent_init_bound, seed=config.seed)
 
 

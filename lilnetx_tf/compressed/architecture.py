@@ -26,7 +26,7 @@ import tensorflow as tf
 from lilnetx_tf import channel_pad
 
 __all__ = ["MAX_DEPTH", "MAX_LAYERS", "architecture_problem",
-           "without_custom_modules"]
+           "compact_architecture", "without_custom_modules"]
 
 # Far above any real model; keeps a hostile header from making readers loop.
 MAX_LAYERS = 20_000
@@ -323,3 +323,75 @@ def without_custom_modules(config):
     elif isinstance(obj, list):
       stack.extend(obj)
   return config
+
+
+def _layer_class(entry):
+  registered = entry.get("registered_name")
+  if isinstance(registered, str) and registered in _CUSTOM:
+    return _CUSTOM[registered]
+  return getattr(tf.keras.layers, entry["class_name"])
+
+
+def _compact_layer(entry, in_functional):
+  """`entry` (a layer of a model config) without what Keras rebuilds alone."""
+  entry = dict(entry)
+  if entry["class_name"] in _MODELS:
+    config = dict(entry["config"])
+    functional = "input_layers" in config
+    config["layers"] = [_compact_layer(e, functional)
+                        for e in config["layers"]]
+    entry["config"] = config
+    return entry
+  cls, full = _layer_class(entry), entry["config"]
+  reference = {k: v for k, v in cls.from_config(
+      copy.deepcopy(full)).get_config().items()
+               if not k.endswith("_initializer")}
+  kept = dict(full)
+  for key in full:
+    if key == "name":
+      continue
+    if key.endswith("_initializer"):
+      # Initial values only: the file overwrites every weight.
+      kept.pop(key)
+      continue
+    trial = {k: v for k, v in kept.items() if k != key}
+    try:
+      rebuilt = cls.from_config(copy.deepcopy(trial)).get_config()
+    except Exception:  # pylint: disable=broad-except
+      continue  # A required argument, whatever the class raises for it.
+    if {k: v for k, v in rebuilt.items()
+        if not k.endswith("_initializer")} == reference:
+      kept = trial
+  entry["config"] = kept
+  if "module" in entry and (
+      entry["module"] == _stock_classes().get(entry["class_name"])):
+    del entry["module"]
+  if "registered_name" in entry and entry["registered_name"] is None:
+    del entry["registered_name"]
+  if in_functional:
+    # Rebuilding the graph calls, and so builds, every layer.
+    entry.pop("build_config", None)
+  return entry
+
+
+def compact_architecture(config):
+  """A model config without what Keras rebuilds by itself, for the file.
+
+  Keras writes every argument of every layer (LeNet-5: 4.4 KB of JSON, 715
+  bytes deflated, a fifth of the whole file). This drops each argument whose
+  absence rebuilds the layer to the same config (the class's defaults:
+  regularizers, unit strides, ...; checked one argument at a time with the
+  class's own `from_config` and `get_config`, so nothing is assumed about
+  defaults), the initializers (the file sets every weight), a stock layer's
+  module and empty registered name, and in functional models the layers'
+  `build_config`.
+
+  Args:
+    config: A model config (`json.loads(model.to_json())`) that passes
+      `architecture_problem`.
+
+  Returns:
+    The compact config: `tf.keras.models.model_from_json` of it makes a model
+    with the same config as `config`'s, but for default initializers.
+  """
+  return _compact_layer(config, False)

@@ -101,7 +101,7 @@ def quantize_counts(counts, precision=PRECISION):
                     -np.inf)
     freq[np.argsort(-gain, kind="stable")[:deficit]] += 1
   while deficit < 0:  # Rare symbols raised to 1 took units from the others.
-    spare = freq - 1
+    spare = np.maximum(freq - 1, 0)  # Absent symbols (0) have none.
     take = np.floor(-deficit * spare / spare.sum()).astype(np.int64)
     if not take.any():  # The last few units: where they cost the fewest bits.
       with np.errstate(divide="ignore", invalid="ignore"):
@@ -138,7 +138,38 @@ def tables_from_frequencies(frequencies, offsets, precision=PRECISION):
           np.asarray(offsets, np.int32))
 
 
-def histogram_tables(symbols, precision=PRECISION):
+def _varint_bytes(values):
+  """Bytes of non-negative integers as unsigned LEB128 numbers."""
+  values = np.asarray(values, np.int64)
+  return int(np.sum(1 + (values >= 2**7) + (values >= 2**14) +
+                    (values >= 2**21) + (values >= 2**28)))
+
+
+def _column_table(counts):
+  """Frequencies and precision of one position's table.
+
+  Each position gets the precision that makes its table plus its coded
+  latents smallest, among those that code the latents within 2% of their
+  entropy: a short column (a kernel position of a small layer) gains more
+  from a smaller table than it loses in coding.
+  """
+  counts = np.asarray(counts, np.int64)
+  present = counts[counts > 0]
+  entropy = float(np.sum(present * np.log2(counts.sum() / present)))
+  best = None
+  lowest = max(1, int(np.ceil(np.log2(len(present) + 1))))
+  for precision in range(lowest, PRECISION + 1):
+    freq = quantize_counts(counts, precision)
+    bits = float(np.sum(present * (precision - np.log2(freq[counts > 0]))))
+    size = bits / 8 + _varint_bytes(freq)
+    if bits <= 1.02 * entropy + 2 and (best is None or size < best[0]):
+      best = (size, freq, precision)
+  if best is None:
+    return quantize_counts(counts), PRECISION
+  return best[1], best[2]
+
+
+def histogram_tables(symbols):
   """Range-coding tables fitted to an integer `(rows, positions)` matrix.
 
   One table per position, over the values from the column's minimum to its
@@ -152,13 +183,15 @@ def histogram_tables(symbols, precision=PRECISION):
     frequencies they were built from (what the file stores).
   """
   symbols = np.asarray(symbols, np.int64)
-  frequencies, offsets = [], []
+  frequencies, offsets, precisions = [], [], []
   for column in symbols.T:
     low = int(column.min()) if column.size else 0
     counts = np.bincount(column - low) if column.size else np.ones(1, np.int64)
-    frequencies.append(quantize_counts(counts, precision))
+    freq, precision = _column_table(counts)
+    frequencies.append(freq)
+    precisions.append(precision)
     offsets.append(low)
-  cdf, cdf_offset = tables_from_frequencies(frequencies, offsets, precision)
+  cdf, cdf_offset = tables_from_frequencies(frequencies, offsets, precisions)
   return cdf, cdf_offset, frequencies
 
 

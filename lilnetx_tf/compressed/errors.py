@@ -57,12 +57,13 @@ def reading(section, errors):
     raise CorruptFileError(section, f"{type(e).__name__}: {e}"[:600]) from e
 
 
-def inflate(payload, max_bytes, section):
+def inflate(payload, max_bytes, section, zdict=b""):
   """Inflates one complete zlib stream of at most `max_bytes` bytes.
 
   Never inflates more than `max_bytes + 1` bytes, whatever the stream claims.
+  `zdict` is the preset dictionary the stream was deflated with, if any.
   """
-  inflater = zlib.decompressobj()
+  inflater = zlib.decompressobj(zdict=zdict)
   with reading(section, (zlib.error,)):
     raw = inflater.decompress(payload, max_bytes + 1)
   if len(raw) > max_bytes:

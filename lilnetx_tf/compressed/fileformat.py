@@ -68,14 +68,17 @@ import tensorflow as tf
 
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import rice
 from lilnetx_tf.compressed import sections
 from lilnetx_tf.compressed import tables
 from lilnetx_tf.compressed.architecture import architecture_problem
+from lilnetx_tf.compressed.architecture import compact_architecture
 from lilnetx_tf.compressed.architecture import without_custom_modules
 from lilnetx_tf.compressed.sections import CorruptFileError
 from lilnetx_tf.compressed.sections import FORMAT_VERSION
 from lilnetx_tf.compressed.sections import MAGIC
 from lilnetx_tf.compressed.sections import MAX_HEADER_BYTES
+from lilnetx_tf.method import grid
 from lilnetx_tf.method.convert import decompressed_model
 from lilnetx_tf.method.decoders import decode_kernel
 from lilnetx_tf.method.model import LilNetXModel
@@ -123,6 +126,16 @@ def _weighted_layers(model):
 # -- Writing -------------------------------------------------------------------
 
 
+def _grid_coded(values):
+  """`(exponent, k, Rice bytes)` of values on a grid, or None if off one."""
+  on_grid = grid.to_grid(values)
+  if on_grid is None:
+    return None
+  q, exponent = on_grid
+  k, data = rice.encode(q)
+  return exponent, k, data
+
+
 def _float_params(plain, kernels, dtype):
   """Header entries and FLTS payload of the weights that stay float."""
   entries, payload = [], []
@@ -134,14 +147,32 @@ def _float_params(plain, kernels, dtype):
         raise ValueError(f"Weight {weight.name!r} is {weight.dtype.name}; the "
                          "compressed format stores float32 weights only.")
       value = weight.numpy()
-      stored = value.astype(dtype)
-      if not np.array_equal(np.isfinite(stored), np.isfinite(value)):
+      entry = dict(layer=layer.name, index=index, shape=list(value.shape))
+      coded = _grid_coded(value)
+      stored = value.astype(dtype).tobytes()
+      if coded and len(coded[2]) < len(stored):
+        entry["grid"] = [coded[0], coded[1], len(coded[2])]
+        stored = coded[2]
+      elif not np.array_equal(np.isfinite(value.astype(dtype)),
+                              np.isfinite(value)):
         raise ValueError(f"Weight {weight.name!r} overflows float16; save "
                          "without float16.")
-      entries.append(dict(layer=layer.name, index=index, name=weight.name,
-                          shape=list(value.shape), dtype="float32"))
-      payload.append(stored.tobytes())
+      entries.append(entry)
+      payload.append(stored)
   return entries, b"".join(payload)
+
+
+def _decoder_section(decoder):
+  """`(header entry or None, DECO payload)` of a group's decoder."""
+  matrix = np.asarray(decoder.matrix.numpy(), "<f4")
+  unit = decoder.unit.numpy()
+  scale = np.asarray([decoder.scale.numpy()], "<f4")
+  coded = _grid_coded(unit)
+  # The reader computes `scale * unit` as training does: float32 products.
+  if (coded and np.array_equal(scale * unit, matrix) and
+      4 + len(coded[2]) < matrix.nbytes):
+    return [coded[0], coded[1]], scale.tobytes() + coded[2]
+  return None, matrix.tobytes()
 
 
 def _file_chunks(model, float_dtype):
@@ -160,19 +191,23 @@ def _file_chunks(model, float_dtype):
   entries, floats = _float_params(
       plain, {refs[name] for c in coded for name in c.layers},
       sections.FLOAT_DTYPES[float_dtype])
-  header = dict(
-      format_version=FORMAT_VERSION, float_dtype=float_dtype,
-      groups=[dict(name=c.group, positions=c.positions,
-                   cdf_length=int(c.cdf.shape[0]),
-                   layers=[refs[name][0] for name in c.layers],
-                   weights=[refs[name][1] for name in c.layers],
-                   shapes=[list(s) for s in c.shapes]) for c in coded],
-      float_params=entries, architecture=architecture)
+  decoders = [_decoder_section(model.decoders[c.group]) for c in coded]
+  groups = []
+  for c, (decoder, _) in zip(coded, decoders):
+    groups.append(dict(name=c.group, positions=c.positions,
+                       cdf_length=int(c.cdf.shape[0]),
+                       layers=[refs[name][0] for name in c.layers],
+                       weights=[refs[name][1] for name in c.layers],
+                       shapes=[list(s) for s in c.shapes]))
+    if decoder:
+      groups[-1]["decoder"] = decoder
+  header = dict(format_version=FORMAT_VERSION, float_dtype=float_dtype,
+                groups=groups, float_params=entries,
+                architecture=compact_architecture(architecture))
   parts = [(b"HEAD", sections.pack_header(header))]
-  for c in coded:
-    matrix = np.asarray(model.decoders[c.group].matrix.numpy(), "<f4")
+  for c, (_, deco) in zip(coded, decoders):
     parts += [(b"TABL", tables.pack_tables(c.cdf, c.cdf_offset)),
-              (b"DECO", matrix.tobytes()), (b"LATS", c.data)]
+              (b"DECO", deco), (b"LATS", c.data)]
   parts.append((b"FLTS", floats))
   chunks = [sections.PREAMBLE.pack(MAGIC, FORMAT_VERSION)]
   for tag, payload in parts:
@@ -386,7 +421,7 @@ def _describe(parsed):
         positions=coded.positions,
         num_latents=coded.num_latents, latent_bytes=len(coded.data),
         bits_per_latent=8 * len(coded.data) / coded.num_latents,
-        table_bytes=g["table_bytes"], decoder_bytes=g["matrix"].nbytes))
+        table_bytes=g["table_bytes"], decoder_bytes=g["decoder_bytes"]))
   return dict(sizes=sizes, groups=group_sizes,
               sections=[dict(s) for s in parsed["sections"]],
               preamble_bytes=sections.PREAMBLE.size)

@@ -27,8 +27,10 @@ import zlib
 import numpy as np
 
 from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import rice
 from lilnetx_tf.compressed.architecture import MAX_LAYERS
 from lilnetx_tf.compressed.architecture import architecture_problem
+from lilnetx_tf.compressed.dictionary import HEADER_DICTIONARY
 from lilnetx_tf.compressed.errors import CorruptFileError
 from lilnetx_tf.compressed.errors import fail
 from lilnetx_tf.compressed.errors import inflate
@@ -36,6 +38,7 @@ from lilnetx_tf.compressed.errors import reading
 from lilnetx_tf.compressed.tables import MAX_CDF_LENGTH
 from lilnetx_tf.compressed.tables import check_tables
 from lilnetx_tf.compressed.tables import unpack_tables
+from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups as groups_lib
 
 __all__ = [
@@ -53,13 +56,15 @@ __all__ = [
 ]
 
 MAGIC = b"\x89LNX\r\n\x1a\n"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 # Version 1 stored the header as plain JSON; version 2 deflates it; version 3
 # stores the coding tables as frequencies (`pack_tables`), which may be 0 for
 # values that do not occur, instead of int32 CDFs; version 4 names each
 # kernel's weight index (`weights`, for the two kernels of a separable
-# convolution) where earlier versions meant weight 0.
-READABLE_VERSIONS = (1, 2, 3, 4)
+# convolution) where earlier versions meant weight 0; version 5 stores weights
+# on power-of-two grids (decoders' unit matrices, biases) as Rice-coded
+# integers (`grid` entries), and float parameters without name and dtype.
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 # The weight indices a kernel may have (a separable convolution's pointwise
 # kernel is its weight 1).
 _MAX_KERNEL_INDEX = 1
@@ -75,6 +80,8 @@ _MAX_POSITIONS = 4096  # 64x64 kernels.
 _MAX_FLOAT_PARAMS = 10**6
 _MAX_DIM = 2**31 - 1  # tensorflow-compression counts symbols in int32.
 _MAX_NAME = 1024
+# Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
+_MAX_GRID_INTEGER = 2**24
 # A range-coded string may hold a few bits less than the self-information of
 # its symbols (its final bytes are implicit).
 _CODER_SLACK_BITS = 64
@@ -141,6 +148,10 @@ def _check_groups(value, version):
             all(_is_int(i, 0, _MAX_KERNEL_INDEX) for i in indices)):
       fail("header", f"group {name!r}: `weights` must list a kernel index "
             "per layer")
+    if "decoder" in group and not (version >= 5 and
+                                   _is_grid(group["decoder"], 2)):
+      fail("header", f"group {name!r}: invalid decoder "
+            f"{str(group['decoder'])[:100]}")
     total, in_group = 0, set()
     for layer, index, shape in zip(layers, indices, shapes):
       if not _is_name(layer) or layer in in_group or (layer, index) in kernels:
@@ -160,17 +171,27 @@ def _check_groups(value, version):
   return kernels
 
 
-def _check_float_params(value, kernels):
+def _is_grid(value, length):
+  """Whether `value` is `[exponent, Rice parameter(, bytes)]` of a grid."""
+  return (isinstance(value, list) and len(value) == length and
+          _is_int(value[0], *grid.EXPONENTS) and
+          _is_int(value[1], 0, rice.MAX_K) and
+          all(_is_int(v, 0, _MAX_DIM) for v in value[2:]))
+
+
+def _check_float_params(value, kernels, version):
   if not (isinstance(value, list) and len(value) <= _MAX_FLOAT_PARAMS):
     fail("header", "`float_params` must be a list of at most "
           f"{_MAX_FLOAT_PARAMS} entries")
   seen = set()
   for p in value:
     if not (isinstance(p, dict) and _is_name(p.get("layer")) and
-            _is_int(p.get("index"), 0, 10**4) and _is_name(p.get("name")) and
-            p.get("dtype") == "float32"):
+            _is_int(p.get("index"), 0, 10**4) and
+            (version >= 5 or (_is_name(p.get("name")) and
+                              p.get("dtype") == "float32")) and
+            ("grid" not in p or (version >= 5 and _is_grid(p["grid"], 3)))):
       fail("header", f"invalid float parameter {str(p)[:200]}")
-    _check_shape(p.get("shape"), f"weight {p['name']!r}", 0)
+    _check_shape(p.get("shape"), f"weight {p['index']} of {p['layer']!r}", 0)
     key = (p["layer"], p["index"])
     if key in seen or key in kernels:
       fail("header", f"weight {key} is stored twice")
@@ -188,7 +209,7 @@ def _check_header(header, version):
     fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
           f"; valid: {', '.join(FLOAT_DTYPES)}")
   kernels = _check_groups(header.get("groups"), version)
-  _check_float_params(header.get("float_params"), kernels)
+  _check_float_params(header.get("float_params"), kernels, version)
   problem = architecture_problem(header.get("architecture"))
   if problem:
     fail("architecture", problem)
@@ -250,7 +271,9 @@ def _check_preamble(data):
 
 
 def pack_header(header):
-  """The HEAD payload of a header dict: deflated compact JSON (version 2).
+  """The HEAD payload of a header dict: deflated compact JSON.
+
+  Version 5 deflates with the preset `HEADER_DICTIONARY`.
 
   Raises:
     ValueError: if the JSON is over `MAX_HEADER_BYTES`.
@@ -259,13 +282,15 @@ def pack_header(header):
   if len(head) > MAX_HEADER_BYTES:
     raise ValueError(f"The header is {len(head)} bytes, over the format's "
                      f"limit of {MAX_HEADER_BYTES}.")
-  return zlib.compress(head, 9)
+  deflater = zlib.compressobj(9, zdict=HEADER_DICTIONARY)
+  return deflater.compress(head) + deflater.flush()
 
 
 def _unpack_header(payload, version):
   """The header dict of a HEAD payload (JSON, deflated from version 2 on)."""
   if version >= 2:
-    payload = inflate(payload, MAX_HEADER_BYTES, "header")
+    payload = inflate(payload, MAX_HEADER_BYTES, "header",
+                      HEADER_DICTIONARY if version >= 5 else b"")
   # Bad UTF-8 and JSON are ValueErrors, and so are integers of more digits
   # than Python converts; JSON nested too deep exhausts the parser's stack.
   with reading("header", (ValueError, RecursionError)):
@@ -280,11 +305,21 @@ def _read_group(reader, group, version):
   cdf, cdf_offset = unpack_tables(tables, group["cdf_length"], positions,
                                    section, version)
   min_bits = check_tables(cdf, cdf_offset, section, version)
-  size = 4 * positions**2
-  matrix = reader.read(b"DECO", f"decoder[{name}]", size)
-  if len(matrix) != size:
-    fail(f"decoder[{name}]", f"holds {len(matrix)} bytes, a {positions}x"
-          f"{positions} float32 matrix {size}")
+  section = f"decoder[{name}]"
+  if "decoder" in group:
+    deco = reader.read(b"DECO", section)
+    if len(deco) < 4:
+      fail(section, f"holds {len(deco)} bytes, less than its float32 scale")
+    exponent, k = group["decoder"]
+    unit = _grid_values(deco[4:], positions**2, exponent, k, section)
+    matrix = np.frombuffer(deco[:4], "<f4") * unit
+  else:
+    size = 4 * positions**2
+    deco = reader.read(b"DECO", section, size)
+    if len(deco) != size:
+      fail(section, f"holds {len(deco)} bytes, a {positions}x{positions} "
+            f"float32 matrix {size}")
+    matrix = np.frombuffer(deco, "<f4")
   latents = reader.read(b"LATS", f"latents[{name}]")
   rows = sum(math.prod(s) for s in group["shapes"]) // positions
   least = rows * float(np.sum(min_bits))
@@ -298,23 +333,42 @@ def _read_group(reader, group, version):
           shapes=[tuple(s) for s in group["shapes"]], cdf=cdf,
           cdf_offset=cdf_offset, data=bytes(latents)),
       weights=list(group["weights"]),
-      matrix=np.frombuffer(matrix, "<f4").reshape(positions, positions),
-      table_bytes=len(tables))
+      matrix=matrix.reshape(positions, positions),
+      table_bytes=len(tables), decoder_bytes=len(deco))
+
+
+def _grid_values(data, count, exponent, k, section):
+  """float32 `q * 2**exponent` of `count` Rice-coded integers `q`."""
+  if count > 8 * len(data):  # Each value takes at least one bit.
+    fail(section, f"{len(data)} bytes cannot hold {count} grid values")
+  with reading(section, (rice.RiceError,)):
+    q = rice.decode(data, count, k)
+  if count and np.abs(q).max() >= _MAX_GRID_INTEGER:
+    fail(section, "a grid value is not a float32")
+  return (q * 2.0**exponent).astype(np.float32)
 
 
 def _read_floats(reader, header):
   """Reads the FLTS section: float32 arrays in header order."""
   dtype = FLOAT_DTYPES[header["float_dtype"]]
-  counts = [math.prod(p["shape"]) for p in header["float_params"]]
+  params = header["float_params"]
+  counts = [math.prod(p["shape"]) for p in params]
+  sizes = [p["grid"][2] if "grid" in p else n * dtype.itemsize
+           for p, n in zip(params, counts)]
   payload = reader.read(b"FLTS", "float_params")
-  if len(payload) != sum(counts) * dtype.itemsize:
+  if len(payload) != sum(sizes):
     fail("float_params", f"holds {len(payload)} bytes, the header's "
-          f"{len(counts)} tensors {sum(counts) * dtype.itemsize}")
-  values = np.frombuffer(payload, dtype).astype(np.float32)
+          f"{len(counts)} tensors {sum(sizes)}")
   arrays, start = [], 0
-  for p, n in zip(header["float_params"], counts):
-    arrays.append(values[start:start + n].reshape(p["shape"]))
-    start += n
+  for p, n, size in zip(params, counts, sizes):
+    data = payload[start:start + size]
+    if "grid" in p:
+      values = _grid_values(data, n, p["grid"][0], p["grid"][1],
+                            "float_params")
+    else:
+      values = np.frombuffer(data, dtype).astype(np.float32)
+    arrays.append(values.reshape(p["shape"]))
+    start += size
   return arrays
 
 

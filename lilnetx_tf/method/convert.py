@@ -8,7 +8,6 @@ model whose kernels are the decoded integer latents (decompressed form).
 import dataclasses
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from lilnetx_tf.method.layers import LATENT_LAYERS
@@ -138,7 +137,7 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
         kernels[new.depthwise_layer.name] = weights[0]
         kernels[new.pointwise_layer.name] = weights[1]
         if new.use_bias:
-          new.bias.assign(weights[2])
+          new.bias_variable.assign(weights[2])
       elif old.weights and not isinstance(old, tf.keras.Model):
         new.set_weights(old.get_weights())
     lilnetx.initialize_latents(kernels)
@@ -181,8 +180,9 @@ def decompressed_model(model):
   plain = _clone(model.network, clone_function)
   for old, new in pairs:
     if isinstance(old, LatentKernel):
-      kernel = old.decoded_kernel().numpy()
-      new.set_weights([kernel] + [np.asarray(w) for w in old.get_weights()[1:]])
+      # The bias the op uses: on its grid, if the model has one.
+      new.set_weights([old.decoded_kernel().numpy()] +
+                      ([old.bias.numpy()] if old.use_bias else []))
     elif isinstance(old, LatentSeparableConv2D):
       new.set_weights([old.depthwise_kernel.numpy(),
                        old.pointwise_kernel.numpy()] +

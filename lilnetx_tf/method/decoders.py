@@ -7,8 +7,11 @@ the property that turns zero latent blocks into structured weight sparsity.
 """
 
 import math
+import numbers
 
 import tensorflow as tf
+
+from lilnetx_tf.method import grid
 
 __all__ = ["KernelDecoder", "decode_kernel", "DECODER_INITIALIZERS"]
 
@@ -45,11 +48,13 @@ def decode_kernel(latent, matrix):
 class KernelDecoder(tf.keras.layers.Layer):
   """Decoder shared by all latent layers of one group.
 
-  The decoding matrix is `scale * unit_matrix`: a fixed scale (a
-  non-trainable weight, set at initialisation) times a trainable matrix of
-  order one. Optimisers with per-step updates of about their learning rate
-  (Adam at 1e-2, as in the reference) then change the decoder by a relative
-  amount of about the learning rate, whatever the weights' magnitude.
+  The decoding matrix is `scale * unit`: a fixed scale (a non-trainable
+  weight, set at initialisation) times a trainable matrix of order one.
+  Optimisers with per-step updates of about their learning rate (Adam at
+  1e-2, as in the reference) then change the decoder by a relative amount of
+  about the learning rate, whatever the weights' magnitude. With `grid_bits`,
+  `unit` is the trainable matrix on its power-of-two grid (`grid.grid_ste`),
+  so that the file stores it as small integers, exactly.
 
   Args:
     positions: Kernel positions per slice (k*k; 1 for 1x1 convs and dense).
@@ -59,11 +64,13 @@ class KernelDecoder(tf.keras.layers.Layer):
       Chosen by `LilNetXModel` so that decoded weights start with the variance
       of a standard initializer.
     seed: Optional seed of the uniform initializer.
+    grid_bits: Binary places of the unit matrix's grid (see `grid`); 0: no
+      grid. The biases of the group's layers use the same grid.
     **kwargs: Keras layer arguments.
   """
 
   def __init__(self, positions, initializer="uniform", scale=1.0, seed=None,
-               **kwargs):
+               grid_bits=0, **kwargs):
     super().__init__(**kwargs)
     if int(positions) < 1:
       raise ValueError(f"`positions` must be >= 1, got {positions}.")
@@ -74,6 +81,12 @@ class KernelDecoder(tf.keras.layers.Layer):
     self.initializer = initializer
     self.initial_scale = float(scale)
     self.seed = seed
+    if (isinstance(grid_bits, bool) or
+        not isinstance(grid_bits, numbers.Integral) or
+        not 0 <= grid_bits <= grid.MAX_GRID_BITS):
+      raise ValueError(f"`grid_bits` must be an integer in [0, "
+                       f"{grid.MAX_GRID_BITS}], got {grid_bits!r}.")
+    self.grid_bits = int(grid_bits)
 
   def _unit_value(self, shape=None, dtype=None):
     del shape  # Always (positions, positions).
@@ -96,9 +109,14 @@ class KernelDecoder(tf.keras.layers.Layer):
     super().build(input_shape)
 
   @property
+  def unit(self):
+    """The unit matrix the decoder uses: on its grid, if it has one."""
+    return grid.grid_ste(self.unit_matrix, self.grid_bits)
+
+  @property
   def matrix(self):
-    """The decoding matrix, `scale * unit_matrix` (a tensor)."""
-    return self.scale * self.unit_matrix
+    """The decoding matrix, `scale * unit` (a tensor)."""
+    return self.scale * self.unit
 
   def reset(self, scale, identity=False, matrix=None):
     """Re-initialises the decoder with a new scale (before training).
@@ -124,5 +142,6 @@ class KernelDecoder(tf.keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(positions=self.positions, initializer=self.initializer,
-                  scale=self.initial_scale, seed=self.seed)
+                  scale=self.initial_scale, seed=self.seed,
+                  grid_bits=self.grid_bits)
     return config

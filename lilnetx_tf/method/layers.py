@@ -9,10 +9,15 @@ decoder is owned by the enclosing `LilNetXModel`, which attaches it.
 `LatentSeparableConv2D` has two kernels; it holds them in two latent sublayers
 (a depthwise and a 1x1 convolution), each in its own group, and applies the
 stock separable convolution to their decoded kernels.
+
+A latent layer's `bias` is, likewise, what the op uses: the bias variable
+(`bias_variable`) on the decoder's grid when the model has one
+(`lilnetx_tf.method.grid`), so that the file stores it exactly in a few bits.
 """
 
 import tensorflow as tf
 
+from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
 
 __all__ = [
@@ -30,6 +35,26 @@ __all__ = [
 def round_ste(x):
   """Rounds to integers with a straight-through (identity) gradient."""
   return x + tf.stop_gradient(tf.round(x) - x)
+
+
+def _bias_property():
+  """`bias`: the bias variable on the grid of `self._bias_decoder()`."""
+
+  def getter(self):
+    # An instance attribute: Keras tracks (and checkpoints) only those.
+    variable = getattr(self, "bias_variable", None)
+    decoder = self._bias_decoder()  # pylint: disable=protected-access
+    if variable is None or decoder is None:
+      return variable
+    return grid.grid_ste(variable, decoder.grid_bits)
+
+  def setter(self, value):
+    # The base build() assigns what add_weight returned, which is stored
+    # as `bias_variable` already.
+    del self, value
+
+  return property(getter, setter, doc="The bias the op uses (read-only; the "
+                  "variable is `bias_variable`).")
 
 
 class LatentKernel:
@@ -63,7 +88,15 @@ class LatentKernel:
     self.latent_initializer = tf.keras.initializers.get(latent_initializer)
     self.latent = None
 
+  bias = _bias_property()
+
+  def _bias_decoder(self):
+    return self._decoder
+
   def add_weight(self, name=None, *args, **kwargs):  # pylint: disable=keyword-arg-before-vararg
+    if name == "bias":
+      self.bias_variable = super().add_weight(name, *args, **kwargs)
+      return self.bias_variable
     if name != self._KERNEL_ATTR:
       return super().add_weight(name, *args, **kwargs)
     # Kernel regularizers and constraints act on weights, not latents; the
@@ -209,12 +242,18 @@ class LatentSeparableConv2D(tf.keras.layers.SeparableConv2D):
     self.depthwise_layer.build(input_shape)
     self.pointwise_layer.build(
         input_shape[:-1].concatenate([channels * self.depth_multiplier]))
-    self.bias = self.add_weight(
-        "bias", shape=(self.filters,), initializer=self.bias_initializer,
-        regularizer=self.bias_regularizer, constraint=self.bias_constraint,
-        trainable=True, dtype=self.dtype) if self.use_bias else None
+    if self.use_bias:
+      self.bias_variable = self.add_weight(
+          "bias", shape=(self.filters,), initializer=self.bias_initializer,
+          regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+          trainable=True, dtype=self.dtype)
     self.input_spec = tf.keras.layers.InputSpec(ndim=4, axes={-1: channels})
     self.built = True
+
+  bias = _bias_property()
+
+  def _bias_decoder(self):
+    return self.pointwise_layer.decoder
 
   @property
   def depthwise_kernel(self):

@@ -28,6 +28,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.method.decoders import KernelDecoder
@@ -90,6 +91,10 @@ class LilNetXModel(tf.keras.Model):
       with N(0, var) entries and its per-layer latent bounds, with
       `latent_init_bound` as its `boundary`; see `_initialize_as_reference`).
       Use `RateWarmup(..., formula="reference")` for its warm-up.
+    grid_bits: Binary places of the power-of-two grids that the decoders'
+      unit matrices and the latent layers' biases train on, so that the file
+      stores them in a few bits each, exactly (`lilnetx_tf.method.grid`);
+      0: plain float32. Default: 6, or 0 with `reference=True`.
     initialize: Re-initialise latents and decoders (False when restoring).
     seed: Optional seed of that initialisation.
     **kwargs: Keras model arguments (e.g. `name`).
@@ -105,7 +110,8 @@ class LilNetXModel(tf.keras.Model):
                sparsity_norm="l2", sparsity_groups=None,
                decoder_initializer="uniform", latent_init_bound=2.0,
                prior_init_scale=4.0, prior_steps=2, initial_prior_steps=500,
-               reference=False, initialize=True, seed=None, **kwargs):
+               reference=False, grid_bits=None, initialize=True, seed=None,
+               **kwargs):
     super().__init__(**kwargs)
     if not isinstance(network, tf.keras.Model):
       raise TypeError(f"`network` must be a Keras model, got "
@@ -163,12 +169,16 @@ class LilNetXModel(tf.keras.Model):
     self.prior_steps = int(prior_steps)
     self.initial_prior_steps = int(initial_prior_steps)
     self.seed = seed
+    if grid_bits is None:
+      grid_bits = 0 if reference else grid.DEFAULT_GRID_BITS
+    self.grid_bits = grid_bits  # KernelDecoder checks it.
 
     self.decoders = {}
     self.priors = {}
     for g in present:
       decoder = KernelDecoder(positions[g], initializer=decoder_initializer,
-                              seed=seed, name=f"decoder_{g}")
+                              seed=seed, grid_bits=self.grid_bits,
+                              name=f"decoder_{g}")
       decoder.build()
       prior = GroupPrior(positions[g], init_scale=prior_init_scale,
                          name=f"prior_{g}")
@@ -476,6 +486,7 @@ class LilNetXModel(tf.keras.Model):
         prior_steps=self.prior_steps,
         initial_prior_steps=self.initial_prior_steps,
         reference=self.reference,
+        grid_bits=self.grid_bits,
         seed=self.seed,
     )
 

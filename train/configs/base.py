@@ -63,6 +63,10 @@ def get_config():
   # decoder matrices, and the warm-up lambda * (min(e, W) + 1) / (W + 1).
   config.reference = False
   config.latent_init_bound = 2.0
+  # Binary places of the power-of-two grids the decoders and biases train on,
+  # so that the file stores them in a few bits each (lilnetx_tf.method.grid);
+  # 0: float32; -1: the default (6, or 0 with `reference`).
+  config.grid_bits = -1
 
   # Running.
   config.strategy = "default"  # "default", "mirrored", "multi_worker", "tpu".
