@@ -497,7 +497,9 @@ def test_rate_gradient_matches_a_finite_difference():
 
 
 def test_compression_stats_against_a_hand_built_zero_pattern():
-  model = lilnetx_tf.compressible(_small_net(), seed=0)
+  # Float32 decoders: integer combinations of grid entries may cancel to an
+  # exact zero weight, which the count below leaves out.
+  model = lilnetx_tf.compressible(_small_net(), seed=0, grid_bits=0)
   conv, depthwise, pointwise, dense = model.latent_layers
   rng = np.random.default_rng(0)
 

@@ -166,7 +166,7 @@ def _as_old_version(model, data, version):
       p["index"]].numpy(), "<f4").tobytes() for p in header["float_params"])
   for i, group in enumerate(header["groups"]):
     del group["weights"]  # Version 4's; all 0 here.
-    group.pop("decoder")  # Version 5's: float32 matrices before.
+    group.pop("decoder", None)  # Version 5's: float32 matrices before.
     columns = symbols[group["name"]].T
     lows = [int(c.min()) for c in columns]
     freqs = [codec.quantize_counts(np.bincount(c - low) + 1)
@@ -290,7 +290,8 @@ def _header(data):
 def _with_header(data, edit):
   header = _header(data)
   edit(header)
-  return _with_payload(data, 0, _deflate_head(data, json.dumps(header).encode()))
+  return _with_payload(data, 0,
+                       _deflate_head(data, json.dumps(header).encode()))
 
 
 def _set(path, value):
@@ -448,8 +449,10 @@ def _variants(data, rng):
   head = _deflate_head(data, json.dumps(_header(data)).encode())
   yield "header stream cut", _with_payload(data, 0, head[:-5])
   yield "header stream + junk", _with_payload(data, 0, head + b"junk")
-  yield "header not JSON", _with_payload(data, 0, _deflate_head(data, b"{not json"))
-  yield "header not UTF-8", _with_payload(data, 0, _deflate_head(data, b"\xff\xfe"))
+  yield "header not JSON", _with_payload(
+      data, 0, _deflate_head(data, b"{not json"))
+  yield "header not UTF-8", _with_payload(
+      data, 0, _deflate_head(data, b"\xff\xfe"))
   yield "header deep", _with_payload(
       data, 0, _deflate_head(data, b"[" * 100000 + b"]" * 100000))
   for name, edit in _header_edits().items():
@@ -692,7 +695,8 @@ def _header_cases(data, rng, count):
     edited = json.loads(json.dumps(header))
     what = _edit_header_node(edited, path, rng, paths)
     yield (f"header {region}", "/".join(map(str, path)) + f": {what}",
-           _with_payload(data, 0, _deflate_head(data, json.dumps(edited).encode())),
+           _with_payload(data, 0,
+                         _deflate_head(data, json.dumps(edited).encode())),
            None)
 
 

@@ -4,8 +4,9 @@ Three runs from the same initialisation on the real MNIST files:
   A: rate weight 1, no sparsity prior;
   B: 3x the rate weight              -> a smaller range-coded size;
   C: A plus the slice sparsity prior -> more zero slices, no larger size.
-Every run must keep test accuracy above 97%, and its priors must track its
-latents (bits within 5% of their entropy after each epoch, 3% at the end).
+Every run must keep test accuracy above 97%, its priors must track its
+latents (bits within 5% of their entropy after each epoch, 3% at the end),
+and its `.lnx` file may add at most 2,000 bytes to the coded latents.
 """
 
 import numpy as np
@@ -62,7 +63,7 @@ def mnist(data_dir):
 
 
 @pytest.fixture(scope="module")
-def runs(mnist):
+def runs(mnist, tmp_path_factory):
   x, y = mnist["train"]
   xt, yt = mnist["test"]
   results = {}
@@ -72,6 +73,8 @@ def runs(mnist):
     stats = lilnetx_tf.compression_stats(model)["total"]
     stats["tracking"] = tracking
     stats["accuracy"] = model.evaluate(xt, yt, verbose=0)[1]
+    stats["file"] = lilnetx_tf.save_compressed(
+        model, tmp_path_factory.mktemp(name) / "model.lnx")
     results[name] = stats
     print(f"\nMNIST LeNet-5 run {name} (lambda_rate={lambda_rate}, "
           f"lambda_sparsity={lambda_sparsity}): accuracy "
@@ -114,3 +117,10 @@ def test_coded_size_matches_entropy_and_float32_ratio(runs):
     assert stats["entropy_bytes"] - 16 <= stats["coded_bytes"]
     assert stats["coded_bytes"] <= 1.03 * stats["entropy_bytes"] + 2 * 16
     assert stats["compression_ratio"] > 10  # float32 kernels vs coded bits.
+
+
+def test_the_file_adds_at_most_2000_bytes_to_the_latents(runs):
+  """LeNet-5's header, tables, decoders, biases and framing: <= 2,000 B."""
+  for stats in runs.values():
+    assert stats["file"]["latent_bytes"] == stats["coded_bytes"]
+    assert stats["file"]["file_bytes"] - stats["coded_bytes"] <= 2000

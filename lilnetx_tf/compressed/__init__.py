@@ -5,6 +5,9 @@
 * `sections`: the file's sections and header, each packed and unpacked side
   by side, and the checks a reader makes before it allocates;
 * `tables`: the coding tables' section (TABL), packed and unpacked;
+* `floats`: the decoders (DECO) and the other float weights (FLTS), as
+  float32 or, on power-of-two grids, as Rice codes (`rice`);
+* `dictionary`: the preset dictionary the header is deflated with;
 * `errors`: `CorruptFileError`, and which exceptions a reader may turn into
   it;
 * `architecture`: the allow-list of what a file's architecture may name;

@@ -24,8 +24,10 @@ Byte layout, all integers little-endian:
 The sections, in this order, with nothing after the last one:
 
   HEAD    zlib (RFC 1950) stream of the UTF-8 JSON header, which inflates
-          to at most `MAX_HEADER_BYTES` (16 MiB); below. (Format version 1,
-          still read, stored the JSON itself.)
+          to at most `MAX_HEADER_BYTES` (16 MiB); below. From version 5 on
+          the stream is deflated with the preset dictionary
+          `dictionary.HEADER_DICTIONARY` (FDICT). (Format version 1, still
+          read, stored the JSON itself.)
   per group, in header order:
     TABL  zlib (RFC 1950) stream of unsigned LEB128 numbers: per position
           the precision p, the zigzag-coded offset (first value), the count
@@ -35,27 +37,44 @@ The sections, in this order, with nothing after the last one:
           position: -p, then the CDF from 0 up to 2**p, `cdf_length` values
           in all). (Versions 1 and 2 stored int32 `cdf` then int32
           `cdf_offset`, deflated, CDFs strictly increasing.)
-    DECO  float32 decoder matrix, `positions` x `positions`, row-major.
+    DECO  the decoder matrix, `positions` x `positions`, row-major: float32;
+          or, if the group's header entry has `decoder: [e, k]` (version 5),
+          its float32 scale s, then the Rice code (`rice`, parameter k) of
+          the integers q of the unit matrix, which is `q * 2**e`; the matrix
+          is the float32 product `s * float32(q * 2**e)`.
     LATS  the range-coded integer latents (`codec.encode_symbols`): the
           group's layers in header order, each as its slice matrix
           (`groups.to_slices`: rows of `positions` symbols), concatenated.
-  FLTS    every other weight, in header order, C order, as `float_dtype`.
+  FLTS    every other weight, in header order, C order, concatenated: as
+          `float_dtype`, or, if its header entry has `grid: [e, k, n]`
+          (version 5), as n bytes of the Rice code of integers q, the
+          weight being `float32(q * 2**e)`.
 
 The header:
 
   format_version  equal to the preamble's.
-  float_dtype     "float32" or "float16": how FLTS stores the float weights.
-  groups          [{name, positions, cdf_length, layers, weights, shapes}]:
-                  per kernel group its layers in coding order, the weight
-                  index of each one's kernel (0, or 1 for the pointwise
-                  kernel of a SeparableConv2D; absent before version 4,
-                  meaning 0) and the kernel shapes.
-  float_params    [{layer, index, name, shape, dtype}]: the FLTS tensors,
-                  weight `index` of layer `layer` (`dtype`, that of the
-                  weight, is "float32"). The kernels named by `groups` are
+  float_dtype     "float32" or "float16": how FLTS stores the float weights
+                  that are on no grid.
+  groups          [{name, positions, cdf_length, layers, weights, shapes[,
+                  decoder]}]: per kernel group its layers in coding order,
+                  the weight index of each one's kernel (0, or 1 for the
+                  pointwise kernel of a SeparableConv2D; absent before
+                  version 4, meaning 0), the kernel shapes, and how DECO
+                  stores the decoder (above).
+  float_params    [{layer, index, shape[, grid]}]: the FLTS tensors, weight
+                  `index` of layer `layer` (before version 5 also `name` and
+                  `dtype`, "float32"). The kernels named by `groups` are
                   decoded from the latents with the group's matrix instead.
-  architecture    the plain Keras model config (`model.to_json()`) of
-                  `decompressed_model(model)`.
+  architecture    the Keras model config (`model.to_json()`) of
+                  `decompressed_model(model)`, from version 5 on without
+                  what Keras rebuilds by itself
+                  (`architecture.compact_architecture`).
+
+Weights on grids are those `LilNetXModel(grid_bits=...)` trains on
+(`lilnetx_tf.method.grid`: the decoders' unit matrices and the latent
+layers' biases), and any other float weight that happens to lie on a grid
+of at most 16 places (e.g. batch norm's initial ones and zeros); the writer
+finds the coarsest grid of each tensor and uses it where it is shorter.
 
 A reader refuses a newer format version and reads every older one; a new
 version number is due whenever a reader of the old one would misread the file.
@@ -63,12 +82,11 @@ version number is due whenever a reader of the old one would misread the file.
 
 import json
 
-import numpy as np
 import tensorflow as tf
 
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import codec
-from lilnetx_tf.compressed import rice
+from lilnetx_tf.compressed import floats as floats_lib
 from lilnetx_tf.compressed import sections
 from lilnetx_tf.compressed import tables
 from lilnetx_tf.compressed.architecture import architecture_problem
@@ -78,7 +96,6 @@ from lilnetx_tf.compressed.sections import CorruptFileError
 from lilnetx_tf.compressed.sections import FORMAT_VERSION
 from lilnetx_tf.compressed.sections import MAGIC
 from lilnetx_tf.compressed.sections import MAX_HEADER_BYTES
-from lilnetx_tf.method import grid
 from lilnetx_tf.method.convert import decompressed_model
 from lilnetx_tf.method.decoders import decode_kernel
 from lilnetx_tf.method.model import LilNetXModel
@@ -126,55 +143,6 @@ def _weighted_layers(model):
 # -- Writing -------------------------------------------------------------------
 
 
-def _grid_coded(values):
-  """`(exponent, k, Rice bytes)` of values on a grid, or None if off one."""
-  on_grid = grid.to_grid(values)
-  if on_grid is None:
-    return None
-  q, exponent = on_grid
-  k, data = rice.encode(q)
-  return exponent, k, data
-
-
-def _float_params(plain, kernels, dtype):
-  """Header entries and FLTS payload of the weights that stay float."""
-  entries, payload = [], []
-  for layer in _weighted_layers(plain):
-    for index, weight in enumerate(layer.weights):
-      if (layer.name, index) in kernels:
-        continue
-      if weight.dtype != tf.float32:
-        raise ValueError(f"Weight {weight.name!r} is {weight.dtype.name}; the "
-                         "compressed format stores float32 weights only.")
-      value = weight.numpy()
-      entry = dict(layer=layer.name, index=index, shape=list(value.shape))
-      coded = _grid_coded(value)
-      stored = value.astype(dtype).tobytes()
-      if coded and len(coded[2]) < len(stored):
-        entry["grid"] = [coded[0], coded[1], len(coded[2])]
-        stored = coded[2]
-      elif not np.array_equal(np.isfinite(value.astype(dtype)),
-                              np.isfinite(value)):
-        raise ValueError(f"Weight {weight.name!r} overflows float16; save "
-                         "without float16.")
-      entries.append(entry)
-      payload.append(stored)
-  return entries, b"".join(payload)
-
-
-def _decoder_section(decoder):
-  """`(header entry or None, DECO payload)` of a group's decoder."""
-  matrix = np.asarray(decoder.matrix.numpy(), "<f4")
-  unit = decoder.unit.numpy()
-  scale = np.asarray([decoder.scale.numpy()], "<f4")
-  coded = _grid_coded(unit)
-  # The reader computes `scale * unit` as training does: float32 products.
-  if (coded and np.array_equal(scale * unit, matrix) and
-      4 + len(coded[2]) < matrix.nbytes):
-    return [coded[0], coded[1]], scale.tobytes() + coded[2]
-  return None, matrix.tobytes()
-
-
 def _file_chunks(model, float_dtype):
   """The file's bytes, in pieces (see the module docstring)."""
   plain = decompressed_model(model)
@@ -188,10 +156,11 @@ def _file_chunks(model, float_dtype):
                      "name (in nested models); rename them to store it.")
   coded = codec.compress_latents(model)
   refs = {l.name: l.kernel_ref for l in model.latent_layers}
-  entries, floats = _float_params(
-      plain, {refs[name] for c in coded for name in c.layers},
-      sections.FLOAT_DTYPES[float_dtype])
-  decoders = [_decoder_section(model.decoders[c.group]) for c in coded]
+  entries, floats = floats_lib.pack_floats(
+      _weighted_layers(plain),
+      {refs[name] for c in coded for name in c.layers}, float_dtype)
+  decoders = [floats_lib.pack_decoder(model.decoders[c.group])
+              for c in coded]
   groups = []
   for c, (decoder, _) in zip(coded, decoders):
     groups.append(dict(name=c.group, positions=c.positions,

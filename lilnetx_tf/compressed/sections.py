@@ -27,6 +27,7 @@ import zlib
 import numpy as np
 
 from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import floats as floats_lib
 from lilnetx_tf.compressed import rice
 from lilnetx_tf.compressed.architecture import MAX_LAYERS
 from lilnetx_tf.compressed.architecture import architecture_problem
@@ -43,7 +44,6 @@ from lilnetx_tf.method import groups as groups_lib
 
 __all__ = [
     "CorruptFileError",
-    "FLOAT_DTYPES",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_HEADER_BYTES",
@@ -71,7 +71,6 @@ _MAX_KERNEL_INDEX = 1
 MAX_HEADER_BYTES = 16 * 2**20
 PREAMBLE = struct.Struct("<8sI")  # Magic, format version.
 _SECTION = struct.Struct("<4sQI")  # Tag, payload length, CRC-32.
-FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 
 # Limits far above any real model that keep a hostile header from making the
 # reader loop or allocate without end.
@@ -80,8 +79,6 @@ _MAX_POSITIONS = 4096  # 64x64 kernels.
 _MAX_FLOAT_PARAMS = 10**6
 _MAX_DIM = 2**31 - 1  # tensorflow-compression counts symbols in int32.
 _MAX_NAME = 1024
-# Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
-_MAX_GRID_INTEGER = 2**24
 # A range-coded string may hold a few bits less than the self-information of
 # its symbols (its final bytes are implicit).
 _CODER_SLACK_BITS = 64
@@ -205,9 +202,9 @@ def _check_header(header, version):
     fail("header", f"format_version {str(header.get('format_version'))[:20]} "
           f"differs from the preamble's {version}")
   if not (isinstance(header.get("float_dtype"), str) and
-          header["float_dtype"] in FLOAT_DTYPES):
+          header["float_dtype"] in floats_lib.FLOAT_DTYPES):
     fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
-          f"; valid: {', '.join(FLOAT_DTYPES)}")
+          f"; valid: {', '.join(floats_lib.FLOAT_DTYPES)}")
   kernels = _check_groups(header.get("groups"), version)
   _check_float_params(header.get("float_params"), kernels, version)
   problem = architecture_problem(header.get("architecture"))
@@ -306,20 +303,10 @@ def _read_group(reader, group, version):
                                    section, version)
   min_bits = check_tables(cdf, cdf_offset, section, version)
   section = f"decoder[{name}]"
-  if "decoder" in group:
-    deco = reader.read(b"DECO", section)
-    if len(deco) < 4:
-      fail(section, f"holds {len(deco)} bytes, less than its float32 scale")
-    exponent, k = group["decoder"]
-    unit = _grid_values(deco[4:], positions**2, exponent, k, section)
-    matrix = np.frombuffer(deco[:4], "<f4") * unit
-  else:
-    size = 4 * positions**2
-    deco = reader.read(b"DECO", section, size)
-    if len(deco) != size:
-      fail(section, f"holds {len(deco)} bytes, a {positions}x{positions} "
-            f"float32 matrix {size}")
-    matrix = np.frombuffer(deco, "<f4")
+  deco = reader.read(b"DECO", section,
+                     None if "decoder" in group else 4 * positions**2)
+  matrix = floats_lib.unpack_decoder(deco, positions, group.get("decoder"),
+                                     section)
   latents = reader.read(b"LATS", f"latents[{name}]")
   rows = sum(math.prod(s) for s in group["shapes"]) // positions
   least = rows * float(np.sum(min_bits))
@@ -333,43 +320,15 @@ def _read_group(reader, group, version):
           shapes=[tuple(s) for s in group["shapes"]], cdf=cdf,
           cdf_offset=cdf_offset, data=bytes(latents)),
       weights=list(group["weights"]),
-      matrix=matrix.reshape(positions, positions),
+      matrix=matrix,
       table_bytes=len(tables), decoder_bytes=len(deco))
-
-
-def _grid_values(data, count, exponent, k, section):
-  """float32 `q * 2**exponent` of `count` Rice-coded integers `q`."""
-  if count > 8 * len(data):  # Each value takes at least one bit.
-    fail(section, f"{len(data)} bytes cannot hold {count} grid values")
-  with reading(section, (rice.RiceError,)):
-    q = rice.decode(data, count, k)
-  if count and np.abs(q).max() >= _MAX_GRID_INTEGER:
-    fail(section, "a grid value is not a float32")
-  return (q * 2.0**exponent).astype(np.float32)
 
 
 def _read_floats(reader, header):
   """Reads the FLTS section: float32 arrays in header order."""
-  dtype = FLOAT_DTYPES[header["float_dtype"]]
-  params = header["float_params"]
-  counts = [math.prod(p["shape"]) for p in params]
-  sizes = [p["grid"][2] if "grid" in p else n * dtype.itemsize
-           for p, n in zip(params, counts)]
   payload = reader.read(b"FLTS", "float_params")
-  if len(payload) != sum(sizes):
-    fail("float_params", f"holds {len(payload)} bytes, the header's "
-          f"{len(counts)} tensors {sum(sizes)}")
-  arrays, start = [], 0
-  for p, n, size in zip(params, counts, sizes):
-    data = payload[start:start + size]
-    if "grid" in p:
-      values = _grid_values(data, n, p["grid"][0], p["grid"][1],
-                            "float_params")
-    else:
-      values = np.frombuffer(data, dtype).astype(np.float32)
-    arrays.append(values.reshape(p["shape"]))
-    start += size
-  return arrays
+  return floats_lib.unpack_floats(payload, header["float_params"],
+                                  header["float_dtype"])
 
 
 def parse(data):
@@ -381,7 +340,7 @@ def parse(data):
   Returns:
     A dict: `header` (the checked header JSON), `groups` (per group a dict of
     `coded` (a `codec.CodedGroup`), `weights` (the weight index of each of its
-    layers' kernels), `matrix` (float32) and `table_bytes`),
+    layers' kernels), `matrix` (float32), `table_bytes` and `decoder_bytes`),
     `floats` (float32 arrays in header order), `sections` (per section its
     `tag`, `name`, `offset` and `bytes`) and `file_bytes`.
 

@@ -1,0 +1,147 @@
+"""The float parts of the compressed file: decoders (DECO) and weights (FLTS).
+
+Everything but the latents: each group's decoder matrix and every weight of
+the decompressed model that is not a coded kernel (biases, batch norm, ...).
+A tensor on a power-of-two grid (`lilnetx_tf.method.grid`: what
+`LilNetXModel(grid_bits=...)` trains decoders and biases on, or e.g. batch
+norm's initial ones) is stored as the Rice code (`rice`) of its integers
+where that is shorter; any other as float32 (or float16 on request). The
+byte layout is in `lilnetx_tf.compressed.fileformat`. Readers check sizes
+before they decode, and raise `CorruptFileError` for what no writer makes.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from lilnetx_tf.compressed import rice
+from lilnetx_tf.compressed.errors import fail
+from lilnetx_tf.compressed.errors import reading
+from lilnetx_tf.method import grid
+
+__all__ = ["FLOAT_DTYPES", "pack_decoder", "pack_floats", "unpack_decoder",
+           "unpack_floats"]
+
+FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+# Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
+_MAX_GRID_INTEGER = 2**24
+
+
+def _grid_coded(values):
+  """`(exponent, k, Rice bytes)` of values on a grid, or None if off one."""
+  on_grid = grid.to_grid(values)
+  if on_grid is None:
+    return None
+  q, exponent = on_grid
+  k, data = rice.encode(q)
+  return exponent, k, data
+
+
+def pack_floats(layers, kernels, float_dtype):
+  """Header entries and FLTS payload of the weights that stay float.
+
+  Args:
+    layers: The decompressed model's layers holding weights, in file order.
+    kernels: `(layer name, weight index)` of the coded kernels, left out.
+    float_dtype: "float32" or "float16", for the weights on no grid.
+
+  Returns:
+    `(entries, payload)`: the header's `float_params` and the FLTS bytes.
+
+  Raises:
+    ValueError: for a weight that is not float32, or overflows float16.
+  """
+  dtype = FLOAT_DTYPES[float_dtype]
+  entries, payload = [], []
+  for layer in layers:
+    for index, weight in enumerate(layer.weights):
+      if (layer.name, index) in kernels:
+        continue
+      if weight.dtype != tf.float32:
+        raise ValueError(f"Weight {weight.name!r} is {weight.dtype.name}; the "
+                         "compressed format stores float32 weights only.")
+      value = weight.numpy()
+      entry = dict(layer=layer.name, index=index, shape=list(value.shape))
+      coded = _grid_coded(value)
+      stored = value.astype(dtype).tobytes()
+      if coded and len(coded[2]) < len(stored):
+        entry["grid"] = [coded[0], coded[1], len(coded[2])]
+        stored = coded[2]
+      elif not np.array_equal(np.isfinite(value.astype(dtype)),
+                              np.isfinite(value)):
+        raise ValueError(f"Weight {weight.name!r} overflows float16; save "
+                         "without float16.")
+      entries.append(entry)
+      payload.append(stored)
+  return entries, b"".join(payload)
+
+
+def pack_decoder(decoder):
+  """`(header entry or None, DECO payload)` of a group's `KernelDecoder`."""
+  matrix = np.asarray(decoder.matrix.numpy(), "<f4")
+  unit = decoder.unit.numpy()
+  scale = np.asarray([decoder.scale.numpy()], "<f4")
+  coded = _grid_coded(unit)
+  # The reader computes `scale * unit` as training does: float32 products.
+  if (coded and np.array_equal(scale * unit, matrix) and
+      4 + len(coded[2]) < matrix.nbytes):
+    return [coded[0], coded[1]], scale.tobytes() + coded[2]
+  return None, matrix.tobytes()
+
+
+def _grid_values(data, count, exponent, k, section):
+  """float32 `q * 2**exponent` of `count` Rice-coded integers `q`."""
+  if count > 8 * len(data):  # Each value takes at least one bit.
+    fail(section, f"{len(data)} bytes cannot hold {count} grid values")
+  with reading(section, (rice.RiceError,)):
+    q = rice.decode(data, count, k)
+  if count and np.abs(q).max() >= _MAX_GRID_INTEGER:
+    fail(section, "a grid value is not a float32")
+  return (q * 2.0**exponent).astype(np.float32)
+
+
+def unpack_decoder(payload, positions, entry, section):
+  """The float32 decoder matrix of a DECO payload.
+
+  Args:
+    payload: The section's bytes.
+    positions: The group's kernel positions.
+    entry: The group's `decoder` header entry (`[exponent, k]`), or None
+      for a float32 matrix.
+    section: The section's name, for errors.
+  """
+  if entry is None:
+    size = 4 * positions**2
+    if len(payload) != size:
+      fail(section, f"holds {len(payload)} bytes, a {positions}x{positions} "
+            f"float32 matrix {size}")
+    matrix = np.frombuffer(payload, "<f4")
+  else:
+    if len(payload) < 4:
+      fail(section, f"holds {len(payload)} bytes, less than its float32 scale")
+    unit = _grid_values(payload[4:], positions**2, *entry, section)
+    matrix = np.frombuffer(payload[:4], "<f4") * unit
+  return matrix.reshape(positions, positions)
+
+
+def unpack_floats(payload, params, float_dtype):
+  """The float32 arrays of a FLTS payload, in `params` (header) order."""
+  dtype = FLOAT_DTYPES[float_dtype]
+  counts = [math.prod(p["shape"]) for p in params]
+  sizes = [p["grid"][2] if "grid" in p else n * dtype.itemsize
+           for p, n in zip(params, counts)]
+  if len(payload) != sum(sizes):
+    fail("float_params", f"holds {len(payload)} bytes, the header's "
+          f"{len(counts)} tensors {sum(sizes)}")
+  arrays, start = [], 0
+  for p, n, size in zip(params, counts, sizes):
+    data = payload[start:start + size]
+    if "grid" in p:
+      values = _grid_values(data, n, p["grid"][0], p["grid"][1],
+                            "float_params")
+    else:
+      values = np.frombuffer(data, dtype).astype(np.float32)
+    arrays.append(values.reshape(p["shape"]))
+    start += size
+  return arrays
