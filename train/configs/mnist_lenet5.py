@@ -14,7 +14,8 @@ def get_config():
   config.batch_size = 128
   config.epochs = 10
   config.warmup_epochs = 1
-  # Measured: 98.98-99.13% with 3.7-3.9 KB of latents in 10 epochs (README).
+  # Measured (10 epochs, 55,000 training examples, README): 99.00% test
+  # accuracy with 4,010 B of coded latents, a 5,794 B file.
   config.lambda_rate = 2.0
-  config.rate_warmup_epochs = 2
+  config.rate_warmup_epochs = 1
   return config
