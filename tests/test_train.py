@@ -137,6 +137,16 @@ def test_bad_values_and_model_options_are_rejected():
   config.warmup_epochs = config.epochs + 1
   with pytest.raises(ValueError, match="warmup_epochs"):
     registry.check_config(config)
+  config = digits_lenet.get_config()
+  config.grid_bits = -2
+  with pytest.raises(ValueError, match="grid_bits must be an integer >= -1"):
+    registry.check_config(config)
+  # In range for the config, too fine for the decoders: refused while the
+  # model is built, before training.
+  config = digits_lenet.get_config()
+  config.grid_bits = 17
+  with pytest.raises(registry.ConfigError, match=r"grid_bits.*\[0, 16\]"):
+    registry.build_model(config, data_lib.dataset_info("digits"), 1)
 
 
 def test_cli_rejects_unknown_model_before_training(tmp_path):
