@@ -22,7 +22,7 @@ from lilnetx_tf.data import image_folder
 from lilnetx_tf.data import tfds_source
 
 DATA = os.environ.get("LILNETX_DATA_DIR", os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "shared",
+    os.path.dirname(os.path.realpath(__file__)), os.pardir, os.pardir, "shared",
     "data"))
 MNIST = os.path.join(DATA, "mnist")
 CIFAR10 = os.path.join(DATA, "cifar10", "cifar10-jpeg.tar.gz")
