@@ -332,6 +332,12 @@ def _layer_class(entry):
   return getattr(tf.keras.layers, entry["class_name"])
 
 
+def _without_initializers(layer_config):
+  # Initial values only: the file overwrites every weight.
+  return {k: v for k, v in layer_config.items()
+          if not k.endswith("_initializer")}
+
+
 def _compact_layer(entry, in_functional):
   """`entry` (a layer of a model config) without what Keras rebuilds alone."""
   entry = dict(entry)
@@ -343,24 +349,18 @@ def _compact_layer(entry, in_functional):
     entry["config"] = config
     return entry
   cls, full = _layer_class(entry), entry["config"]
-  reference = {k: v for k, v in cls.from_config(
-      copy.deepcopy(full)).get_config().items()
-               if not k.endswith("_initializer")}
-  kept = dict(full)
-  for key in full:
+  reference = _without_initializers(
+      cls.from_config(copy.deepcopy(full)).get_config())
+  kept = _without_initializers(full)
+  for key in list(kept):
     if key == "name":
-      continue
-    if key.endswith("_initializer"):
-      # Initial values only: the file overwrites every weight.
-      kept.pop(key)
       continue
     trial = {k: v for k, v in kept.items() if k != key}
     try:
       rebuilt = cls.from_config(copy.deepcopy(trial)).get_config()
     except Exception:  # pylint: disable=broad-except
       continue  # A required argument, whatever the class raises for it.
-    if {k: v for k, v in rebuilt.items()
-        if not k.endswith("_initializer")} == reference:
+    if _without_initializers(rebuilt) == reference:
       kept = trial
   entry["config"] = kept
   if "module" in entry and (
