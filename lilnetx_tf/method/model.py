@@ -24,6 +24,7 @@ them.
 """
 
 import math
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +37,10 @@ from lilnetx_tf.method.layers import LatentKernel
 from lilnetx_tf.method.priors import GroupPrior
 
 __all__ = ["LilNetXModel", "latent_layers"]
+
+# `fit_priors`'s tf.functions by model: (prior optimizer, function). Not a
+# model attribute, which SavedModel export would try to save.
+_PRIOR_FITS = weakref.WeakKeyDictionary()
 
 
 def latent_layers(network):
@@ -378,16 +383,36 @@ class LilNetXModel(tf.keras.Model):
     priors only. It does not depend on `lambda_rate`: the priors fit the
     latents whatever the rate weight, also when it is 0 or warming up.
     """
-    bits = [self.priors[g].histogram_bits(self._group_positions(g))
-            for g in self.group_layers]
+    return self._histogram_bits(self._histograms())
+
+  def _histograms(self):
+    return {g: self.priors[g].histogram(self._group_positions(g))
+            for g in self.group_layers}
+
+  def _histogram_bits(self, histograms):
+    bits = [self.priors[g].histogram_bits_of(h) for g, h in histograms.items()]
     return tf.add_n(bits) / self.num_latents
 
-  def _prior_step(self):
+  def _prior_steps(self, steps):
+    """`steps` (>= 1) prior optimizer steps on one histogram of the latents.
+
+    A Python int unrolls the steps; a tensor loops in the graph.
+    """
+    histograms = self._histograms()
     prior_vars = self.prior_variables()
-    with tf.GradientTape() as tape:
-      bits = self.prior_fit_bits()
-    grads = tape.gradient(bits, prior_vars)
-    self.prior_optimizer.apply_gradients(zip(grads, prior_vars))
+
+    def step():
+      with tf.GradientTape() as tape:
+        bits = self._histogram_bits(histograms)
+      grads = tape.gradient(bits, prior_vars)
+      self.prior_optimizer.apply_gradients(zip(grads, prior_vars))
+      return bits
+
+    # The first step outside any loop: it may create the optimizer's slots.
+    bits = step()
+    for _ in (range(steps - 1) if isinstance(steps, int)
+              else tf.range(steps - 1)):
+      bits = step()
     return bits
 
   def fit_priors(self, steps=None):
@@ -410,14 +435,20 @@ class LilNetXModel(tf.keras.Model):
     if self.prior_optimizer is None:
       raise RuntimeError("Compile the model before fitting its priors.")
     steps = self.initial_prior_steps if steps is None else int(steps)
-    step = tf.function(self._prior_step)
-    strategy = self.distribute_strategy
-    bits = None
-    for _ in range(steps):
-      bits = strategy.run(step)
-    if bits is None:
+    if steps:
+      optimizer, function = _PRIOR_FITS.get(self, (None, None))
+      if optimizer is not self.prior_optimizer:
+        # Traced once per model and prior optimizer (tracing takes seconds):
+        # one graph loop on one histogram (the latents do not change).
+        model = weakref.ref(self)
+        function = tf.function(lambda n: model()._prior_steps(n))  # pylint: disable=protected-access
+        _PRIOR_FITS[self] = (self.prior_optimizer, function)
+      bits = self.distribute_strategy.run(function,
+                                          args=(tf.constant(steps),))
+    else:
       bits = self.prior_fit_bits()
-    return float(strategy.experimental_local_results(bits)[0])
+    return float(
+        self.distribute_strategy.experimental_local_results(bits)[0])
 
   def fit(self, *args, **kwargs):  # pylint: disable=signature-differs
     """`tf.keras.Model.fit`, with the priors fitted before and after.
@@ -451,10 +482,9 @@ class LilNetXModel(tf.keras.Model):
     # the priors fit the latents with their own objective instead.
     grads = tape.gradient(loss, network_vars)
     self.optimizer.apply_gradients(zip(grads, network_vars))
-    prior_bits = None
-    for _ in range(self.prior_steps):
-      prior_bits = self._prior_step()
-    if prior_bits is None:
+    if self.prior_steps:
+      prior_bits = self._prior_steps(self.prior_steps)
+    else:
       prior_bits = self.prior_fit_bits()
     self._bits_tracker.update_state(bits_per_latent)
     self._prior_bits_tracker.update_state(prior_bits)

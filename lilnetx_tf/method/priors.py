@@ -123,6 +123,12 @@ _MIN_TAIL_SCALE = 1.0
 _MAX_TAIL_WEIGHT = 0.5
 # The priors' fitting objective counts latents beyond this at the bound.
 _MAX_FIT_VALUE = 2.0**15
+# The training bound reads the noisy log-density from a table of this many
+# points per unit, interpolated linearly, value and derivative alike. The
+# table spans the latents' range within +-_TABLE_BOUND; beyond, the densities'
+# tails are logistic, their log linear, and the edge cells extrapolate.
+_TABLE_STEPS_PER_UNIT = 64
+_TABLE_BOUND = 128.0
 
 
 def _noisy_deep_factorized(matrices, biases, factors, positions, num_filters,
@@ -249,7 +255,9 @@ class GroupPrior(tf.keras.layers.Layer):
     Args:
       values: `(positions, n)` float latents (see `groups.to_positions`).
       training: With `True`, adds uniform noise and returns the
-        differentiable upper bound used for training; with `False`, rounds
+        differentiable upper bound used for training, interpolated from a
+        table of the density (gradients reach `values`, not the prior's
+        weights, which fit with `histogram_bits`); with `False`, rounds
         (straight-through) and returns the self-information of the integers.
 
     Returns:
@@ -258,9 +266,68 @@ class GroupPrior(tf.keras.layers.Layer):
     values = tf.convert_to_tensor(values, tf.float32)
     if training:
       values += tf.random.uniform(tf.shape(values), -.5, .5)
-    else:
-      values = round_ste(values)
+      return self._table_bits(values)
+    values = round_ste(values)
     return tf.reduce_sum(self.log_prob(values)) / -math.log(2.0)
+
+  def _table_bits(self, values):
+    """`-sum(log2(prob(values)))`, read from a table of the density.
+
+    Evaluating the density network on every latent was most of a training
+    step (LeNet-5: 47 of 85 ms, against 31 ms for the plain network). The
+    priors get no gradient from the rate term (they fit the latents with
+    their own objective), so the term needs only the log-density and its
+    derivative at each noisy latent: both are tabulated on a fine grid over
+    the latents' range, per position, and interpolated linearly, which costs
+    a few gathers per latent. The error is of the order of the spacing
+    squared: 0.07% of the bits with priors fitted to LeNet-5-like latents
+    (`tests/test_core.py` bounds it against the direct evaluation).
+
+    Args:
+      values: `(positions, n)` float values (the noisy latents).
+
+    Returns:
+      A scalar float tensor, NaN if any value is.
+    """
+    # Table bounds from the finite range of the values, so that a NaN or a
+    # far latent cannot ask for a huge table.
+    def bound(extreme):
+      extreme = tf.stop_gradient(extreme)
+      extreme = tf.where(tf.math.is_finite(extreme), extreme, 0.0)
+      return tf.clip_by_value(extreme, -_TABLE_BOUND, _TABLE_BOUND)
+
+    low = tf.math.floor(bound(tf.reduce_min(values)))
+    high = tf.math.maximum(tf.math.ceil(bound(tf.reduce_max(values))), low + 1)
+    steps = float(_TABLE_STEPS_PER_UNIT)
+    count = tf.cast((high - low) * steps, tf.int32) + 1
+    grid = low + tf.cast(tf.range(count), tf.float32) / steps
+    grid = tf.broadcast_to(grid[None], (self.positions, count))
+    with tf.GradientTape() as tape:
+      tape.watch(grid)
+      table = self.log_prob(grid) / -math.log(2.0)
+    slope = tape.gradient(table, grid)
+    table, slope = tf.stop_gradient(table), tf.stop_gradient(slope)
+    offsets = tf.range(self.positions)[:, None] * count
+
+    @tf.custom_gradient
+    def lookup(x):
+      t = (x - low) * steps
+      cell = tf.clip_by_value(tf.cast(tf.math.floor(t), tf.int32), 0,
+                              count - 2)
+      frac = t - tf.cast(cell, tf.float32)
+      index = cell + offsets
+
+      def interpolate(points, weight):
+        points = tf.reshape(points, [-1])
+        left = tf.gather(points, index)
+        return left + weight * (tf.gather(points, index + 1) - left)
+
+      # Beyond the table, `frac` leaves [0, 1]: the bits extrapolate the edge
+      # cell linearly, and the slope stays the edge's.
+      return interpolate(table, frac), lambda up: up * interpolate(
+          slope, tf.clip_by_value(frac, 0.0, 1.0))
+
+    return tf.reduce_sum(lookup(values))
 
   def histogram_bits(self, values):
     """Bits of the rounded latents under this prior, from their histogram.
@@ -278,11 +345,25 @@ class GroupPrior(tf.keras.layers.Layer):
     Returns:
       A scalar float tensor.
     """
+    return self.histogram_bits_of(self.histogram(values))
+
+  def histogram(self, values):
+    """Per-position histogram of the rounded latents.
+
+    Args:
+      values: `(positions, n)` float latents (see `groups.to_positions`).
+
+    Returns:
+      `(low, counts, finite)`: the smallest integer (int32 scalar), the
+      counts of `low, low + 1, ...` per position (`(positions, length)`
+      float32), and whether every value was finite. The input of
+      `histogram_bits_of`, so that several prior steps can share one pass
+      over the latents.
+    """
     values = tf.stop_gradient(tf.convert_to_tensor(values, tf.float32))
     finite = tf.reduce_all(tf.math.is_finite(values))
     # Sane integers whatever the values: a NaN would give bincount a garbage
-    # size, a huge latent a huge one. The result is NaN when any value is
-    # (so that the loss shows it); extremes count at the clip bound.
+    # size, a huge latent a huge one. Extremes count at the clip bound.
     values = tf.where(tf.math.is_finite(values), values, 0.0)
     ints = tf.cast(tf.round(tf.clip_by_value(values, -_MAX_FIT_VALUE,
                                              _MAX_FIT_VALUE)), tf.int32)
@@ -292,9 +373,21 @@ class GroupPrior(tf.keras.layers.Layer):
     counts = tf.math.bincount(
         tf.reshape(index, [-1]), minlength=self.positions * length,
         maxlength=self.positions * length, dtype=tf.float32)
-    counts = tf.reshape(counts, (self.positions, length))
-    grid = tf.cast(low + tf.range(length), tf.float32)
-    grid = tf.broadcast_to(grid[None], (self.positions, length))
+    return low, tf.reshape(counts, (self.positions, length)), finite
+
+  def histogram_bits_of(self, histogram):
+    """Bits of the counted integers under this prior (see `histogram`).
+
+    Args:
+      histogram: `(low, counts, finite)` from `histogram`.
+
+    Returns:
+      A scalar float tensor; NaN when the counted values were not all
+      finite (so that the loss shows it).
+    """
+    low, counts, finite = histogram
+    grid = tf.cast(low + tf.range(tf.shape(counts)[1]), tf.float32)
+    grid = tf.broadcast_to(grid[None], tf.shape(counts))
     # Values absent from the latents may have a log-probability of -inf far
     # out; they must count zero, not NaN.
     log_prob = tf.math.multiply_no_nan(self.log_prob(grid), counts)
