@@ -420,7 +420,8 @@ def test_mnist_slice_from_idx_files(tmp_path, data_dir):
   config = mnist_lenet5.get_config()
   config.update(data_dir=str(data_dir / "mnist"), train_limit=2000,
                 test_limit=1000, batch_size=64, epochs=1, warmup_epochs=0,
-                log_histograms=False, coded_size_every_epoch=False)
+                log_histograms=False, coded_size_every_epoch=False,
+                validation_fraction=0.1)
   metrics = loop.run(config, str(tmp_path / "run"))
   final = metrics["final"]
   # 10% of the 2000 held out for validation.

@@ -14,8 +14,11 @@ def get_config():
   config.batch_size = 128
   config.epochs = 10
   config.warmup_epochs = 1
-  # Measured (10 epochs, 55,000 training examples, README): 99.00% test
-  # accuracy with 4,010 B of coded latents, a 5,794 B file.
+  # All 60,000 training examples, as the published MNIST results train: no
+  # validation split (the final epoch's model is the result).
+  config.validation_fraction = 0.0
+  # Measured (10 epochs, README): 99.05%, 99.06% and 99.15% test accuracy
+  # with 3,636, 3,443 and 3,451 B of coded latents (seeds 0, 1, 2).
   config.lambda_rate = 2.0
   config.rate_warmup_epochs = 1
   return config
