@@ -14,6 +14,10 @@ def get_config():
   config.batch_size = 128
   config.epochs = 10
   config.warmup_epochs = 1
-  # Measured: 98.03% with 15.5 KB of latents in 10 epochs (README).
+  # All 60,000 training examples, as published MNIST results train: no
+  # validation split (the final epoch's model is the result).
+  config.validation_fraction = 0.0
+  # Measured (10 epochs, README): 98.22% with 15,679 B of coded latents;
+  # lambda_rate 1: 97.96% with 6,788 B.
   config.lambda_rate = 0.5
   return config
