@@ -128,7 +128,7 @@ TASKS = {
         quoted=((_EPR, "LeNet-5-Caffe", 2840, 0.010),
                 (_DC, "LeNet-5", 44000, 0.0074))),
     "mnist_lenet300": dict(
-        config=mnist_lenet300, rates=(0.5, 1.0, 2.0),
+        config=mnist_lenet300, rates=(0.5, 0.7, 1.0),
         data_dir=_DATA_ROOT / "mnist",
         quoted=((_EPR, "LeNet-300-100", 8560, 0.019),
                 (_DC, "LeNet-300-100", 27000, 0.0158))),

@@ -17,7 +17,9 @@ def get_config():
   # All 60,000 training examples, as published MNIST results train: no
   # validation split (the final epoch's model is the result).
   config.validation_fraction = 0.0
-  # Measured (10 epochs, README): 98.22% with 15,679 B of coded latents;
-  # lambda_rate 1: 97.96% with 6,788 B.
-  config.lambda_rate = 0.5
+  # Latents at twice the default learning rate reach more zeros in 10 epochs
+  # (lambda_rate 1: 4,323 B at 97.91%, against 6,788 B at 97.96% with 1e-2).
+  config.learning_rate = 2e-2
+  # Measured (10 epochs, README): 98.07% with 5,938 B of coded latents.
+  config.lambda_rate = 0.7
   return config
