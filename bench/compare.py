@@ -129,6 +129,9 @@ TASKS = {
                 (_DC, "LeNet-5", 44000, 0.0074))),
     "mnist_lenet300": dict(
         config=mnist_lenet300, rates=(0.5, 0.7, 1.0),
+        # The float network at the default rate; LilNetX's latents train at
+        # the config's 2e-2.
+        baseline_learning_rate=1e-2,
         data_dir=_DATA_ROOT / "mnist",
         quoted=((_EPR, "LeNet-300-100", 8560, 0.019),
                 (_DC, "LeNet-300-100", 27000, 0.0158))),
@@ -173,10 +176,14 @@ class _Bench:
     config: The task's LilNetX training config (data, batch size, epochs).
     out: Output directory.
     seed: Random seed.
+    baseline_learning_rate: Peak learning rate of the float baseline;
+      default the config's.
   """
 
-  def __init__(self, config, out, seed):
+  def __init__(self, config, out, seed, baseline_learning_rate=None):
     self.config = config
+    self.baseline_learning_rate = (baseline_learning_rate
+                                   or config.learning_rate)
     self.out = out
     self.seed = seed
     self.rows = []
@@ -287,7 +294,7 @@ class _Bench:
     self.params = model.count_params()
     # The LilNetX runs' optimizer and schedule (train/registry.py).
     schedule = warmup_cosine_decay(
-        config.learning_rate,
+        self.baseline_learning_rate,
         total_steps=config.epochs * self.steps_per_epoch,
         warmup_steps=config.warmup_epochs * self.steps_per_epoch)
     seconds = self.fit(model, config.epochs, tf.keras.optimizers.Adam(schedule))
@@ -514,7 +521,8 @@ def main(argv):
         f"{', --quick' if _QUICK.value else ''}; outputs in {out}",
         flush=True)
 
-  bench = _Bench(config, out, _SEED.value)
+  bench = _Bench(config, out, _SEED.value,
+                 spec.get("baseline_learning_rate"))
   bench.baseline()
   bench.tfmot_pipelines()
   for rate in spec["rates"]:
