@@ -394,25 +394,14 @@ class LilNetXModel(tf.keras.Model):
     return tf.add_n(bits) / self.num_latents
 
   def _prior_steps(self, steps):
-    """`steps` (>= 1) prior optimizer steps on one histogram of the latents.
-
-    A Python int unrolls the steps; a tensor loops in the graph.
-    """
+    """`steps` (>= 1) prior optimizer steps on one histogram of the latents."""
     histograms = self._histograms()
     prior_vars = self.prior_variables()
-
-    def step():
+    for _ in range(steps):
       with tf.GradientTape() as tape:
         bits = self._histogram_bits(histograms)
       grads = tape.gradient(bits, prior_vars)
       self.prior_optimizer.apply_gradients(zip(grads, prior_vars))
-      return bits
-
-    # The first step outside any loop: it may create the optimizer's slots.
-    bits = step()
-    for _ in (range(steps - 1) if isinstance(steps, int)
-              else tf.range(steps - 1)):
-      bits = step()
     return bits
 
   def fit_priors(self, steps=None):
@@ -435,17 +424,18 @@ class LilNetXModel(tf.keras.Model):
     if self.prior_optimizer is None:
       raise RuntimeError("Compile the model before fitting its priors.")
     steps = self.initial_prior_steps if steps is None else int(steps)
-    if steps:
-      optimizer, function = _PRIOR_FITS.get(self, (None, None))
-      if optimizer is not self.prior_optimizer:
-        # Traced once per model and prior optimizer (tracing takes seconds):
-        # one graph loop on one histogram (the latents do not change).
-        model = weakref.ref(self)
-        function = tf.function(lambda n: model()._prior_steps(n))  # pylint: disable=protected-access
-        _PRIOR_FITS[self] = (self.prior_optimizer, function)
-      bits = self.distribute_strategy.run(function,
-                                          args=(tf.constant(steps),))
-    else:
+    optimizer, function = _PRIOR_FITS.get(self, (None, None))
+    if optimizer is not self.prior_optimizer:
+      # Traced once per model and prior optimizer (tracing takes seconds). One
+      # step per call: a graph loop around the optimizer step is refused
+      # under MirroredStrategy (its gradient all-reduce in control flow).
+      model = weakref.ref(self)
+      function = tf.function(lambda: model()._prior_steps(1))  # pylint: disable=protected-access
+      _PRIOR_FITS[self] = (self.prior_optimizer, function)
+    bits = None
+    for _ in range(steps):
+      bits = self.distribute_strategy.run(function)
+    if bits is None:
       bits = self.prior_fit_bits()
     return float(
         self.distribute_strategy.experimental_local_results(bits)[0])
