@@ -274,12 +274,12 @@ class GroupPrior(tf.keras.layers.Layer):
     """`-sum(log2(prob(values)))`, read from a table of the density.
 
     Evaluating the density network on every latent was most of a training
-    step (LeNet-5: 47 of 85 ms, against 31 ms for the plain network). The
+    step (LeNet-5: 47 of 86 ms, against 31 ms for the plain network). The
     priors get no gradient from the rate term (they fit the latents with
     their own objective), so the term needs only the log-density and its
     derivative at each noisy latent: both are tabulated on a fine grid over
     the latents' range, per position, and interpolated linearly, which costs
-    a few gathers per latent. The error is of the order of the spacing
+    one gather per latent. The error is of the order of the spacing
     squared: 0.07% of the bits with priors fitted to LeNet-5-like latents
     (`tests/test_core.py` bounds it against the direct evaluation).
 
