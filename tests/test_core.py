@@ -136,7 +136,7 @@ def test_initialisation_matches_standard_init_scale():
 
 
 def test_gradients_reach_latents_decoders_and_priors():
-  """The loss trains latents and decoders; the priors' own objective them."""
+  """The loss trains latents and decoders; their own objective the priors."""
   model = _compiled(_small_net(), lambda_rate=1.0, lambda_sparsity=1e-3)
   x = np.random.default_rng(0).random((4, 8, 8, 3), dtype=np.float32)
   y = np.array([0, 1, 2, 3])
