@@ -20,6 +20,7 @@ def get_config():
   # Latents at twice the default learning rate reach more zeros in 10 epochs
   # (lambda_rate 1: 4,323 B at 97.91%, against 6,788 B at 97.96% with 1e-2).
   config.learning_rate = 2e-2
-  # Measured (10 epochs, README): 98.07% with 5,938 B of coded latents.
+  # Measured (10 epochs, README): 98.06-98.34% (median 98.17%) with
+  # 5,805-5,965 B of coded latents over seeds 0-4; seed 0: 98.07%, 5,938 B.
   config.lambda_rate = 0.7
   return config
