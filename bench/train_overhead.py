@@ -1,11 +1,12 @@
 """Benchmark: training step time of a LilNetX model against plain Keras.
 
 Prints a table of median step times (batch 128, CPU) of the same network
-(ResNet-20 by default; LeNet-5 or LeNet-300-100 with `--model`) trained as a plain float Keras model and as a LilNetX model (latents, shared
-decoders, priors on their own optimizer, rate + sparsity terms), and their
-ratio. Both run in one process, one step each in turn (the order swapped every
-pair), so that both see the same machine conditions; inputs are random tensors
-of the task's shape (step time does not depend on pixel values).
+(ResNet-20 by default; LeNet-5 or LeNet-300-100 with `--model`) trained as a
+plain float Keras model and as a LilNetX model (latents, shared decoders,
+priors on their own optimizer, rate + sparsity terms), and their ratio.
+Both run in one process, one step each in turn (the order swapped every
+pair), so that both see the same machine conditions; inputs are random
+tensors of the task's shape (step time does not depend on pixel values).
 
 Each step is timed on its own and the table reports medians, so occasional
 stalls do not decide the result: on shared virtual machines a step sometimes
@@ -100,9 +101,9 @@ def main(argv):
                   sum(t > _STALL * median for t in wall[name]))
   plain, lilnetx = rows["plain Keras"], rows["LilNetX"]
   print()
-  name = (f"resnet20 (width {_WIDTH.value:g})" if _MODEL.value == "resnet20"
-          else _MODEL.value)
-  print(f"{name}, batch {_BATCH.value}, CPU, "
+  network = (f"resnet20 (width {_WIDTH.value:g})"
+             if _MODEL.value == "resnet20" else _MODEL.value)
+  print(f"{network}, batch {_BATCH.value}, CPU, "
         f"medians of {_STEPS.value} alternating steps per model")
   print(f"{'model':<14}{'step (ms)':>11}{'images/s':>10}{'CPU (ms)':>10}"
         f"{'stalled':>9}")
