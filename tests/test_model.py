@@ -180,7 +180,8 @@ def test_two_replicas_train_like_one(tmp_path):
   Keras averages the task loss over the global batch; the LilNetX terms are
   global too and must not be counted once per replica. SGD, no rate noise
   (lambda_rate 0) and large sparsity and decay weights make a double count
-  show at once.
+  show at once. The terms come every second step (`compression_interval`),
+  so both of the model's train functions run under each strategy.
   """
   script = textwrap.dedent("""
       import numpy as np
@@ -200,7 +201,7 @@ def test_two_replicas_train_like_one(tmp_path):
           model = lilnetx_tf.compressible(
               models.build_model("lenet5", (28, 28, 1), 10), seed=0,
               lambda_rate=0.0, lambda_sparsity=1e-2, weight_decay=1e-2,
-              initial_prior_steps=0)
+              initial_prior_steps=0, compression_interval=2)
           model.compile(tf.keras.optimizers.SGD(0.1),
                         loss=tf.keras.losses.SparseCategoricalCrossentropy(
                             from_logits=True))
@@ -209,8 +210,8 @@ def test_two_replicas_train_like_one(tmp_path):
                             verbose=0)
         assert np.all(np.isfinite(history.history["loss"]))
         after = [v.numpy() for v in model.network_variables()]
-        # 4 steps of 2 prior updates each.
-        assert int(model.prior_optimizer.iterations.numpy()) == 8
+        # 4 steps, of which 2 with 2 prior updates each.
+        assert int(model.prior_optimizer.iterations.numpy()) == 4
         return before, after
 
       mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -230,6 +231,43 @@ def test_two_replicas_train_like_one(tmp_path):
                           check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "REPLICAS_OK" in result.stdout
+
+
+def test_compression_interval_adds_the_terms_every_kth_step_scaled():
+  """Steps 0 and 3 of 4 with interval 3: task + 3 x terms; else task alone.
+
+  Each step against plain SGD by hand on the task loss's gradient, plus, on
+  the compression steps, 3 times the decay term's gradient 2 * decay * latent
+  (no rate or sparsity term, so the step is deterministic).
+  """
+  lr, decay, interval = 0.1, 0.05, 3
+  model = lilnetx_tf.compressible(
+      models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0,
+      lambda_rate=0.0, lambda_sparsity=0.0, weight_decay=decay,
+      initial_prior_steps=0, prior_steps=2, compression_interval=interval)
+  model.compile(tf.keras.optimizers.SGD(lr), loss=_loss())
+  rng = np.random.default_rng(0)
+  x = rng.random((16, 8, 8, 1), dtype=np.float32)
+  y = rng.integers(0, 10, 16)
+  variables = model.network_variables()
+  latents = {id(l.latent) for l in model.latent_layers}
+  for step in range(4):
+    with tf.GradientTape() as tape:
+      task = tf.reduce_mean(_loss()(y, model(x, training=True)))
+    grads = tape.gradient(task, variables)
+    terms = step % interval == 0
+    expected = [
+        v.numpy() - lr * (g.numpy() + (interval * 2 * decay * v.numpy()
+                                       if terms and id(v) in latents else 0))
+        for v, g in zip(variables, grads)]
+    model.train_on_batch(x, y)
+    for v, e in zip(variables, expected):
+      np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-7,
+                                 err_msg=f"step {step}, {v.name}")
+    assert int(model.prior_optimizer.iterations) == 2 * (step // interval + 1)
+  model.compile("sgd", loss=_loss(), steps_per_execution=2)
+  with pytest.raises(ValueError, match="steps_per_execution 1"):
+    model.train_on_batch(x, y)
 
 
 def test_compile_takes_keras_positional_arguments():

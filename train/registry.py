@@ -81,7 +81,8 @@ def check_config(config):
   for field in ("warmup_epochs", "rate_warmup_epochs", "cpu_devices", "seed",
                 "prior_steps"):
     _check_number(config, field, 0, integer=True)
-  _check_number(config, "keep_checkpoints", 1, integer=True)
+  for field in ("keep_checkpoints", "compression_interval"):
+    _check_number(config, field, 1, integer=True)
   _check_number(config, "grid_bits", -1, integer=True)
   for field in ("learning_rate", "prior_learning_rate"):
     _check_number(config, field, 0, strict=True)
@@ -160,7 +161,9 @@ def _network(config, info):
       sparsity_structure=config.sparsity_structure,
       sparsity_norm=config.sparsity_norm,
       sparsity_groups=sparsity_groups(config),
-      prior_steps=config.prior_steps, reference=config.reference,
+      prior_steps=config.prior_steps,
+      compression_interval=config.compression_interval,
+      reference=config.reference,
       grid_bits=None if config.grid_bits == -1 else config.grid_bits,
       latent_init_bound=config.latent_init_bound, seed=config.seed)
 

@@ -87,9 +87,19 @@ class LilNetXModel(tf.keras.Model):
       layer's standard-init scale to its group's typical one), so they span
       about 2 * bound + 1 integers.
     prior_init_scale: Initial width of the priors' densities.
-    prior_steps: Prior optimizer steps per training step.
+    prior_steps: Prior optimizer steps per training step (per step that
+      computes the compression terms, see `compression_interval`).
     initial_prior_steps: Prior optimizer steps of `fit_priors`, which `fit`
       runs before and after training (0: neither).
+    compression_interval: Computes the rate, sparsity and decay terms and
+      runs the prior steps on one training step in this many, with the terms
+      multiplied by it (lazy regularization, as StyleGAN2's: the same force
+      on average, at a fraction of the cost). 1, the default, is the
+      reference's every step. Their per-latent cost does not shrink with
+      the network's computation, so networks of few operations per weight
+      (LeNet-300-100: one multiply-add per weight and example) train
+      markedly faster with 4. The other steps train on the task loss alone.
+      Needs `steps_per_execution` 1.
     reference: Reproduce the official PyTorch implementation's objective:
       the rate term divided by the number of kernel slices (rows of in x out
       per layer) instead of latents, its initialisation (raw decoder matrices
@@ -115,8 +125,8 @@ class LilNetXModel(tf.keras.Model):
                sparsity_norm="l2", sparsity_groups=None,
                decoder_initializer="uniform", latent_init_bound=2.0,
                prior_init_scale=4.0, prior_steps=2, initial_prior_steps=500,
-               reference=False, grid_bits=None, initialize=True, seed=None,
-               **kwargs):
+               compression_interval=1, reference=False, grid_bits=None,
+               initialize=True, seed=None, **kwargs):
     super().__init__(**kwargs)
     if not isinstance(network, tf.keras.Model):
       raise TypeError(f"`network` must be a Keras model, got "
@@ -167,12 +177,18 @@ class LilNetXModel(tf.keras.Model):
     self.decoder_initializer = decoder_initializer
     self.latent_init_bound = float(latent_init_bound)
     self.prior_init_scale = float(prior_init_scale)
-    for name, value in (("prior_steps", prior_steps),
-                        ("initial_prior_steps", initial_prior_steps)):
-      if isinstance(value, bool) or int(value) != value or value < 0:
-        raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
+    for name, value, least in (("prior_steps", prior_steps, 0),
+                               ("initial_prior_steps", initial_prior_steps, 0),
+                               ("compression_interval", compression_interval,
+                                1)):
+      if isinstance(value, bool) or int(value) != value or value < least:
+        raise ValueError(
+            f"`{name}` must be an integer >= {least}, got {value!r}.")
     self.prior_steps = int(prior_steps)
     self.initial_prior_steps = int(initial_prior_steps)
+    self.compression_interval = int(compression_interval)
+    # Read while `train_step` traces: whether the step computes the terms.
+    self._compression_step = True
     self.seed = seed
     if grid_bits is None:
       grid_bits = 0 if reference else grid.DEFAULT_GRID_BITS
@@ -295,9 +311,13 @@ class LilNetXModel(tf.keras.Model):
     return [v for v in self.trainable_variables if id(v) not in prior_ids]
 
   def _group_positions(self, group):
-    """The position-major latents of a group's layers, side by side."""
-    values = [groups.to_positions(l.latent) for l in self.group_layers[group]]
-    return values[0] if len(values) == 1 else tf.concat(values, axis=1)
+    """The position-major latents of a group's layers, one tensor each.
+
+    A list rather than their concatenation: the priors count the parts
+    together, and a concatenation would copy every latent twice a step
+    (values, then gradients).
+    """
+    return [groups.to_positions(l.latent) for l in self.group_layers[group]]
 
   def total_bits(self, training=False):
     """Bits of all latents under the priors (noisy bound or rounded)."""
@@ -457,28 +477,66 @@ class LilNetXModel(tf.keras.Model):
       self.fit_priors()
     return history
 
+  def make_train_function(self, force=False):
+    """Keras's train function; with `compression_interval` > 1, two of them.
+
+    One step in `compression_interval` (by the optimizer's step count, which
+    a resumed run restores) runs the function traced with the compression
+    terms and prior steps; the others, the one traced without. A Python
+    choice between two graphs rather than a `tf.cond` in one: distribution
+    strategies refuse the priors' optimizer step (an all-reduce) inside
+    control flow.
+    """
+    if self.train_function is not None and not force:
+      return self.train_function
+    interval = self.compression_interval
+    if interval == 1:
+      return super().make_train_function(force=force)
+    if self._cluster_coordinator or (
+        self._steps_per_execution is not None
+        and self._steps_per_execution.numpy().item() != 1):
+      raise ValueError(
+          f"compression_interval {interval} needs steps_per_execution 1 and "
+          "no parameter servers (each step's function is chosen in Python).")
+    make = super().make_train_function
+    functions = [make(force=True), make(force=True)]
+
+    def train_function(iterator):
+      step = int(self.optimizer.iterations.numpy())
+      # Read by `train_step` when the chosen function traces.
+      self._compression_step = step % interval == 0
+      return functions[0 if self._compression_step else 1](iterator)
+
+    self.train_function = train_function
+    return train_function
+
   def train_step(self, data):
     x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
     network_vars = self.network_variables()
+    compression_step = self._compression_step
     with tf.GradientTape() as tape:
       y_pred = self(x, training=True)
-      task_loss = self.compute_loss(x, y, y_pred, sample_weight)
-      extra, bits_per_latent, norm_sum = self.compression_loss(training=True)
-      # Keras scales the task loss per replica so that summed gradients are a
-      # mean; the global terms must be scaled the same way.
-      loss = task_loss + extra / self.distribute_strategy.num_replicas_in_sync
+      loss = self.compute_loss(x, y, y_pred, sample_weight)
+      if compression_step:
+        extra, bits_per_latent, norm_sum = self.compression_loss(
+            training=True)
+        # Keras scales the task loss per replica so that summed gradients are
+        # a mean; the global terms must be scaled the same way.
+        loss += extra * (self.compression_interval /
+                         self.distribute_strategy.num_replicas_in_sync)
     # Only the network's variables learn from the loss: the rate term's
     # gradient to the priors would scale with lambda_rate (and vanish at 0);
     # the priors fit the latents with their own objective instead.
     grads = tape.gradient(loss, network_vars)
     self.optimizer.apply_gradients(zip(grads, network_vars))
-    if self.prior_steps:
-      prior_bits = self._prior_steps(self.prior_steps)
-    else:
-      prior_bits = self.prior_fit_bits()
-    self._bits_tracker.update_state(bits_per_latent)
-    self._prior_bits_tracker.update_state(prior_bits)
-    self._norm_tracker.update_state(norm_sum)
+    if compression_step:
+      if self.prior_steps:
+        prior_bits = self._prior_steps(self.prior_steps)
+      else:
+        prior_bits = self.prior_fit_bits()
+      self._bits_tracker.update_state(bits_per_latent)
+      self._prior_bits_tracker.update_state(prior_bits)
+      self._norm_tracker.update_state(norm_sum)
     return self.compute_metrics(x, y, y_pred, sample_weight)
 
   def test_step(self, data):
@@ -505,6 +563,7 @@ class LilNetXModel(tf.keras.Model):
         prior_init_scale=self.prior_init_scale,
         prior_steps=self.prior_steps,
         initial_prior_steps=self.initial_prior_steps,
+        compression_interval=self.compression_interval,
         reference=self.reference,
         grid_bits=self.grid_bits,
         seed=self.seed,

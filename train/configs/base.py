@@ -44,6 +44,9 @@ def get_config():
   config.warmup_epochs = 5
   config.prior_learning_rate = 1e-2  # The priors' own Adam.
   config.prior_steps = 2  # Prior updates per training step.
+  # Compression terms and prior steps on one step in this many, scaled by it
+  # (lazy regularization; see LilNetXModel). 1: every step.
+  config.compression_interval = 1
 
   # The LilNetX objective.
   # lambda_I: nats of mean task loss one bit per latent is worth (per kernel
