@@ -431,7 +431,10 @@ def task_config(task, data_dir, epochs, quick):
   # first one, i.e. one-epoch runs at every rate weight alike.
   config.warmup_epochs = min(config.warmup_epochs, epochs)
   config.rate_warmup_epochs = min(config.rate_warmup_epochs, epochs - 1)
+  # Per-epoch logging beyond Keras's own: the baseline's fit has none, and
+  # the final report range codes the latents anyway.
   config.log_histograms = False
+  config.coded_size_every_epoch = False
   config.seed = _SEED.value
   # Every pipeline fits every training example and reports its final model:
   # no validation split for best-epoch selection.

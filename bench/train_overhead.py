@@ -15,8 +15,13 @@ takes twice its usual wall time while the process's CPU time stays the same
 steps and also reports the process CPU time per step, which such stalls do
 not touch.
 
+With `--compression_interval=k`, the LilNetX model computes its compression
+terms on one step in k, and each timing covers k consecutive steps of a
+model (its mean is the step time), so that every timing holds one whole
+cycle.
+
   python bench/train_overhead.py [--model=resnet20] [--steps=40]
-      [--batch_size=128] [--width=1]
+      [--batch_size=128] [--width=1] [--compression_interval=1]
 """
 
 import pathlib
@@ -34,7 +39,9 @@ import lilnetx_tf
 from lilnetx_tf.models import build_model
 import tensorflow as tf
 
-_STEPS = flags.DEFINE_integer("steps", 40, "Timed training steps per model.")
+_STEPS = flags.DEFINE_integer(
+    "steps", 40, "Timed runs per model, each of `compression_interval` "
+    "training steps (the step time is their mean).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps per model first.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _WIDTH = flags.DEFINE_float("width", 1, "ResNet-20 width multiplier.")
@@ -43,6 +50,10 @@ _INPUTS = {"resnet20": (32, 32, 3), "lenet5": (28, 28, 1),
            "lenet_300_100": (28, 28, 1)}
 _MODEL = flags.DEFINE_enum("model", "resnet20", list(_INPUTS),
                            "Network, from the model zoo.")
+_INTERVAL = flags.DEFINE_integer(
+    "compression_interval", 1,
+    "LilNetX's compression_interval: compression terms and prior steps on "
+    "one step in this many.")
 
 # A step this many times the model's median wall time counts as stalled.
 _STALL = 1.6
@@ -60,8 +71,9 @@ def _network():
 def _models():
   plain = _network()
   plain.compile(tf.keras.optimizers.Adam(1e-2), loss=_loss())
-  lilnetx = lilnetx_tf.compressible(_network(), lambda_sparsity=1e-6,
-                                    weight_decay=1e-6, seed=0)
+  lilnetx = lilnetx_tf.compressible(
+      _network(), lambda_sparsity=1e-6, weight_decay=1e-6, seed=0,
+      compression_interval=_INTERVAL.value)
   # The library's defaults otherwise: lambda_I 1, 2 prior steps per step.
   lilnetx.compile(tf.keras.optimizers.Adam(1e-2), loss=_loss())
   return {"plain Keras": plain, "LilNetX": lilnetx}
@@ -81,15 +93,19 @@ def main(argv):
     for _ in range(max(_WARMUP.value, 1)):
       model.train_on_batch(x, y)
 
+  # Timed in runs of `compression_interval` steps (one with the compression
+  # terms), so that each timing covers the LilNetX model's whole cycle.
+  run = _INTERVAL.value
   wall = {name: [] for name in models}
   cpu = {name: [] for name in models}
   for step in range(_STEPS.value):
     order = list(models) if step % 2 == 0 else list(reversed(models))
     for name in order:
       cpu_start, start = time.process_time(), time.perf_counter()
-      models[name].train_on_batch(x, y)
-      wall[name].append(time.perf_counter() - start)
-      cpu[name].append(time.process_time() - cpu_start)
+      for _ in range(run):
+        models[name].train_on_batch(x, y)
+      wall[name].append((time.perf_counter() - start) / run)
+      cpu[name].append((time.process_time() - cpu_start) / run)
     if (step + 1) % 10 == 0 or step + 1 == _STEPS.value:
       print(f"step {step + 1}/{_STEPS.value}: " + ", ".join(
           f"{n} {wall[n][-1] * 1e3:.0f} ms" for n in models), flush=True)
@@ -103,8 +119,9 @@ def main(argv):
   print()
   network = (f"resnet20 (width {_WIDTH.value:g})"
              if _MODEL.value == "resnet20" else _MODEL.value)
-  print(f"{network}, batch {_BATCH.value}, CPU, "
-        f"medians of {_STEPS.value} alternating steps per model")
+  cycle = f", compression_interval {run}" if run > 1 else ""
+  print(f"{network}, batch {_BATCH.value}, CPU{cycle}, medians of "
+        f"{_STEPS.value} alternating runs of {run} step(s) per model")
   print(f"{'model':<14}{'step (ms)':>11}{'images/s':>10}{'CPU (ms)':>10}"
         f"{'stalled':>9}")
   for name, (median, cpu_median, stalled) in rows.items():

@@ -268,6 +268,9 @@ def test_compression_interval_adds_the_terms_every_kth_step_scaled():
   model.compile("sgd", loss=_loss(), steps_per_execution=2)
   with pytest.raises(ValueError, match="steps_per_execution 1"):
     model.train_on_batch(x, y)
+  with pytest.raises(ValueError, match="compression_interval.*>= 1, got 0"):
+    lilnetx_tf.compressible(models.build_model("lenet_300_100", (8, 8, 1), 10),
+                            compression_interval=0)
 
 
 def test_compile_takes_keras_positional_arguments():

@@ -141,6 +141,11 @@ def test_bad_values_and_model_options_are_rejected():
   config.grid_bits = -2
   with pytest.raises(ValueError, match="grid_bits must be an integer >= -1"):
     registry.check_config(config)
+  config = digits_lenet.get_config()
+  config.compression_interval = 0
+  with pytest.raises(ValueError,
+                     match="compression_interval must be an integer >= 1"):
+    registry.check_config(config)
   # In range for the config, too fine for the decoders: refused while the
   # model is built, before training.
   config = digits_lenet.get_config()

@@ -21,4 +21,9 @@ def get_config():
   # with 3,636, 3,443 and 3,451 B of coded latents (seeds 0, 1, 2).
   config.lambda_rate = 2.0
   config.rate_warmup_epochs = 1
+  # The compression terms and prior steps on one step in 4, scaled by 4:
+  # this network's plain step is short next to their per-weight cost (1.2x
+  # the plain step time instead of 1.7-2x), and the result is the same
+  # (seed 0: see the figures above).
+  config.compression_interval = 4
   return config
