@@ -22,8 +22,7 @@ def get_config():
   config.lambda_rate = 2.0
   config.rate_warmup_epochs = 1
   # The compression terms and prior steps on one step in 4, scaled by 4:
-  # this network's plain step is short next to their per-weight cost (1.2x
-  # the plain step time instead of 1.7-2x), and the result is the same
-  # (seed 0: see the figures above).
+  # this network's plain step is short next to their per-weight cost, and
+  # the result is the same (seed 0: see the figures above).
   config.compression_interval = 4
   return config
