@@ -393,7 +393,11 @@ def test_numerical_fault_stops_naming_it_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_non_finite_weights_are_named():
-  """A NaN that has not reached the loss yet is found in the weights."""
+  """A NaN that has not reached the loss yet is found at the epoch's end.
+
+  Before the end-of-epoch callbacks after the guard (a checkpoint) run; and a
+  non-finite loss names the weight that made it.
+  """
   model = lilnetx_tf.compressible(
       models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0)
   model.compile(tf.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
@@ -402,11 +406,16 @@ def test_non_finite_weights_are_named():
   guard.on_train_begin()
   guard.on_epoch_begin(2)
   guard.on_train_batch_end(6, {"loss": 0.5})  # All finite: nothing raised.
+  guard.on_epoch_end(2)
   prior = model.priors["dense"]
   prior.tail_loc.assign(tf.fill(prior.tail_loc.shape, np.inf))
+  guard.on_train_batch_end(6, {"loss": 0.5})  # The loss does not show it yet.
+  with pytest.raises(lilnetx_tf.NonFiniteError,
+                     match="The prior of group 'dense' .* epoch 3, by its end"):
+    guard.on_epoch_end(2)
   with pytest.raises(lilnetx_tf.NonFiniteError,
                      match="The prior of group 'dense' .* epoch 3, step 7"):
-    guard.on_train_batch_end(6, {"loss": 0.5})
+    guard.on_train_batch_end(6, {"loss": tf.constant(np.nan)})
 
 
 def test_vanilla_run_reports_float_size_and_macs(tmp_path):

@@ -363,6 +363,7 @@ class EpochSummary(tf.keras.callbacks.Callback):
     self.start_time = start_time
     self._start = None
     self._first_step_seen = False
+    self._supports_tf_logs = True  # Its batch hook reads no logs.
 
   def on_train_batch_begin(self, batch, logs=None):
     if not self._first_step_seen:
