@@ -3,9 +3,11 @@
 Trains one task's network on the same data, with the same architecture and the
 same epoch budget, as
 
-1. the float32 Keras baseline (the plain zoo model, Adam with the LilNetX
-   config's learning-rate schedule, batch size and epochs, and the same
-   tf.data training pipeline, augmentation included);
+1. the float32 Keras baseline (the plain zoo model, trained by the same
+   training loop as LilNetX, `train.loop.run` with `config.vanilla`: Adam
+   with the LilNetX config's learning-rate schedule, batch size and epochs,
+   the same tf.data training pipeline, augmentation included, and the same
+   callbacks, without weight decay);
 2. the tensorflow-model-optimization (tfmot) pipelines, written as its guides
    show a user (each starts from a copy of the trained baseline):
    * int8 post-training quantization of the baseline (`TFLiteConverter` with
@@ -57,7 +59,10 @@ zero; dense-only models count single weights) come from the stripped Keras
 kernels of tfmot models. MACs: "dense" counts every multiply of the Conv2D and
 Dense layers (what the exported dense TFLite computes); "nonzero" skips the
 zero slices (for LilNetX its `macs_effective`, for tfmot the same count on
-the stripped kernels). Training wall time is the time spent in `fit`.
+the stripped kernels). Training wall time: for the baseline and LilNetX, the
+training loop's epochs (`train_wall_seconds`, the same loop, callbacks and
+data pipeline for both); for tfmot, the baseline's plus the time spent in
+its fine-tuning `fit`.
 
 Published figures of EPR (Oktay et al., ICLR 2020) and Deep Compression (Han
 et al., ICLR 2016) for the task's network are printed beside the measured
@@ -112,7 +117,6 @@ from train import report
 from train.configs import cifar10_resnet20
 from train.configs import mnist_lenet300
 from train.configs import mnist_lenet5
-from train.schedule import warmup_cosine_decay
 
 _DATA_ROOT = ROOT.parent / "shared" / "data"
 
@@ -287,17 +291,25 @@ class _Bench:
           f"training", flush=True)
 
   def baseline(self):
-    """Trains the float32 baseline and adds its float and int8 PTQ rows."""
-    config = self.config
-    tf.keras.utils.set_random_seed(self.seed)
+    """Trains the float32 baseline and adds its float and int8 PTQ rows.
+
+    With `train.loop.run` and `config.vanilla`, as LilNetX trains: the same
+    schedule, data pipeline and callbacks, so that their training times
+    compare the methods, not two harnesses.
+    """
+    config = self.config.copy_and_resolve_references()
+    config.vanilla = True
+    config.weight_decay = 0.0  # Plain Keras, as a user would train it.
+    config.learning_rate = self.baseline_learning_rate
+    workdir = self.out / "baseline_float32"
+    shutil.rmtree(workdir, ignore_errors=True)  # As for LilNetX below.
+    metrics = loop.run(config, str(workdir))
+    trained = tf.keras.models.load_model(workdir / "model.keras",
+                                         compile=False)
     model = self.new_model()
+    model.set_weights(trained.get_weights())
     self.params = model.count_params()
-    # The LilNetX runs' optimizer and schedule (train/registry.py).
-    schedule = warmup_cosine_decay(
-        self.baseline_learning_rate,
-        total_steps=config.epochs * self.steps_per_epoch,
-        warmup_steps=config.warmup_epochs * self.steps_per_epoch)
-    seconds = self.fit(model, config.epochs, tf.keras.optimizers.Adam(schedule))
+    seconds = metrics["train_wall_seconds"]
     self.baseline_weights = model.get_weights()
     self.baseline_seconds = seconds
     self.add_tflite_row("baseline_float32", "float32 baseline", model, False,
@@ -431,8 +443,8 @@ def task_config(task, data_dir, epochs, quick):
   # first one, i.e. one-epoch runs at every rate weight alike.
   config.warmup_epochs = min(config.warmup_epochs, epochs)
   config.rate_warmup_epochs = min(config.rate_warmup_epochs, epochs - 1)
-  # Per-epoch logging beyond Keras's own: the baseline's fit has none, and
-  # the final report range codes the latents anyway.
+  # Range coding every epoch is logging the baseline's run has no
+  # counterpart of; the final report range codes the latents anyway.
   config.log_histograms = False
   config.coded_size_every_epoch = False
   config.seed = _SEED.value
