@@ -31,8 +31,10 @@ import tensorflow as tf
 
 from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
+from lilnetx_tf.method import initialization
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.method.decoders import KernelDecoder
+from lilnetx_tf.method.initialization import kernel_shape
 from lilnetx_tf.method.layers import LatentKernel
 from lilnetx_tf.method.priors import GroupPrior
 
@@ -49,17 +51,6 @@ def latent_layers(network):
     return [network]
   return [l for l in network._flatten_layers(include_self=False)  # pylint: disable=protected-access
           if isinstance(l, LatentKernel)]
-
-
-def _kernel_shape(layer):
-  return tuple(int(d) for d in layer.latent.shape)
-
-
-def _out_channels(layer):
-  shape = _kernel_shape(layer)
-  if hasattr(layer, "depth_multiplier"):  # Depthwise: in * multiplier.
-    return shape[-2] * shape[-1]
-  return shape[-1]
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
@@ -159,7 +150,7 @@ class LilNetXModel(tf.keras.Model):
     self._latent_layers = layers
     self.group_layers = group_layers
     present = sorted(self.group_layers)
-    positions = {g: groups.num_positions(_kernel_shape(ls[0]))
+    positions = {g: groups.num_positions(kernel_shape(ls[0]))
                  for g, ls in self.group_layers.items()}
     if sparsity_groups is None:
       sparsity_groups = [g for g in present if positions[g] > 1]
@@ -214,9 +205,9 @@ class LilNetXModel(tf.keras.Model):
     self.lambda_sparsity = tf.Variable(float(lambda_sparsity), trainable=False,
                                        dtype=tf.float32, name="lambda_sparsity")
     self.reference = bool(reference)
-    self.num_latents = sum(int(np.prod(_kernel_shape(l))) for l in layers)
+    self.num_latents = sum(int(np.prod(kernel_shape(l))) for l in layers)
     self.num_slices = sum(
-        int(np.prod(_kernel_shape(l))) // groups.num_positions(_kernel_shape(l))
+        int(np.prod(kernel_shape(l))) // groups.num_positions(kernel_shape(l))
         for l in layers)
     # The rate term's denominator: the reference divides the bits by the
     # number of kernel slices, this library by the number of latents.
@@ -233,69 +224,13 @@ class LilNetXModel(tf.keras.Model):
   # -- Initialisation -------------------------------------------------------
 
   def initialize_latents(self, kernels=None):
-    """Initialises latents and decoders.
-
-    Without `kernels`, latents are uniform in +-`latent_init_bound` (scaled per
-    layer) and each decoder's scale is chosen so that decoded weights have the
-    standard deviation of the layer's own `kernel_initializer`. With
-    `kernels`, decoders become scaled identities and latents are the given
-    float kernels divided by the scale, so decoding the rounded latents gives
-    the kernels back up to the rounding step.
+    """Initialises latents and decoders (see `initialization.initialize`).
 
     Args:
       kernels: Optional dict, layer name -> float kernel (NumPy), for every
         latent layer (e.g. the weights of a pretrained model).
     """
-    rng = np.random.default_rng(self.seed)
-    bound = self.latent_init_bound
-    if self.reference and kernels is None:
-      self._initialize_as_reference(rng)
-      return
-    for g, layers in self.group_layers.items():
-      if kernels is not None:
-        missing = [l.name for l in layers if l.name not in kernels]
-        if missing:
-          raise ValueError(f"No kernel given for layers {missing}.")
-        stds = [float(np.std(kernels[l.name])) for l in layers]
-      else:
-        stds = [float(np.std(l.kernel_initializer(_kernel_shape(l))))
-                for l in layers]
-      stds = [max(s, 1e-8) for s in stds]
-      group_std = math.exp(sum(math.log(s) for s in stds) / len(stds))
-      # A uniform +-b latent has std b / sqrt(3).
-      scale = group_std * math.sqrt(3.0) / max(bound, 1e-8)
-      self.decoders[g].reset(scale, identity=kernels is not None)
-      for layer, std in zip(layers, stds):
-        shape = _kernel_shape(layer)
-        if kernels is not None:
-          value = np.asarray(kernels[layer.name], np.float32) / scale
-        else:
-          b = bound * std / group_std
-          value = rng.uniform(-b, b, size=shape)
-        layer.latent.assign(value.astype(np.float32).reshape(shape))
-
-  def _initialize_as_reference(self, rng):
-    """The official implementation's initialisation (`reference=True`).
-
-    With b = `latent_init_bound` and F the largest output-channel count of
-    the model, `var = 24 / F / ((2b + 1)**2 - 1)`; decoders are raw matrices
-    (scale 1) with N(0, var) entries, and the latents of a layer with
-    PyTorch fan-out f (output channels times kernel positions) are uniform
-    in +-(sqrt(24 / (var * f) + 1) - 1) / 2.
-    """
-    fans = {l.name: (_out_channels(l), groups.num_positions(_kernel_shape(l)))
-            for l in self._latent_layers}
-    b = self.latent_init_bound
-    var = 24.0 / max(o for o, _ in fans.values()) / ((2 * b + 1)**2 - 1)
-    for g, layers in self.group_layers.items():
-      p = self.decoders[g].positions
-      self.decoders[g].reset(1.0, matrix=rng.normal(0, math.sqrt(var), (p, p)))
-      for layer in layers:
-        out, positions = fans[layer.name]
-        bound = (math.sqrt(24.0 / (var * out * positions) + 1) - 1) / 2
-        shape = _kernel_shape(layer)
-        layer.latent.assign(
-            rng.uniform(-bound, bound, size=shape).astype(np.float32))
+    initialization.initialize(self, kernels)
 
   # -- The objective --------------------------------------------------------
 
