@@ -89,8 +89,8 @@ class LilNetXModel(tf.keras.Model):
       reference's every step. Their per-latent cost does not shrink with
       the network's computation, so networks of few operations per weight
       (LeNet-300-100: one multiply-add per weight and example) train
-      markedly faster with 4. The other steps train on the task loss alone.
-      Needs `steps_per_execution` 1.
+      markedly faster with 4 to 8. The other steps train on the task loss
+      alone. Needs `steps_per_execution` 1.
     reference: Reproduce the official PyTorch implementation's objective:
       the rate term divided by the number of kernel slices (rows of in x out
       per layer) instead of latents, its initialisation (raw decoder matrices
