@@ -112,6 +112,7 @@ from lilnetx_tf.method.stats import plain_stats
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from bench import run_configs
 from train import loop
 from train import report
 from train.configs import cifar10_resnet20
@@ -297,10 +298,8 @@ class _Bench:
     schedule, data pipeline and callbacks, so that their training times
     compare the methods, not two harnesses.
     """
-    config = self.config.copy_and_resolve_references()
-    config.vanilla = True
-    config.weight_decay = 0.0  # Plain Keras, as a user would train it.
-    config.learning_rate = self.baseline_learning_rate
+    config = run_configs.float_baseline(self.config,
+                                        self.baseline_learning_rate)
     workdir = self.out / "baseline_float32"
     shutil.rmtree(workdir, ignore_errors=True)  # As for LilNetX below.
     metrics = loop.run(config, str(workdir))
@@ -435,18 +434,9 @@ def task_config(task, data_dir, epochs, quick):
     config.model_options.width = spec["width"]
   if epochs is None:
     epochs = 1 if quick else config.epochs
-  config.epochs = epochs
+  run_configs.with_budget(config, epochs)
   if quick:
     config.train_limit, config.test_limit = _QUICK_TRAIN, _QUICK_TEST
-  # Warm-ups longer than the budget: the LR one is an error, and a rate
-  # warm-up spanning every epoch would train LilNetX at lambda_I = 0 in the
-  # first one, i.e. one-epoch runs at every rate weight alike.
-  config.warmup_epochs = min(config.warmup_epochs, epochs)
-  config.rate_warmup_epochs = min(config.rate_warmup_epochs, epochs - 1)
-  # Range coding every epoch is logging the baseline's run has no
-  # counterpart of; the final report range codes the latents anyway.
-  config.log_histograms = False
-  config.coded_size_every_epoch = False
   config.seed = _SEED.value
   # Every pipeline fits every training example and reports its final model:
   # no validation split for best-epoch selection.

@@ -27,6 +27,7 @@ from absl import flags
 
 import lilnetx_tf  # pylint: disable=unused-import  # Quiets TF first.
 
+from bench import run_configs
 from train import loop
 from train.configs import mnist_lenet300
 from train.configs import mnist_lenet5
@@ -48,14 +49,8 @@ def _config(vanilla):
   module, dataset = _TASKS[_TASK.value]
   config = module.get_config()
   config.data_dir = _DATA_DIR.value or str(_DATA_ROOT / dataset)
-  config.epochs = _EPOCHS.value
-  config.warmup_epochs = min(config.warmup_epochs, config.epochs)
-  config.rate_warmup_epochs = min(config.rate_warmup_epochs, config.epochs - 1)
-  config.coded_size_every_epoch = False
-  if vanilla:
-    config.vanilla = True
-    config.weight_decay = 0.0
-  return config
+  run_configs.with_budget(config, _EPOCHS.value)
+  return run_configs.float_baseline(config) if vanilla else config
 
 
 def main(argv):

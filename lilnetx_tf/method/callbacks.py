@@ -138,7 +138,7 @@ class StopOnNonFinite(tf.keras.callbacks.Callback):
 
   def __init__(self):
     super().__init__()
-    # Only the loss is read, not every log: no per-step conversion of all.
+    # Only the watched logs are read: no per-step conversion of every log.
     self._supports_tf_logs = True
     self._epoch = 0
     self._watched = None
