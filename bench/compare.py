@@ -80,10 +80,24 @@ Usage:
 examples for one epoch: a check that everything runs, not a result. Outputs
 in --output_dir: `compare_<task>.json` (the table), `compare_<task>.png`
 (accuracy against bytes, log x), the .tflite and .tflite.gz files, and one
-LilNetX run directory per rate weight.
+run directory for the baseline and for each LilNetX rate weight. The table
+and plot are rewritten after each pipeline (`"complete": false` until the
+last one), so that a long run shows its rows as they come.
+
+Long runs (CIFAR-10 on a CPU takes many hours) can stop and go on:
+`--resume` keeps what the output directory holds. The baseline and LilNetX
+runs continue from their last epoch checkpoint (`train.loop`), and finished
+pipelines are not run again: their rows come from `rows/<pipeline>.json`.
+Each pipeline trains on a fresh copy of the data pipeline, so that its data
+order does not depend on which pipelines ran before it in the same process;
+a resumed benchmark therefore gives the rows an uninterrupted one gives.
+`--pipelines` and `--rates` select what runs (e.g. the baseline and one
+LilNetX rate first).
 """
 
+import functools
 import gzip
+import json
 import math
 import os
 import pathlib
@@ -161,6 +175,17 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Where the table, plot and models go; default: a "
     "lilnetx_compare/<task> directory under the system temp directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of every pipeline.")
+_PIPELINES = ("baseline", "tfmot", "lilnetx")
+_SELECTED = flags.DEFINE_list(
+    "pipelines", list(_PIPELINES), "Which pipelines run, of "
+    f"{', '.join(_PIPELINES)} (tfmot starts from the baseline's model, "
+    "which it trains if needed).")
+_RATES = flags.DEFINE_list(
+    "rates", None, "LilNetX rate weights (lambda_I); default the task's.")
+_RESUME = flags.DEFINE_bool(
+    "resume", False, "Go on with the run in --output_dir: keep its finished "
+    "pipelines and continue its interrupted training runs. Refused if that "
+    "run used another task, budget, seed or data.")
 
 _QUICK_TRAIN, _QUICK_TEST = 512, 256
 _REPRESENTATIVE = 100  # Calibration images of int8 PTQ, as the guides use.
@@ -185,37 +210,69 @@ class _Bench:
       default the config's.
   """
 
-  def __init__(self, config, out, seed, baseline_learning_rate=None):
+  def __init__(self, config, out, seed, baseline_learning_rate=None,
+               resume=False):
     self.config = config
     self.baseline_learning_rate = (baseline_learning_rate
                                    or config.learning_rate)
     self.out = out
     self.seed = seed
+    self.resume = resume
     self.rows = []
-    load = dict(data_dir=config.data_dir, cache_dir=config.cache_dir,
-                source=config.data_source)
+    self._load = dict(data_dir=config.data_dir, cache_dir=config.cache_dir,
+                      source=config.data_source)
     x_train, _, info = data_lib.load_arrays(
-        config.dataset, "train", limit=config.train_limit, **load)
+        config.dataset, "train", limit=config.train_limit, **self._load)
     x_test, self.y_test, _ = data_lib.load_arrays(
-        config.dataset, "test", limit=config.test_limit, **load)
+        config.dataset, "test", limit=config.test_limit, **self._load)
     self.info = info
     self.x_test = np.asarray(data_lib.normalize(x_test, info))
     self.x_representative = np.asarray(
         data_lib.normalize(x_train[:_REPRESENTATIVE], info))
-    # The training pipeline of `train.loop` (shuffle, augmentation, batching),
-    # so that the baseline and tfmot see what LilNetX sees.
-    self.train_ds, train_info = data_lib.build_dataset(
-        config.dataset, "train", batch_size=config.batch_size, training=True,
-        limit=config.train_limit, augment=config.augment, seed=seed, **load)
-    self.train_examples = train_info.num_examples["train"]
+    self.train_examples = int(len(x_train))
     self.steps_per_epoch = self.train_examples // config.batch_size
     if not self.steps_per_epoch:
       raise app.UsageError(
-          f"Fewer training examples ({train_info.num_examples['train']}) "
-          f"than one batch ({config.batch_size}).")
+          f"Fewer training examples ({self.train_examples}) than one batch "
+          f"({config.batch_size}).")
     self.baseline_weights = None
     self.baseline_seconds = None
-    self.params = None
+    self.params = self.new_model().count_params()
+
+  def train_dataset(self):
+    """The training pipeline of `train.loop` (shuffle, augmentation,
+    batching), so that tfmot sees what LilNetX sees; a fresh one for each
+    pipeline, so that its data order does not depend on the ones before."""
+    return data_lib.build_dataset(
+        self.config.dataset, "train", batch_size=self.config.batch_size,
+        training=True, limit=self.config.train_limit,
+        augment=self.config.augment, seed=self.seed, **self._load)[0]
+
+  def run_pipeline(self, name, function):
+    """Runs `function` (which adds rows), or loads its rows on `resume`.
+
+    The rows a pipeline added are saved in `rows/<name>.json` once it ends.
+    """
+    path = self.out / "rows" / f"{name}.json"
+    if self.resume and path.exists():
+      with open(path) as f:
+        rows = json.load(f)["rows"]
+      self.rows += rows
+      print(f"[{name}] kept from the earlier run: "
+            f"{', '.join(row['name'] for row in rows)}", flush=True)
+      return
+    first = len(self.rows)
+    function()
+    path.parent.mkdir(exist_ok=True)
+    report.write_json(str(path), dict(pipeline=name, rows=self.rows[first:]))
+
+  def _run_loop(self, config, name):
+    """`train.loop.run` in `out/name`: resumed on `resume`, else afresh."""
+    workdir = self.out / name
+    if not self.resume:
+      # A finished run in the workdir would be reported, not retrained.
+      shutil.rmtree(workdir, ignore_errors=True)
+    return loop.run(config, str(workdir)), workdir
 
   def new_model(self):
     """A fresh zoo model, with the baseline's weights once it is trained."""
@@ -233,7 +290,7 @@ class _Bench:
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     start = time.time()
-    model.fit(self.train_ds, epochs=epochs, callbacks=list(callbacks),
+    model.fit(self.train_dataset(), epochs=epochs, callbacks=list(callbacks),
               verbose=0)
     return time.time() - start
 
@@ -291,26 +348,28 @@ class _Bench:
           f"{row['bytes']:,} bytes, {row['train_wall_seconds']:.1f} s of "
           f"training", flush=True)
 
-  def baseline(self):
-    """Trains the float32 baseline and adds its float and int8 PTQ rows.
+  def train_baseline(self):
+    """Trains the float32 baseline (once); sets its weights and seconds.
 
     With `train.loop.run` and `config.vanilla`, as LilNetX trains: the same
     schedule, data pipeline and callbacks, so that their training times
     compare the methods, not two harnesses.
     """
+    if self.baseline_weights is not None:
+      return
     config = run_configs.float_baseline(self.config,
                                         self.baseline_learning_rate)
-    workdir = self.out / "baseline_float32"
-    shutil.rmtree(workdir, ignore_errors=True)  # As for LilNetX below.
-    metrics = loop.run(config, str(workdir))
+    metrics, workdir = self._run_loop(config, "baseline_float32")
     trained = tf.keras.models.load_model(workdir / "model.keras",
                                          compile=False)
+    self.baseline_weights = trained.get_weights()
+    self.baseline_seconds = metrics["train_wall_seconds"]
+
+  def baseline(self):
+    """Adds the float32 baseline's float and int8 PTQ rows."""
+    self.train_baseline()
     model = self.new_model()
-    model.set_weights(trained.get_weights())
-    self.params = model.count_params()
-    seconds = metrics["train_wall_seconds"]
-    self.baseline_weights = model.get_weights()
-    self.baseline_seconds = seconds
+    seconds = self.baseline_seconds
     self.add_tflite_row("baseline_float32", "float32 baseline", model, False,
                         seconds)
     self.add_tflite_row("ptq_int8", "int8 PTQ", model, True, seconds)
@@ -369,15 +428,22 @@ class _Bench:
     return tfmot.clustering.keras.strip_clustering(clustered_model), seconds
 
   def tfmot_pipelines(self):
-    """Adds the pruning, clustering and pruning-preserving clustering rows."""
-    base = self.baseline_seconds
-    clustered, seconds = self.cluster(self.new_model(),
-                                      preserve_sparsity=False)
-    self.add_tflite_row(f"cluster{_CLUSTERS}_float",
-                        f"cluster {_CLUSTERS} (float)", clustered, False,
-                        base + seconds)
-    for sparsity in (0.90, 0.95):
+    """The clustering, and pruning then pruning-preserving clustering rows,
+    as `(pipeline name, function adding its rows)`; each trains the
+    baseline first if it is not trained yet."""
+
+    def clustering():
+      self.train_baseline()
+      clustered, seconds = self.cluster(self.new_model(),
+                                        preserve_sparsity=False)
+      self.add_tflite_row(f"cluster{_CLUSTERS}_float",
+                          f"cluster {_CLUSTERS} (float)", clustered, False,
+                          self.baseline_seconds + seconds)
+
+    def pruning(sparsity):
       percent = round(100 * sparsity)
+      self.train_baseline()
+      base = self.baseline_seconds
       pruned, prune_seconds = self.prune(sparsity)
       self.add_tflite_row(f"prune{percent}_int8",
                           f"prune {percent}% + int8 PTQ", pruned, True,
@@ -388,16 +454,16 @@ class _Bench:
           f"prune {percent}% + sparse cluster {_CLUSTERS} + int8 PTQ",
           clustered, True, base + prune_seconds + seconds)
 
+    return [(f"cluster{_CLUSTERS}", clustering)] + [
+        (f"prune{round(100 * s)}", functools.partial(pruning, s))
+        for s in (0.90, 0.95)]
+
   def lilnetx(self, rate):
     """Trains LilNetX at rate weight `rate` with `train.loop.run`."""
     config = self.config.copy_and_resolve_references()
     config.lambda_rate = float(rate)
     name = f"lilnetx_lambda{rate:g}"
-    workdir = self.out / name
-    # A finished run in the workdir would be reported, not retrained, even
-    # with other flags: start afresh.
-    shutil.rmtree(workdir, ignore_errors=True)
-    metrics = loop.run(config, str(workdir))
+    metrics, _ = self._run_loop(config, name)
     final = metrics["final"]
     self._add(dict(
         name=name, label=f"LilNetX lambda_I={rate:g}", family="lilnetx",
@@ -508,31 +574,39 @@ def plot(result, path):
     plt.close(fig)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  task = _TASK.value
-  spec = TASKS[task]
-  if _EPOCHS.value is not None and _EPOCHS.value < 1:
-    raise app.UsageError("--epochs must be >= 1.")
-  data_dir = _DATA_DIR.value or spec["data_dir"]
-  out = pathlib.Path(_OUTPUT_DIR.value or os.path.join(
-      tempfile.gettempdir(), "lilnetx_compare", task))
-  out.mkdir(parents=True, exist_ok=True)
-  config = task_config(task, data_dir, _EPOCHS.value, _QUICK.value)
-  start = time.time()
-  print(f"{task}: {config.model} on {config.dataset}, {config.epochs} epochs, "
-        f"batch {config.batch_size}"
-        f"{', --quick' if _QUICK.value else ''}; outputs in {out}",
-        flush=True)
+def _rates(spec):
+  if _RATES.value is None:
+    return spec["rates"]
+  try:
+    rates = [float(r) for r in _RATES.value]
+  except ValueError as e:
+    raise app.UsageError(f"--rates must be numbers: {e}") from None
+  if not rates or not all(r > 0 and math.isfinite(r) for r in rates):
+    raise app.UsageError(f"--rates must be finite and > 0, got {rates}.")
+  return rates
 
-  bench = _Bench(config, out, _SEED.value,
-                 spec.get("baseline_learning_rate"))
-  bench.baseline()
-  bench.tfmot_pipelines()
-  for rate in spec["rates"]:
-    bench.lilnetx(rate)
 
+def _check_resumable(out, settings):
+  """Records the run's settings; on --resume, refuses other settings."""
+  path = out / "rows" / "settings.json"
+  if _RESUME.value and path.exists():
+    with open(path) as f:
+      saved = json.load(f)
+    if saved != settings:
+      changed = "; ".join(
+          f"{k} {saved.get(k)!r} there, {settings.get(k)!r} now"
+          for k in sorted(set(saved) | set(settings))
+          if saved.get(k) != settings.get(k))
+      raise app.UsageError(f"--resume: {out} holds a run with other "
+                           f"settings ({changed}); use another --output_dir.")
+  elif not _RESUME.value:
+    shutil.rmtree(out / "rows", ignore_errors=True)
+  path.parent.mkdir(exist_ok=True)
+  report.write_json(str(path), settings)
+
+
+def _write_result(bench, spec, config, task, out, start, complete):
+  """Writes the table (JSON) and the plot; returns the table."""
   float32_bytes = 4 * bench.params
   quoted = [dict(label=f"{source.split(' (')[0]}: {network}", source=source,
                  network=network, bytes=size, test_accuracy=1 - error,
@@ -548,14 +622,58 @@ def main(argv):
       cluster_epochs=cluster_epochs(config.epochs),
       machine=dict(cpus=os.cpu_count(),
                    gpus=len(tf.config.list_physical_devices("GPU"))),
-      rows=bench.rows, quoted=quoted,
+      rows=bench.rows, quoted=quoted, complete=complete,
       total_wall_seconds=time.time() - start)
-  json_path = out / f"compare_{task}.json"
-  report.write_json(str(json_path), result)
+  report.write_json(str(out / f"compare_{task}.json"), result)
   plot(result, out / f"compare_{task}.png")
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  task = _TASK.value
+  spec = TASKS[task]
+  if _EPOCHS.value is not None and _EPOCHS.value < 1:
+    raise app.UsageError("--epochs must be >= 1.")
+  unknown = sorted(set(_SELECTED.value) - set(_PIPELINES))
+  if unknown or not _SELECTED.value:
+    raise app.UsageError(f"--pipelines: {unknown or 'none given'}; choose "
+                         f"from {', '.join(_PIPELINES)}.")
+  rates = _rates(spec)
+  data_dir = _DATA_DIR.value or spec["data_dir"]
+  out = pathlib.Path(_OUTPUT_DIR.value or os.path.join(
+      tempfile.gettempdir(), "lilnetx_compare", task))
+  out.mkdir(parents=True, exist_ok=True)
+  config = task_config(task, data_dir, _EPOCHS.value, _QUICK.value)
+  _check_resumable(out, dict(task=task, epochs=config.epochs,
+                             quick=_QUICK.value, seed=_SEED.value,
+                             data_dir=str(data_dir)))
+  start = time.time()
+  print(f"{task}: {config.model} on {config.dataset}, {config.epochs} epochs, "
+        f"batch {config.batch_size}"
+        f"{', --quick' if _QUICK.value else ''}; outputs in {out}",
+        flush=True)
+
+  bench = _Bench(config, out, _SEED.value,
+                 spec.get("baseline_learning_rate"), resume=_RESUME.value)
+  pipelines = []
+  if "baseline" in _SELECTED.value:
+    pipelines.append(("baseline", bench.baseline))
+  if "tfmot" in _SELECTED.value:
+    pipelines += bench.tfmot_pipelines()
+  if "lilnetx" in _SELECTED.value:
+    pipelines += [(f"lilnetx_lambda{rate:g}",
+                   functools.partial(bench.lilnetx, rate)) for rate in rates]
+  for i, (name, function) in enumerate(pipelines):
+    bench.run_pipeline(name, function)
+    result = _write_result(bench, spec, config, task, out, start,
+                           complete=i + 1 == len(pipelines))
+
+  json_path = out / f"compare_{task}.json"
   print()
   print(f"{task}: {config.model} ({bench.params:,} parameters, float32 "
-        f"{float32_bytes:,} bytes), {config.epochs} epochs, "
+        f"{result['float32_bytes']:,} bytes), {config.epochs} epochs, "
         f"{result['test_examples']} test examples"
         f"{'  [--quick smoke run, not a result]' if _QUICK.value else ''}")
   print(table_text(result))

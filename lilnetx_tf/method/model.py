@@ -302,6 +302,10 @@ class LilNetXModel(tf.keras.Model):
     if prior_optimizer is None:
       prior_optimizer = tf.keras.optimizers.Adam(1e-2)
     self.prior_optimizer = tf.keras.optimizers.get(prior_optimizer)
+    # Its slots now: created by a traced prior step, they would make
+    # `tf.function` trace that step twice (seconds, in every first `fit`).
+    with self.distribute_strategy.scope():
+      self.prior_optimizer.build(self.prior_variables())
 
   def get_compile_config(self):
     config = super().get_compile_config()
@@ -318,9 +322,9 @@ class LilNetXModel(tf.keras.Model):
     if prior_optimizer is not None:
       prior_optimizer = tf.keras.optimizers.deserialize(prior_optimizer)
     self.compile(prior_optimizer=prior_optimizer, **config)
-    # Build both optimizers now so that their saved slots can be restored.
+    # Build the optimizer now (`compile` built the priors' one) so that its
+    # saved slots can be restored.
     self.optimizer.build(self.network_variables())
-    self.prior_optimizer.build(self.prior_variables())
 
   def call(self, inputs, training=None):
     return self.network(inputs, training=training)
