@@ -240,9 +240,11 @@ class _Bench:
     self.params = self.new_model().count_params()
 
   def train_dataset(self):
-    """The training pipeline of `train.loop` (shuffle, augmentation,
-    batching), so that tfmot sees what LilNetX sees; a fresh one for each
-    pipeline, so that its data order does not depend on the ones before."""
+    """A fresh copy of `train.loop`'s training pipeline.
+
+    Shuffled, augmented and batched as LilNetX sees it; a new one for each
+    pipeline, so that its data order does not depend on the ones before.
+    """
     return data_lib.build_dataset(
         self.config.dataset, "train", batch_size=self.config.batch_size,
         training=True, limit=self.config.train_limit,
@@ -289,9 +291,9 @@ class _Bench:
         optimizer=optimizer,
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
+    data = self.train_dataset()
     start = time.time()
-    model.fit(self.train_dataset(), epochs=epochs, callbacks=list(callbacks),
-              verbose=0)
+    model.fit(data, epochs=epochs, callbacks=list(callbacks), verbose=0)
     return time.time() - start
 
   def convert(self, model, int8):

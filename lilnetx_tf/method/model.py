@@ -24,7 +24,6 @@ them.
 """
 
 import math
-import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +31,7 @@ import tensorflow as tf
 from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
 from lilnetx_tf.method import initialization
+from lilnetx_tf.method import prior_fit
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.method.decoders import KernelDecoder
 from lilnetx_tf.method.initialization import kernel_shape
@@ -39,11 +39,6 @@ from lilnetx_tf.method.layers import LatentKernel
 from lilnetx_tf.method.priors import GroupPrior
 
 __all__ = ["LilNetXModel", "latent_layers"]
-
-# `fit_priors`'s tf.functions by model: (prior optimizer, function). Not a
-# model attribute, which SavedModel export would try to save.
-_PRIOR_FITS = weakref.WeakKeyDictionary()
-
 
 def latent_layers(network):
   """The distinct latent layers of a network (nested models included)."""
@@ -340,28 +335,10 @@ class LilNetXModel(tf.keras.Model):
     The evaluation estimate of the model's size (`total_bits(False)` per
     latent), computed from per-position histograms, with gradients for the
     priors only. It does not depend on `lambda_rate`: the priors fit the
-    latents whatever the rate weight, also when it is 0 or warming up.
+    latents whatever the rate weight, also when it is 0 or warming up
+    (`lilnetx_tf.method.prior_fit`).
     """
-    return self._histogram_bits(self._histograms())
-
-  def _histograms(self):
-    return {g: self.priors[g].histogram(self._group_positions(g))
-            for g in self.group_layers}
-
-  def _histogram_bits(self, histograms):
-    bits = [self.priors[g].histogram_bits_of(h) for g, h in histograms.items()]
-    return tf.add_n(bits) / self.num_latents
-
-  def _prior_steps(self, steps):
-    """`steps` (>= 1) prior optimizer steps on one histogram of the latents."""
-    histograms = self._histograms()
-    prior_vars = self.prior_variables()
-    for _ in range(steps):
-      with tf.GradientTape() as tape:
-        bits = self._histogram_bits(histograms)
-      grads = tape.gradient(bits, prior_vars)
-      self.prior_optimizer.apply_gradients(zip(grads, prior_vars))
-    return bits
+    return prior_fit.prior_fit_bits(self)
 
   def fit_priors(self, steps=None):
     """Fits the priors to the current rounded latents (latents unchanged).
@@ -375,29 +352,14 @@ class LilNetXModel(tf.keras.Model):
       steps: Prior optimizer steps; default `initial_prior_steps`.
 
     Returns:
-      The bits per latent of the rounded latents under the fitted priors.
+      The bits per latent of the rounded latents under the priors, as the
+      last step measured them (before its update).
 
     Raises:
       RuntimeError: if the model is not compiled.
     """
-    if self.prior_optimizer is None:
-      raise RuntimeError("Compile the model before fitting its priors.")
     steps = self.initial_prior_steps if steps is None else int(steps)
-    optimizer, function = _PRIOR_FITS.get(self, (None, None))
-    if optimizer is not self.prior_optimizer:
-      # Traced once per model and prior optimizer (tracing takes seconds). One
-      # step per call: a graph loop around the optimizer step is refused
-      # under MirroredStrategy (its gradient all-reduce in control flow).
-      model = weakref.ref(self)
-      function = tf.function(lambda: model()._prior_steps(1))  # pylint: disable=protected-access
-      _PRIOR_FITS[self] = (self.prior_optimizer, function)
-    bits = None
-    for _ in range(steps):
-      bits = self.distribute_strategy.run(function)
-    if bits is None:
-      bits = self.prior_fit_bits()
-    return float(
-        self.distribute_strategy.experimental_local_results(bits)[0])
+    return prior_fit.fit_priors(self, steps)
 
   def fit(self, *args, **kwargs):  # pylint: disable=signature-differs
     """`tf.keras.Model.fit`, with the priors fitted before and after.
@@ -470,7 +432,7 @@ class LilNetXModel(tf.keras.Model):
     self.optimizer.apply_gradients(zip(grads, network_vars))
     if compression_step:
       if self.prior_steps:
-        prior_bits = self._prior_steps(self.prior_steps)
+        prior_bits = prior_fit.prior_steps(self, self.prior_steps)
       else:
         prior_bits = self.prior_fit_bits()
       self._bits_tracker.update_state(bits_per_latent)
