@@ -40,6 +40,7 @@ from lilnetx_tf.method.priors import GroupPrior
 
 __all__ = ["LilNetXModel", "latent_layers"]
 
+
 def latent_layers(network):
   """The distinct latent layers of a network (nested models included)."""
   if isinstance(network, LatentKernel):
