@@ -430,9 +430,11 @@ class _Bench:
     return tfmot.clustering.keras.strip_clustering(clustered_model), seconds
 
   def tfmot_pipelines(self):
-    """The clustering, and pruning then pruning-preserving clustering rows,
-    as `(pipeline name, function adding its rows)`; each trains the
-    baseline first if it is not trained yet."""
+    """The tfmot pipelines, as `(name, function adding its rows)` pairs.
+
+    Clustering, and pruning followed by pruning-preserving clustering; each
+    trains the baseline first if it is not trained yet.
+    """
 
     def clustering():
       self.train_baseline()

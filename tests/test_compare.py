@@ -89,9 +89,10 @@ def test_quick_comparison_runs_every_pipeline(data_dir, tmp_path):
   assert table["quick"] and table["epochs"] == 1 and table["complete"]
   assert (out / "compare_mnist_lenet5.png").stat().st_size > 0
 
-  # Resumed: finished pipelines are kept; a pipeline whose rows are gone
-  # runs again, from a fresh copy of the data pipeline, and measures what
-  # it measured in the first run (its training is seeded).
+  # Resumed: finished pipelines are kept. A tfmot pipeline whose rows are
+  # gone trains again, on a fresh copy of the data pipeline, and measures
+  # what it measured in the first run (its training is seeded); a LilNetX
+  # one is re-reported from its finished run directory.
   (out / "rows" / "prune95.json").unlink()
   (out / "rows" / "lilnetx_lambda4.json").unlink()
   result, output = _compare(data_dir, out, "--resume")
