@@ -155,7 +155,10 @@ TASKS = {
         quoted=((_EPR, "LeNet-300-100", 8560, 0.019),
                 (_DC, "LeNet-300-100", 27000, 0.0158))),
     "cifar10_resnet20": dict(
-        config=cifar10_resnet20, rates=(0.3, 1.0, 3.0), width=1,
+        config=cifar10_resnet20, rates=(3.0, 8.0, 20.0), width=1,
+        # The float network at the default rate; LilNetX's latents train at
+        # the config's 6e-2.
+        baseline_learning_rate=1e-2,
         data_dir=_DATA_ROOT / "cifar10" / "cifar10-jpeg.tar.gz",
         # EPR's network is 4x wider than the width-1 ResNet-20 measured here.
         quoted=((_EPR, "ResNet-20-4 (4x wider)", 128000, 0.088),)),

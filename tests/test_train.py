@@ -95,11 +95,13 @@ def test_command_line_overrides_reach_the_config():
   assert config.data_dir == "../shared/data/cifar10/cifar10-jpeg.tar.gz"
   assert config.train_limit == 500 and config.test_limit is None
   assert config.vanilla is True
-  # Untouched fields keep their defaults (the reference's where it has one).
-  assert (config.learning_rate, config.warmup_epochs, config.batch_size,
+  # Untouched fields keep the config's values (the reference's where it
+  # has one and the config does not change it).
+  assert (config.learning_rate, config.latent_init_bound,
+          config.warmup_epochs, config.batch_size,
           config.prior_learning_rate, config.lambda_sparsity,
           config.weight_decay, config.reference) == (
-              1e-2, 5, 256, 1e-2, 1e-6, 1e-6, False)
+              6e-2, 4.0, 5, 256, 1e-2, 1e-6, 1e-6, False)
   registry.check_config(config)
 
 

@@ -22,4 +22,11 @@ def get_config():
   config.dataset = "cifar10"
   config.batch_size = 256
   config.epochs = 200
+  # Finer latents (about 9 integers across instead of 5) and a learning rate
+  # that moves them as fast, relative to their spread, as Adam at 1e-2 moves
+  # a float kernel. A width-1 sweep (12,800 training images, 4 epochs,
+  # 2,000 test images, lambda_I = 1): bound 2 at 1e-2, 47.3%; bound 2 at
+  # 3e-2, 51.2%; bound 4 at 6e-2, 55.6%; the float baseline at 1e-2, 57.8%.
+  config.latent_init_bound = 4.0
+  config.learning_rate = 6e-2
   return config
