@@ -29,6 +29,10 @@ same epoch budget, as
    learning-rate one at the budget, the rate one at one epoch less (a rate
    warm-up over every epoch would leave a one-epoch run at lambda_I = 0
    whatever the rate weight).
+4. On request (`--pipelines=...,lilnetx_finetune`): LilNetX fine-tuned from
+   the trained baseline (`config.init_weights`: the latents start as its
+   kernels), as the tfmot pipelines start from it, at the task's fine-tuning
+   rate weights and learning rate.
 
 Epoch budget, with E the task config's epochs (or --epochs):
 * baseline and LilNetX: E epochs from scratch;
@@ -38,8 +42,10 @@ Epoch budget, with E the task config's epochs (or --epochs):
   reach the target sparsity four fifths of the way through, the last fifth
   recovering at fixed sparsity;
 * clustering and pruning-preserving clustering: ceil(E / 10) epochs of
-  fine-tuning (the guides use one to three epochs).
-The pruned and clustered models have therefore seen more than E epochs in
+  fine-tuning (the guides use one to three epochs);
+* LilNetX fine-tuning: ceil(E / 3) epochs of the trained baseline, the
+  learning rate warming up over the first.
+The pruned, clustered and fine-tuned LilNetX models have therefore seen more than E epochs in
 all; their training time column is cumulative (baseline plus fine-tuning),
 that is what it costs a user to obtain them.
 
@@ -142,12 +148,12 @@ _EPR = "EPR (Oktay et al., ICLR 2020)"
 _DC = "Deep Compression (Han et al., 2016)"
 TASKS = {
     "mnist_lenet5": dict(
-        config=mnist_lenet5, rates=(1.0, 2.0, 4.0),
+        config=mnist_lenet5, rates=(1.0, 2.0, 4.0), finetune=((2.0,), 1e-2),
         data_dir=_DATA_ROOT / "mnist",
         quoted=((_EPR, "LeNet-5-Caffe", 2840, 0.010),
                 (_DC, "LeNet-5", 44000, 0.0074))),
     "mnist_lenet300": dict(
-        config=mnist_lenet300, rates=(0.5, 0.7, 1.0),
+        config=mnist_lenet300, rates=(0.5, 0.7, 1.0), finetune=((0.7,), 1e-2),
         # The float network at the default rate; LilNetX's latents train at
         # the config's 2e-2.
         baseline_learning_rate=1e-2,
@@ -156,6 +162,8 @@ TASKS = {
                 (_DC, "LeNet-300-100", 27000, 0.0158))),
     "cifar10_resnet20": dict(
         config=cifar10_resnet20, rates=(3.0, 8.0, 20.0), width=1,
+        # --pipelines=lilnetx_finetune: rate weights, learning rate.
+        finetune=((10.0, 30.0), 3e-2),
         # The float network at the default rate; LilNetX's latents train at
         # the config's 6e-2.
         baseline_learning_rate=1e-2,
@@ -178,11 +186,11 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Where the table, plot and models go; default: a "
     "lilnetx_compare/<task> directory under the system temp directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of every pipeline.")
-_PIPELINES = ("baseline", "tfmot", "lilnetx")
+_PIPELINES = ("baseline", "tfmot", "lilnetx", "lilnetx_finetune")
 _SELECTED = flags.DEFINE_list(
-    "pipelines", list(_PIPELINES), "Which pipelines run, of "
-    f"{', '.join(_PIPELINES)} (tfmot starts from the baseline's model, "
-    "which it trains if needed).")
+    "pipelines", list(_PIPELINES[:3]), "Which pipelines run, of "
+    f"{', '.join(_PIPELINES)} (tfmot and lilnetx_finetune start from the "
+    "baseline's model, which they train if needed).")
 _RATES = flags.DEFINE_list(
     "rates", None, "LilNetX rate weights (lambda_I); default the task's.")
 _RESUME = flags.DEFINE_bool(
@@ -469,23 +477,46 @@ class _Bench:
     """Trains LilNetX at rate weight `rate` with `train.loop.run`."""
     config = self.config.copy_and_resolve_references()
     config.lambda_rate = float(rate)
-    name = f"lilnetx_lambda{rate:g}"
+    self._add_lilnetx_row(config, f"lilnetx_lambda{rate:g}",
+                          f"LilNetX lambda_I={rate:g}", 0.0)
+
+  def lilnetx_finetune(self, rate, learning_rate):
+    """Fine-tunes the trained baseline with LilNetX at rate weight `rate`."""
+    self.train_baseline()
+    config = self.config.copy_and_resolve_references()
+    config.lambda_rate = float(rate)
+    config.learning_rate = learning_rate
+    config.init_weights = str(self.out / "baseline_float32" / "model.keras")
+    run_configs.with_budget(config, finetune_epochs(self.config.epochs))
+    config.warmup_epochs = 1
+    self._add_lilnetx_row(
+        config, f"lilnetx_finetune_lambda{rate:g}",
+        f"baseline + LilNetX fine-tune lambda_I={rate:g}",
+        self.baseline_seconds)
+
+  def _add_lilnetx_row(self, config, name, label, earlier_seconds):
+    """Trains `config` in `out/name` and adds its row."""
     metrics, _ = self._run_loop(config, name)
     final = metrics["final"]
     self._add(dict(
-        name=name, label=f"LilNetX lambda_I={rate:g}", family="lilnetx",
+        name=name, label=label, family="lilnetx",
         test_accuracy=final["test_accuracy"], bytes=final["file_bytes"],
         coded_latent_bytes=final["coded_bytes"], tflite_bytes=None,
         weight_sparsity=final["weight_sparsity"],
         slice_sparsity=final["slice_sparsity"],
         macs_dense=final["macs_dense"], macs_nonzero=final["macs_effective"],
-        train_wall_seconds=metrics["train_wall_seconds"],
+        train_wall_seconds=earlier_seconds + metrics["train_wall_seconds"],
         convert_seconds=None, file=f"{name}/model.lnx"))
 
 
 def cluster_epochs(epochs):
   """Fine-tuning epochs of the clustering steps: a tenth of the budget."""
   return max(1, math.ceil(epochs / 10))
+
+
+def finetune_epochs(epochs):
+  """Epochs of LilNetX fine-tuning of the baseline: a third of the budget."""
+  return max(1, math.ceil(epochs / 3))
 
 
 def task_config(task, data_dir, epochs, quick):
@@ -672,6 +703,12 @@ def main(argv):
   if "lilnetx" in _SELECTED.value:
     pipelines += [(f"lilnetx_lambda{rate:g}",
                    functools.partial(bench.lilnetx, rate)) for rate in rates]
+  if "lilnetx_finetune" in _SELECTED.value:
+    finetune_rates, learning_rate = spec["finetune"]
+    pipelines += [(f"lilnetx_finetune_lambda{rate:g}",
+                   functools.partial(bench.lilnetx_finetune, rate,
+                                     learning_rate))
+                  for rate in finetune_rates]
   for i, (name, function) in enumerate(pipelines):
     bench.run_pipeline(name, function)
     result = _write_result(bench, spec, config, task, out, start,

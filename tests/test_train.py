@@ -156,6 +156,48 @@ def test_bad_values_and_model_options_are_rejected():
     registry.build_model(config, data_lib.dataset_info("digits"), 1)
 
 
+def test_init_weights_starts_latents_from_a_float_model(tmp_path):
+  config = digits_lenet.get_config()
+  config.model = "resnet20"  # Batch norm, whose weights are copied as saved.
+  info = data_lib.dataset_info("digits")
+  float_model = models.build_model(config.model, info.input_shape,
+                                   info.num_classes)
+  rng = np.random.default_rng(0)
+  float_model.set_weights([rng.normal(0, 0.1, w.shape).astype(np.float32)
+                           for w in float_model.get_weights()])
+  path = str(tmp_path / "float.keras")
+  float_model.save(path)
+  config.init_weights = path
+  model = registry.build_model(config, info, 1)
+  float_weights = {l.name: l.get_weights() for l in float_model.layers}
+  for layer in model.latent_layers:
+    kernel = float_weights[layer.name][0]
+    # Identity decoders: the kernel rounded to multiples of the group's scale,
+    # computed here with NumPy.
+    scale = float(layer.decoder.scale.numpy())
+    np.testing.assert_array_equal(layer.kernel.numpy(),
+                                  np.round(kernel / scale) * scale)
+    assert np.max(np.abs(layer.kernel.numpy() - kernel)) <= scale / 2 + 1e-7
+  copied = [l for l in model.network.layers
+            if l.weights and l not in model.latent_layers]
+  for layer in copied:  # Batch norm: every weight as saved.
+    for got, want in zip(layer.get_weights(), float_weights[layer.name]):
+      np.testing.assert_array_equal(got, want)
+  assert copied
+  # A LilNetX model, or another network, is refused before training.
+  model.save(str(tmp_path / "lilnetx.keras"))
+  for bad, match in ((tmp_path / "lilnetx.keras", "holds a LilNetX model"),
+                     (tmp_path / "missing.keras", "no file"),
+                     (None, "is not this network")):
+    if bad is None:
+      models.build_model("lenet_300_100", info.input_shape,
+                         info.num_classes).save(str(tmp_path / "other.keras"))
+      bad = tmp_path / "other.keras"
+    config.init_weights = str(bad)
+    with pytest.raises(registry.ConfigError, match=match):
+      registry.build_model(config, info, 1)
+
+
 def test_cli_rejects_unknown_model_before_training(tmp_path):
   result = _cli(f"--config={CONFIGS / 'digits_lenet.py'}",
                 f"--workdir={tmp_path / 'run'}", "--config.model=lenet6")

@@ -8,6 +8,7 @@ fails at once.
 
 import inspect
 import math
+import os
 
 import tensorflow as tf
 
@@ -150,12 +151,15 @@ def _network(config, info):
   network = models.build_model(config.model, info.input_shape,
                                info.num_classes,
                                **config.model_options.to_dict())
+  if config.init_weights:
+    _load_float_weights(network, config.init_weights)
   if config.vanilla:
     if config.weight_decay:
       network.add_loss(_kernel_l2(network, config.weight_decay))
     return network
   return lilnetx_tf.compressible(
-      network, lambda_rate=config.lambda_rate,
+      network, init_from_weights=bool(config.init_weights),
+      lambda_rate=config.lambda_rate,
       lambda_sparsity=config.lambda_sparsity,
       weight_decay=config.weight_decay,
       sparsity_structure=config.sparsity_structure,
@@ -166,6 +170,27 @@ def _network(config, info):
       reference=config.reference,
       grid_bits=None if config.grid_bits == -1 else config.grid_bits,
       latent_init_bound=config.latent_init_bound, seed=config.seed)
+
+
+def _load_float_weights(network, path):
+  """Sets `network`'s weights to those of the float model saved at `path`.
+
+  Raises:
+    ValueError: if the file holds no plain Keras model of the same weights.
+  """
+  if not os.path.isfile(path):
+    raise ValueError(f"config.init_weights: no file {path!r}.")
+  trained = tf.keras.models.load_model(path, compile=False)
+  if isinstance(trained, lilnetx_tf.LilNetXModel):
+    raise ValueError(f"config.init_weights: {path!r} holds a LilNetX model; "
+                     "give a float model (a vanilla run's model.keras).")
+  shapes = [tuple(w.shape) for w in trained.weights]
+  expected = [tuple(w.shape) for w in network.weights]
+  if shapes != expected:
+    raise ValueError(f"config.init_weights: {path!r} is not this network "
+                     f"({len(shapes)} weights of shapes {shapes[:3]}..., "
+                     f"expected {len(expected)}: {expected[:3]}...).")
+  network.set_weights(trained.get_weights())
 
 
 def _compiled(model, config, schedule):

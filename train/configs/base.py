@@ -36,6 +36,11 @@ def get_config():
   config.augment = True  # The dataset's standard training augmentation.
   # Train the same network as a plain float Keras model (the baseline).
   config.vanilla = False
+  # A trained float Keras model of the same network (a `.keras` file, e.g. a
+  # vanilla run's model.keras) whose weights the run starts from: LilNetX
+  # latents then encode its kernels (`compressible(init_from_weights=True)`);
+  # None: a fresh initialisation.
+  config.init_weights = config_dict.placeholder(str)
 
   # Optimisation: Adam, linear warm-up, then cosine decay to zero.
   config.batch_size = 256  # Global batch, split over replicas.
