@@ -45,9 +45,9 @@ Epoch budget, with E the task config's epochs (or --epochs):
   fine-tuning (the guides use one to three epochs);
 * LilNetX fine-tuning: ceil(E / 3) epochs of the trained baseline, the
   learning rate warming up over the first.
-The pruned, clustered and fine-tuned LilNetX models have therefore seen more than E epochs in
-all; their training time column is cumulative (baseline plus fine-tuning),
-that is what it costs a user to obtain them.
+The pruned, clustered and fine-tuned LilNetX models have therefore seen
+more than E epochs in all; their training time column is cumulative
+(baseline plus fine-tuning), that is what it costs a user to obtain them.
 
 Tfmot wraps only the Conv2D and Dense layers, by `tf.keras.models.clone_model`
 with a `clone_function`, as the guides show for partial pruning or clustering:
