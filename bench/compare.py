@@ -186,9 +186,10 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Where the table, plot and models go; default: a "
     "lilnetx_compare/<task> directory under the system temp directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of every pipeline.")
-_PIPELINES = ("baseline", "tfmot", "lilnetx", "lilnetx_finetune")
+_DEFAULT_PIPELINES = ("baseline", "tfmot", "lilnetx")
+_PIPELINES = _DEFAULT_PIPELINES + ("lilnetx_finetune",)
 _SELECTED = flags.DEFINE_list(
-    "pipelines", list(_PIPELINES[:3]), "Which pipelines run, of "
+    "pipelines", list(_DEFAULT_PIPELINES), "Which pipelines run, of "
     f"{', '.join(_PIPELINES)} (tfmot and lilnetx_finetune start from the "
     "baseline's model, which they train if needed).")
 _RATES = flags.DEFINE_list(
@@ -248,6 +249,7 @@ class _Bench:
           f"({config.batch_size}).")
     self.baseline_weights = None
     self.baseline_seconds = None
+    self.baseline_path = None  # The trained baseline's model.keras.
     self.params = self.new_model().count_params()
 
   def train_dataset(self):
@@ -373,7 +375,8 @@ class _Bench:
     config = run_configs.float_baseline(self.config,
                                         self.baseline_learning_rate)
     metrics, workdir = self._run_loop(config, "baseline_float32")
-    trained = tf.keras.models.load_model(workdir / "model.keras",
+    self.baseline_path = workdir / "model.keras"
+    trained = tf.keras.models.load_model(self.baseline_path,
                                          compile=False)
     self.baseline_weights = trained.get_weights()
     self.baseline_seconds = metrics["train_wall_seconds"]
@@ -486,7 +489,7 @@ class _Bench:
     config = self.config.copy_and_resolve_references()
     config.lambda_rate = float(rate)
     config.learning_rate = learning_rate
-    config.init_weights = str(self.out / "baseline_float32" / "model.keras")
+    config.init_weights = str(self.baseline_path)
     run_configs.with_budget(config, finetune_epochs(self.config.epochs))
     config.warmup_epochs = 1
     self._add_lilnetx_row(

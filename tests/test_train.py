@@ -186,14 +186,12 @@ def test_init_weights_starts_latents_from_a_float_model(tmp_path):
   assert copied
   # A LilNetX model, or another network, is refused before training.
   model.save(str(tmp_path / "lilnetx.keras"))
-  for bad, match in ((tmp_path / "lilnetx.keras", "holds a LilNetX model"),
-                     (tmp_path / "missing.keras", "no file"),
-                     (None, "is not this network")):
-    if bad is None:
-      models.build_model("lenet_300_100", info.input_shape,
-                         info.num_classes).save(str(tmp_path / "other.keras"))
-      bad = tmp_path / "other.keras"
-    config.init_weights = str(bad)
+  models.build_model("lenet_300_100", info.input_shape,
+                     info.num_classes).save(str(tmp_path / "other.keras"))
+  for bad, match in (("lilnetx.keras", "holds a LilNetX model"),
+                     ("missing.keras", "no file"),
+                     ("other.keras", "is not this network")):
+    config.init_weights = str(tmp_path / bad)
     with pytest.raises(registry.ConfigError, match=match):
       registry.build_model(config, info, 1)
 
