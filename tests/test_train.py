@@ -194,6 +194,9 @@ def test_init_weights_starts_latents_from_a_float_model(tmp_path):
     config.init_weights = str(tmp_path / bad)
     with pytest.raises(registry.ConfigError, match=match):
       registry.build_model(config, info, 1)
+  # A resumed run's checkpoint holds every weight: the file may be gone.
+  config.init_weights = str(tmp_path / "missing.keras")
+  assert registry.build_model(config, info, 1, resuming=True).latent_layers
 
 
 def test_cli_rejects_unknown_model_before_training(tmp_path):

@@ -321,7 +321,8 @@ def run(config, workdir, extra_callbacks=()):
       config, initial_epoch)
   steps_per_epoch = train_info.num_examples["train"] // config.batch_size
   with strategy.scope():
-    model = registry.build_model(config, train_info, steps_per_epoch)
+    model = registry.build_model(config, train_info, steps_per_epoch,
+                                 resuming=initial_epoch > 0)
     state = callbacks_lib.RunCheckpoint(
         model, read_dir=checkpoints, write_dir=dirs.path("checkpoints"),
         model_dir=dirs.output, max_to_keep=config.keep_checkpoints)

@@ -122,13 +122,15 @@ class ConfigError(ValueError):
   """
 
 
-def build_model(config, info, steps_per_epoch):
+def build_model(config, info, steps_per_epoch, resuming=False):
   """Builds and compiles the run's model; call inside `strategy.scope()`.
 
   Args:
     config: A checked config.
     info: The training split's `lilnetx_tf.data.DatasetInfo`.
     steps_per_epoch: Optimizer steps per epoch (for the LR schedule).
+    resuming: Whether a checkpoint will overwrite every weight; then a
+      `config.init_weights` file that is gone is not needed.
 
   Returns:
     A compiled `LilNetXModel`, or with `config.vanilla` the plain zoo model.
@@ -137,7 +139,7 @@ def build_model(config, info, steps_per_epoch):
     ConfigError: if the model or its LilNetX form refuses the settings.
   """
   try:
-    model = _network(config, info)
+    model = _network(config, info, resuming)
   except ValueError as e:
     raise ConfigError(str(e)) from e
   schedule = warmup_cosine_decay(
@@ -146,12 +148,13 @@ def build_model(config, info, steps_per_epoch):
   return _compiled(model, config, schedule)
 
 
-def _network(config, info):
+def _network(config, info, resuming):
   """The zoo model, plain or made compressible as the config says."""
   network = models.build_model(config.model, info.input_shape,
                                info.num_classes,
                                **config.model_options.to_dict())
-  if config.init_weights:
+  if config.init_weights and not (resuming and
+                                  not os.path.exists(config.init_weights)):
     _load_float_weights(network, config.init_weights)
   if config.vanilla:
     if config.weight_decay:
