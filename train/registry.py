@@ -129,8 +129,8 @@ def build_model(config, info, steps_per_epoch, resuming=False):
     config: A checked config.
     info: The training split's `lilnetx_tf.data.DatasetInfo`.
     steps_per_epoch: Optimizer steps per epoch (for the LR schedule).
-    resuming: Whether a checkpoint will overwrite every weight; then a
-      `config.init_weights` file that is gone is not needed.
+    resuming: Whether a checkpoint will overwrite every weight; then
+      `config.init_weights` is not read (the file may be gone).
 
   Returns:
     A compiled `LilNetXModel`, or with `config.vanilla` the plain zoo model.
@@ -153,8 +153,7 @@ def _network(config, info, resuming):
   network = models.build_model(config.model, info.input_shape,
                                info.num_classes,
                                **config.model_options.to_dict())
-  if config.init_weights and not (resuming and
-                                  not os.path.exists(config.init_weights)):
+  if config.init_weights and not resuming:
     _load_float_weights(network, config.init_weights)
   if config.vanilla:
     if config.weight_decay:
