@@ -1,6 +1,7 @@
 """Writes a trained LilNetX model as a compressed model file, or inspects one.
 
   python -m export.bitstream --workdir=RUN [--output=RUN/model.lnx] [--float16]
+      [--fold_batch_norm]
   python -m export.bitstream --checkpoint=PATH.keras --output=model.lnx
   python -m export.bitstream --inspect model.lnx
 
@@ -33,6 +34,11 @@ _OUTPUT = flags.DEFINE_string(
 _FLOAT16 = flags.DEFINE_bool(
     "float16", False, "Store the float weights (biases, batch norm) as "
     "float16; kernels stay exact.")
+_FOLD = flags.DEFINE_bool(
+    "fold_batch_norm", False, "Store each batch norm layer as its "
+    "inference-mode scale and offset (zero mean, unit variance): half its "
+    "bytes, the same outputs to float32 rounding, no moving statistics to "
+    "train on from.")
 _INSPECT = flags.DEFINE_string(
     "inspect", None, "Check a compressed file and print its size breakdown "
     "instead of exporting.")
@@ -90,7 +96,8 @@ def _export():
              "LilNetXModel")
   logging.info("Range coding %d latents in %d groups, writing %s",
                model.num_latents, len(model.group_layers), output)
-  sizes = fileformat.save_compressed(model, output, float16=_FLOAT16.value)
+  sizes = fileformat.save_compressed(model, output, float16=_FLOAT16.value,
+                                    fold_batch_norm=_FOLD.value)
   logging.info("Wrote %s (%d bytes)", output, sizes["file_bytes"])
   print(f"wrote {output}")
   print(_size_table(sizes))

@@ -225,6 +225,55 @@ def test_float16(trained, saved, tmp_path):
                      atol=1e-2)
 
 
+def test_folded_batch_norm_keeps_the_outputs_in_half_the_bytes(
+    trained, saved, data_dir, tmp_path):
+  """fold_batch_norm: mean 0, variance 1, the affine map in gamma and beta."""
+  tf.keras.utils.set_random_seed(2)
+  model = lilnetx_tf.compressible(
+      build_model("resnet20", (32, 32, 3), 10, width=1), seed=2)
+  rng = np.random.default_rng(2)
+  norms = [l for l in model.network.layers
+           if isinstance(l, tf.keras.layers.BatchNormalization)]
+  for layer in norms:  # Statistics as if trained.
+    c = layer.gamma.shape[0]
+    layer.set_weights([rng.uniform(0.2, 2, c), rng.normal(0, 1, c),
+                       rng.normal(0, 3, c), rng.uniform(0.01, 9, c)])
+  full, folded = tmp_path / "full.lnx", tmp_path / "folded.lnx"
+  fileformat.save_compressed(model, full)
+  sizes = fileformat.save_compressed(model, folded, fold_batch_norm=True)
+  loaded = fileformat.load_compressed(folded)
+  for layer in norms:
+    gamma, beta, mean, var = (w.numpy().astype(np.float64)
+                              for w in layer.weights)
+    g, b, m, v = (w.numpy() for w in loaded.get_layer(layer.name).weights)
+    assert np.array_equal(m, np.zeros_like(m))
+    assert np.array_equal(v, np.ones_like(v))
+    # What inference computes, by hand: x * scale + offset.
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    np.testing.assert_allclose(g / np.sqrt(1 + layer.epsilon), scale,
+                               rtol=1e-6)
+    np.testing.assert_allclose(b, beta - mean * scale, rtol=1e-6, atol=1e-6)
+  for layer in model.latent_layers:  # Kernels stay exact.
+    assert np.array_equal(loaded.get_layer(layer.name).kernel.numpy(),
+                          layer.decoded_kernel().numpy())
+  channels = sum(l.gamma.shape[0] for l in norms)
+  flts = [[s["bytes"] for s in fileformat.inspect_compressed(p)["sections"]
+           if s["tag"] == "FLTS"][0] for p in (full, folded)]
+  # Two float32 vectors a channel become at most two bits a channel (each
+  # vector padded to whole bytes).
+  assert flts[0] - flts[1] >= 8 * channels - channels // 2 - 2 * len(norms)
+  assert sizes["file_bytes"] == os.path.getsize(folded)
+  images, _ = _mnist(data_dir, "test", 8)  # Real digits, CIFAR-shaped.
+  x = np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
+  want = model(x, training=False).numpy()
+  np.testing.assert_allclose(loaded(x).numpy(), want,
+                             atol=1e-5 * np.abs(want).max())
+  # Without batch norm the option changes nothing.
+  lenet = tmp_path / "lenet.lnx"
+  fileformat.save_compressed(trained[0], lenet, fold_batch_norm=True)
+  assert lenet.read_bytes() == saved[0].read_bytes()
+
+
 def test_mobilenet_v2_with_depthwise_groups_round_trips(data_dir, tmp_path):
   tf.keras.utils.set_random_seed(1)
   model = lilnetx_tf.compressible(
@@ -1301,7 +1350,9 @@ def test_cli_exports_and_inspects(trained, tmp_path):
   model.save(workdir / "model.keras")
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   result = subprocess.run(
-      [sys.executable, "-m", "export.bitstream", f"--workdir={workdir}"],
+      # No batch norm to fold: the flag must be accepted and change nothing.
+      [sys.executable, "-m", "export.bitstream", f"--workdir={workdir}",
+       "--fold_batch_norm"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
       check=False)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -143,9 +143,11 @@ def _weighted_layers(model):
 # -- Writing -------------------------------------------------------------------
 
 
-def _file_chunks(model, float_dtype):
+def _file_chunks(model, float_dtype, fold_batch_norm):
   """The file's bytes, in pieces (see the module docstring)."""
   plain = decompressed_model(model)
+  if fold_batch_norm:
+    floats_lib.fold_batch_norm_statistics(_weighted_layers(plain))
   architecture = without_custom_modules(json.loads(plain.to_json()))
   problem = architecture_problem(architecture)
   if problem:
@@ -184,7 +186,7 @@ def _file_chunks(model, float_dtype):
   return chunks
 
 
-def save_compressed(model, path, *, float16=False):
+def save_compressed(model, path, *, float16=False, fold_batch_norm=False):
   """Writes a `LilNetXModel` as a compressed model file, atomically.
 
   Args:
@@ -193,6 +195,11 @@ def save_compressed(model, path, *, float16=False):
       temporary file in the same directory, synced, then renamed to `path`.
     float16: Store the float weights (biases, batch norm, ...) as float16.
       Kernels are exact either way: they come from the integer latents.
+    fold_batch_norm: Store each batch norm layer as its inference-mode
+      scale and offset, with zero mean and unit variance
+      (`floats.fold_batch_norm_statistics`): half its bytes, the same
+      inference outputs to float32 rounding, no moving statistics to resume
+      training with.
 
   Returns:
     The file's sizes (`inspect_compressed(path)["sizes"]`): `latent_bytes`,
@@ -208,7 +215,8 @@ def save_compressed(model, path, *, float16=False):
   """
   if not isinstance(model, LilNetXModel):
     raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
-  chunks = _file_chunks(model, "float16" if float16 else "float32")
+  chunks = _file_chunks(model, "float16" if float16 else "float32",
+                        fold_batch_norm)
   atomic_write(path, chunks)
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
 

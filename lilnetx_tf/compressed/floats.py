@@ -20,8 +20,8 @@ from lilnetx_tf.compressed.errors import fail
 from lilnetx_tf.compressed.errors import reading
 from lilnetx_tf.method import grid
 
-__all__ = ["FLOAT_DTYPES", "pack_decoder", "pack_floats", "unpack_decoder",
-           "unpack_floats"]
+__all__ = ["FLOAT_DTYPES", "fold_batch_norm_statistics", "pack_decoder",
+           "pack_floats", "unpack_decoder", "unpack_floats"]
 
 FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 # Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
@@ -36,6 +36,42 @@ def _grid_coded(values):
   q, exponent = on_grid
   k, data = rice.encode(q)
   return exponent, k, data
+
+
+def fold_batch_norm_statistics(layers):
+  """Folds each batch norm layer's moving statistics into its scale and offset.
+
+  In inference mode batch norm is `x * s + t` with `s = gamma / sqrt(var +
+  eps)` and `t = beta - mean * s`. The layer gets `mean = 0` and `var = 1`,
+  constant vectors that take a bit or two per channel on a grid (see
+  `pack_floats`), and `gamma = s * sqrt(1 + eps)`, `beta = t`, computed in
+  float64: its inference outputs stay the same to float32 rounding, and two of
+  its four vectors cost (almost) nothing. Its training-mode behaviour is
+  untouched (batch statistics), but the moving statistics start afresh.
+
+  Args:
+    layers: Layers of a plain (decompressed) model; those that are not batch
+      norm layers with both `center` and `scale` are left alone. Modified in
+      place.
+
+  Returns:
+    The number of layers folded.
+  """
+  folded = 0
+  for layer in layers:
+    if not (isinstance(layer, tf.keras.layers.BatchNormalization) and
+            layer.center and layer.scale):
+      continue
+    gamma, beta, mean, var = (
+        w.numpy().astype(np.float64) for w in
+        (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance))
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    layer.gamma.assign((scale * np.sqrt(1 + layer.epsilon)).astype(np.float32))
+    layer.beta.assign((beta - mean * scale).astype(np.float32))
+    layer.moving_mean.assign(np.zeros_like(mean, np.float32))
+    layer.moving_variance.assign(np.ones_like(var, np.float32))
+    folded += 1
+  return folded
 
 
 def pack_floats(layers, kernels, float_dtype):
