@@ -1,5 +1,6 @@
 """LilNetXModel end to end: conversion, callbacks, saving, distribution."""
 
+import collections
 import os
 import pathlib
 import subprocess
@@ -273,6 +274,29 @@ def test_compression_interval_adds_the_terms_every_kth_step_scaled():
   with pytest.raises(ValueError, match="compression_interval.*>= 1, got 0"):
     lilnetx_tf.compressible(models.build_model("lenet_300_100", (8, 8, 1), 10),
                             compression_interval=0)
+
+
+def test_the_compression_step_is_traced_once():
+  """Its trace takes seconds: the plain step's first trace builds the metrics.
+
+  tf.function traces a function that creates variables (Keras's compiled
+  metrics, on their first update) twice.
+  """
+  model = lilnetx_tf.compressible(
+      models.build_model("lenet_300_100", (8, 8, 1), 10), seed=0,
+      initial_prior_steps=0, compression_interval=2)
+  model.compile(tf.keras.optimizers.Adam(1e-3), _loss(), ["accuracy"])
+  traces = collections.Counter()
+  compression_loss = model.compression_loss
+  def counted(*args, **kwargs):
+    traces["compression"] += 1
+    return compression_loss(*args, **kwargs)
+  model.compression_loss = counted
+  x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+  model.fit(x, np.arange(16) % 10, epochs=2, batch_size=4, verbose=0)
+  assert int(model.optimizer.iterations) == 8
+  assert int(model.prior_optimizer.iterations) == 2 * 4  # 4 terms steps.
+  assert traces["compression"] == 1
 
 
 def test_compile_takes_keras_positional_arguments():

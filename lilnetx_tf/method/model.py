@@ -402,8 +402,17 @@ class LilNetXModel(tf.keras.Model):
           "no parameter servers (each step's function is chosen in Python).")
     make = super().make_train_function
     functions = [make(force=True), make(force=True)]
+    plain_traced = not hasattr(functions[1], "get_concrete_function")
 
     def train_function(iterator):
+      nonlocal plain_traced
+      if not plain_traced:
+        # The first trace builds the compiled metrics, and tf.function traces
+        # a function that creates variables twice: let that be the cheap
+        # plain step, not the compression step (seconds of tracing).
+        self._compression_step = False
+        functions[1].get_concrete_function(iterator)
+        plain_traced = True
       step = int(self.optimizer.iterations.numpy())
       # Read by `train_step` when the chosen function traces.
       self._compression_step = step % interval == 0
