@@ -20,8 +20,9 @@ from lilnetx_tf.compressed.errors import fail
 from lilnetx_tf.compressed.errors import reading
 from lilnetx_tf.method import grid
 
-__all__ = ["FLOAT_DTYPES", "fold_batch_norm_statistics", "pack_decoder",
-           "pack_floats", "unpack_decoder", "unpack_floats"]
+__all__ = ["FLOAT_DTYPES", "batch_norm_scale_offset",
+           "fold_batch_norm_statistics", "pack_decoder", "pack_floats",
+           "unpack_decoder", "unpack_floats"]
 
 FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 # Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
@@ -38,40 +39,41 @@ def _grid_coded(values):
   return exponent, k, data
 
 
+def batch_norm_scale_offset(layer):
+  """(scale, offset), float64, of the inference map of a batch norm layer."""
+  var = layer.moving_variance.numpy().astype(np.float64)
+  gamma = np.ones_like(var) if layer.gamma is None else layer.gamma.numpy()
+  beta = np.zeros_like(var) if layer.beta is None else layer.beta.numpy()
+  scale = gamma / np.sqrt(var + layer.epsilon)
+  offset = beta - layer.moving_mean.numpy() * scale
+  return scale, offset
+
+
 def fold_batch_norm_statistics(layers):
   """Folds each batch norm layer's moving statistics into its scale and offset.
 
-  In inference mode batch norm is `x * s + t` with `s = gamma / sqrt(var +
-  eps)` and `t = beta - mean * s`. The layer gets `mean = 0` and `var = 1`,
-  constant vectors that take a bit or two per channel on a grid (see
-  `pack_floats`), and `gamma = s * sqrt(1 + eps)`, `beta = t`, computed in
-  float64: its inference outputs stay the same to float32 rounding, and two of
-  its four vectors cost (almost) nothing. Its training-mode behaviour is
-  untouched (batch statistics), but the moving statistics start afresh.
+  In inference mode batch norm is `x * s + t` (`batch_norm_scale_offset`).
+  The layer gets `mean = 0` and `var = 1`, constant vectors that take a bit
+  per channel on a grid (see `pack_floats`), and `gamma = s * sqrt(1 + eps)`,
+  `beta = t`, computed in float64: its inference outputs stay the same to
+  float32 rounding, and two of its four vectors cost almost nothing. Its
+  training-mode behaviour is untouched (batch statistics), but the moving
+  statistics start afresh.
 
   Args:
     layers: Layers of a plain (decompressed) model; those that are not batch
       norm layers with both `center` and `scale` are left alone. Modified in
       place.
-
-  Returns:
-    The number of layers folded.
   """
-  folded = 0
   for layer in layers:
     if not (isinstance(layer, tf.keras.layers.BatchNormalization) and
             layer.center and layer.scale):
       continue
-    gamma, beta, mean, var = (
-        w.numpy().astype(np.float64) for w in
-        (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance))
-    scale = gamma / np.sqrt(var + layer.epsilon)
+    scale, offset = batch_norm_scale_offset(layer)
     layer.gamma.assign((scale * np.sqrt(1 + layer.epsilon)).astype(np.float32))
-    layer.beta.assign((beta - mean * scale).astype(np.float32))
-    layer.moving_mean.assign(np.zeros_like(mean, np.float32))
-    layer.moving_variance.assign(np.ones_like(var, np.float32))
-    folded += 1
-  return folded
+    layer.beta.assign(offset.astype(np.float32))
+    layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+    layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
 
 
 def pack_floats(layers, kernels, float_dtype):

@@ -6,8 +6,9 @@ all rewrite a functional model the same way: walk its layer calls in
 topological order (`Graph`), and replay them on new layer instances
 (`Graph.rebuild`, usually through `call_clone`). They also share what a
 layer's kernel looks like (`linear_kind`, `kernel_and_bias`) and the inference
-map of batch normalization (`normalizes_last_axis`,
-`batch_norm_scale_offset`).
+map of batch normalization (`normalizes_last_axis`, and
+`batch_norm_scale_offset` from `lilnetx_tf.compressed.floats`, which the
+`.lnx` writer also folds with).
 """
 
 import collections
@@ -15,6 +16,8 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+
+from lilnetx_tf.compressed.floats import batch_norm_scale_offset
 
 __all__ = ["Graph", "Op", "batch_norm_scale_offset", "call_clone",
            "clone_layer", "kernel_and_bias", "linear_kind",
@@ -181,13 +184,3 @@ def normalizes_last_axis(layer, rank):
   """True when batch norm `layer` normalizes only the last of `rank` axes."""
   return isinstance(layer, tf.keras.layers.BatchNormalization) and list(
       layer.axis) in ([rank - 1], [-1])
-
-
-def batch_norm_scale_offset(layer):
-  """(scale, offset), float64, of the inference map of a batch norm layer."""
-  var = layer.moving_variance.numpy().astype(np.float64)
-  gamma = np.ones_like(var) if layer.gamma is None else layer.gamma.numpy()
-  beta = np.zeros_like(var) if layer.beta is None else layer.beta.numpy()
-  scale = gamma / np.sqrt(var + layer.epsilon)
-  offset = beta - layer.moving_mean.numpy() * scale
-  return scale, offset
