@@ -26,6 +26,7 @@ from lilnetx_tf.compressed.codec import decompress_latents
 from lilnetx_tf.method.convert import compressible
 from lilnetx_tf.method.convert import decompressed_model
 from lilnetx_tf.method.decoders import KernelDecoder
+from lilnetx_tf.method.distillation import Distillation
 from lilnetx_tf.compressed.fileformat import CorruptFileError
 from lilnetx_tf.compressed.fileformat import inspect_compressed
 from lilnetx_tf.compressed.fileformat import load_compressed
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompressionLogger",
     "CorruptFileError",
+    "Distillation",
     "GroupPrior",
     "KernelDecoder",
     "LatentConv1D",

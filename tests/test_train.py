@@ -197,6 +197,23 @@ def test_init_weights_starts_latents_from_a_float_model(tmp_path):
   # A resumed run's checkpoint holds every weight: the file may be gone.
   config.init_weights = str(tmp_path / "missing.keras")
   assert registry.build_model(config, info, 1, resuming=True).latent_layers
+  # The same float file as a teacher: loaded as saved, refused the same way.
+  config.init_weights = None
+  config.teacher = path
+  config.distillation_weight = 0.5
+  term = registry.build_model(config, info, 1).distillation
+  assert (term.weight, term.temperature) == (0.5, 4.0)
+  for got, want in zip(term.teacher.get_weights(),
+                       float_model.get_weights()):
+    np.testing.assert_array_equal(got, want)
+  for bad, match in (("lilnetx.keras", "holds a LilNetX model"),
+                     ("missing.keras", "config.teacher: no file")):
+    config.teacher = str(tmp_path / bad)
+    with pytest.raises(registry.ConfigError, match=match):
+      registry.build_model(config, info, 1)
+  config.teacher, config.vanilla = path, True
+  with pytest.raises(ValueError, match="teacher needs a LilNetX run"):
+    registry.check_config(config)
 
 
 def test_cli_rejects_unknown_model_before_training(tmp_path):

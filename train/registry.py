@@ -85,10 +85,11 @@ def check_config(config):
   for field in ("keep_checkpoints", "compression_interval"):
     _check_number(config, field, 1, integer=True)
   _check_number(config, "grid_bits", -1, integer=True)
-  for field in ("learning_rate", "prior_learning_rate"):
+  for field in ("learning_rate", "prior_learning_rate",
+                "distillation_temperature"):
     _check_number(config, field, 0, strict=True)
   for field in ("lambda_rate", "lambda_sparsity", "weight_decay",
-                "latent_init_bound"):
+                "latent_init_bound", "distillation_weight"):
     _check_number(config, field, 0)
   fraction = config.validation_fraction
   if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
@@ -99,6 +100,9 @@ def check_config(config):
   if not isinstance(config.deterministic, bool):
     raise ValueError("config.deterministic must be True or False, got "
                      f"{config.deterministic!r}.")
+  if config.teacher and config.vanilla:
+    raise ValueError("config.teacher needs a LilNetX run; a vanilla run "
+                     "trains the plain model on its labels alone.")
   if config.warmup_epochs > config.epochs:
     raise ValueError(f"config.warmup_epochs ({config.warmup_epochs}) exceeds "
                      f"config.epochs ({config.epochs}).")
@@ -140,12 +144,14 @@ def build_model(config, info, steps_per_epoch, resuming=False):
   """
   try:
     model = _network(config, info, resuming)
+    teacher = (_load_float_model(config.teacher, "config.teacher")
+               if config.teacher else None)
   except ValueError as e:
     raise ConfigError(str(e)) from e
   schedule = warmup_cosine_decay(
       config.learning_rate, total_steps=config.epochs * steps_per_epoch,
       warmup_steps=config.warmup_epochs * steps_per_epoch)
-  return _compiled(model, config, schedule)
+  return _compiled(model, config, schedule, teacher)
 
 
 def _network(config, info, resuming):
@@ -174,18 +180,28 @@ def _network(config, info, resuming):
       latent_init_bound=config.latent_init_bound, seed=config.seed)
 
 
+def _load_float_model(path, field):
+  """The plain Keras model saved at `path` (the value of config.`field`).
+
+  Raises:
+    ValueError: if there is no such file or it holds a LilNetX model.
+  """
+  if not os.path.isfile(path):
+    raise ValueError(f"{field}: no file {path!r}.")
+  trained = tf.keras.models.load_model(path, compile=False)
+  if isinstance(trained, lilnetx_tf.LilNetXModel):
+    raise ValueError(f"{field}: {path!r} holds a LilNetX model; "
+                     "give a float model (a vanilla run's model.keras).")
+  return trained
+
+
 def _load_float_weights(network, path):
   """Sets `network`'s weights to those of the float model saved at `path`.
 
   Raises:
     ValueError: if the file holds no plain Keras model of the same weights.
   """
-  if not os.path.isfile(path):
-    raise ValueError(f"config.init_weights: no file {path!r}.")
-  trained = tf.keras.models.load_model(path, compile=False)
-  if isinstance(trained, lilnetx_tf.LilNetXModel):
-    raise ValueError(f"config.init_weights: {path!r} holds a LilNetX model; "
-                     "give a float model (a vanilla run's model.keras).")
+  trained = _load_float_model(path, "config.init_weights")
   shapes = [tuple(w.shape) for w in trained.weights]
   expected = [tuple(w.shape) for w in network.weights]
   if shapes != expected:
@@ -195,8 +211,8 @@ def _load_float_weights(network, path):
   network.set_weights(trained.get_weights())
 
 
-def _compiled(model, config, schedule):
-  """`model`, compiled with the config's optimizers."""
+def _compiled(model, config, schedule, teacher=None):
+  """`model`, compiled with the config's optimizers (and teacher)."""
   compile_args = dict(
       optimizer=tf.keras.optimizers.Adam(schedule),
       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -204,6 +220,10 @@ def _compiled(model, config, schedule):
   if not config.vanilla:
     compile_args["prior_optimizer"] = tf.keras.optimizers.Adam(
         config.prior_learning_rate)
+    if teacher is not None:
+      compile_args["distillation"] = lilnetx_tf.Distillation(
+          teacher, weight=config.distillation_weight,
+          temperature=config.distillation_temperature)
   model.compile(**compile_args)
   # Keras 2.14 reduces step outputs with "sum" across multi-worker replicas
   # by default ("auto"); the metric values are already global there, so a

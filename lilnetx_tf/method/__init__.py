@@ -8,6 +8,7 @@
 * `priors`: the learned factorized prior of each group (the rate term);
 * `sparsity`: block norms of the latents (the structured sparsity term);
 * `model`: `LilNetXModel`, the objective, its training step and prior fit;
+* `distillation`: an optional distillation term from a float teacher;
 * `initialization`: the model's initial latents and decoders;
 * `convert`: plain Keras model <-> LilNetX model;
 * `callbacks`: Keras callbacks for LilNetX training;

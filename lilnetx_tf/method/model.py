@@ -28,6 +28,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from lilnetx_tf.method import distillation as distillation_lib
 from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
 from lilnetx_tf.method import initialization
@@ -106,6 +107,7 @@ class LilNetXModel(tf.keras.Model):
   # Class-level defaults keep Keras from tracking (and re-saving) them.
   _latent_layers = ()
   group_layers = None
+  distillation = None
 
   def __init__(self, network, lambda_rate=1.0, lambda_sparsity=0.0,
                weight_decay=0.0, sparsity_structure="slice",
@@ -281,7 +283,7 @@ class LilNetXModel(tf.keras.Model):
   # -- Keras ----------------------------------------------------------------
 
   def compile(self, optimizer="rmsprop", *args, prior_optimizer=None,
-              **kwargs):
+              distillation=None, **kwargs):
     """Configures training: `tf.keras.Model.compile`, plus the priors'.
 
     Every argument of `tf.keras.Model.compile` is accepted, positionally in
@@ -292,9 +294,19 @@ class LilNetXModel(tf.keras.Model):
       *args: `tf.keras.Model.compile`'s positional arguments after it.
       prior_optimizer: Keyword only. Optimizer of the priors; default Adam at
         1e-2.
+      distillation: Keyword only. A `lilnetx_tf.Distillation` whose term
+        training adds to the task loss; not saved with the compile config.
       **kwargs: As `tf.keras.Model.compile`.
+
+    Raises:
+      TypeError: if `distillation` is not a `Distillation`.
     """
+    if distillation is not None and not isinstance(
+        distillation, distillation_lib.Distillation):
+      raise TypeError(f"`distillation` must be a lilnetx_tf.Distillation, "
+                      f"got {type(distillation).__name__}.")
     super().compile(optimizer, *args, **kwargs)
+    self.distillation = distillation
     if prior_optimizer is None:
       prior_optimizer = tf.keras.optimizers.Adam(1e-2)
     self.prior_optimizer = tf.keras.optimizers.get(prior_optimizer)
@@ -428,6 +440,8 @@ class LilNetXModel(tf.keras.Model):
     with tf.GradientTape() as tape:
       y_pred = self(x, training=True)
       loss = self.compute_loss(x, y, y_pred, sample_weight)
+      if self.distillation is not None:
+        loss += self.distillation.loss(x, y_pred, sample_weight)
       if compression_step:
         extra, bits_per_latent, norm_sum = self.compression_loss(
             training=True)

@@ -41,6 +41,13 @@ def get_config():
   # latents then encode its kernels (`compressible(init_from_weights=True)`);
   # None: a fresh initialisation.
   config.init_weights = config_dict.placeholder(str)
+  # A trained float Keras model (a `.keras` file) to distil from: training
+  # adds distillation_weight * T^2 * KL(teacher || student) at temperature
+  # T = distillation_temperature (lilnetx_tf.Distillation); None: no teacher.
+  # Usually the init_weights model. Needed again to resume.
+  config.teacher = config_dict.placeholder(str)
+  config.distillation_weight = 1.0
+  config.distillation_temperature = 4.0
 
   # Optimisation: Adam, linear warm-up, then cosine decay to zero.
   config.batch_size = 256  # Global batch, split over replicas.
