@@ -1,7 +1,7 @@
 """Writes a trained LilNetX model as a compressed model file, or inspects one.
 
   python -m export.bitstream --workdir=RUN [--output=RUN/model.lnx] [--float16]
-      [--fold_batch_norm]
+      [--fold_batch_norm [--batch_norm_bits=B]]
   python -m export.bitstream --checkpoint=PATH.keras --output=model.lnx
   python -m export.bitstream --inspect model.lnx
 
@@ -39,6 +39,12 @@ _FOLD = flags.DEFINE_bool(
     "inference-mode scale and offset (zero mean, unit variance): half its "
     "bytes, the same outputs to float32 rounding, no moving statistics to "
     "train on from.")
+_BN_BITS = flags.DEFINE_integer(
+    "batch_norm_bits", None, "With --fold_batch_norm: round each folded "
+    "scale and offset vector to a power-of-two grid of this many binary "
+    "places below its largest magnitude (about bits + 1 bits a channel "
+    "instead of 16 or 32; lossy: check the accuracy with export.tflite "
+    "--check-samples).")
 _INSPECT = flags.DEFINE_string(
     "inspect", None, "Check a compressed file and print its size breakdown "
     "instead of exporting.")
@@ -96,8 +102,12 @@ def _export():
              "LilNetXModel")
   logging.info("Range coding %d latents in %d groups, writing %s",
                model.num_latents, len(model.group_layers), output)
-  sizes = fileformat.save_compressed(model, output, float16=_FLOAT16.value,
-                                    fold_batch_norm=_FOLD.value)
+  try:
+    sizes = fileformat.save_compressed(
+        model, output, float16=_FLOAT16.value, fold_batch_norm=_FOLD.value,
+        batch_norm_bits=_BN_BITS.value)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   logging.info("Wrote %s (%d bytes)", output, sizes["file_bytes"])
   print(f"wrote {output}")
   print(_size_table(sizes))

@@ -225,6 +225,26 @@ def test_float16(trained, saved, tmp_path):
                      atol=1e-2)
 
 
+def _assert_on_folded_grids(norms, loaded, bits, constant=None):
+  """Checks the loaded folded batch norm against a by-hand rounding."""
+  for layer in norms:
+    gamma, beta, mean, var = (w.numpy().astype(np.float64)
+                              for w in layer.weights)
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    offset = beta - mean * scale
+    if constant is not None:
+      peak = np.abs(np.delete(scale, constant)).max()
+      assert abs(scale[constant]) > 10 * peak
+      clipped = np.sign(scale[constant]) * peak
+      offset[constant] += (scale[constant] - clipped) * mean[constant]
+      scale[constant] = clipped
+    g, b = (w.numpy() for w in loaded.get_layer(layer.name).weights[:2])
+    for got, want in ((g, scale * np.sqrt(1 + layer.epsilon)), (b, offset)):
+      step = 2.0**(np.floor(np.log2(np.abs(want).max())) - bits)
+      np.testing.assert_array_equal(np.round(got / step) * step, got)
+      assert np.all(np.abs(got - want) <= step / 2 * (1 + 1e-6))
+
+
 def test_folded_batch_norm_keeps_the_outputs_in_half_the_bytes(
     trained, saved, data_dir, tmp_path):
   """fold_batch_norm: mean 0, variance 1, the affine map in gamma and beta."""
@@ -272,6 +292,35 @@ def test_folded_batch_norm_keeps_the_outputs_in_half_the_bytes(
   lenet = tmp_path / "lenet.lnx"
   fileformat.save_compressed(trained[0], lenet, fold_batch_norm=True)
   assert lenet.read_bytes() == saved[0].read_bytes()
+
+  # batch_norm_bits: the folded vectors on 8-place grids.
+  gridded = tmp_path / "gridded.lnx"
+  fileformat.save_compressed(model, gridded, fold_batch_norm=True,
+                             batch_norm_bits=8)
+  loaded = fileformat.load_compressed(gridded)
+  _assert_on_folded_grids(norms, loaded, 8)
+  flts = [[s["bytes"] for s in fileformat.inspect_compressed(p)["sections"]
+           if s["tag"] == "FLTS"][0] for p in (folded, gridded)]
+  # Two float32 vectors a channel become about 2 x 10 bits (Rice coded).
+  assert flts[0] - flts[1] >= (64 - 2 * 11) * channels // 8
+  np.testing.assert_allclose(loaded(x).numpy(), want,
+                             atol=0.05 * np.abs(want).max())
+  # A channel of constant input (variance 0: a zero kernel's) has its scale
+  # clipped to the others' largest first, the same output at the mean.
+  dead = norms[-1]
+  gamma, beta, mean, var = dead.get_weights()
+  var[3], mean[3] = 0.0, 2.5
+  dead.set_weights([gamma, beta, mean, var])
+  fileformat.save_compressed(model, gridded, fold_batch_norm=True,
+                             batch_norm_bits=8)
+  _assert_on_folded_grids([dead], fileformat.load_compressed(gridded), 8,
+                          constant=3)
+  with pytest.raises(ValueError, match="fold_batch_norm=True"):
+    fileformat.save_compressed(model, gridded, batch_norm_bits=8)
+  for bad in (0, 17, 2.5, True):
+    with pytest.raises(ValueError, match="batch_norm_bits"):
+      fileformat.save_compressed(model, gridded, fold_batch_norm=True,
+                                 batch_norm_bits=bad)
 
 
 def test_mobilenet_v2_with_depthwise_groups_round_trips(data_dir, tmp_path):
@@ -1350,9 +1399,9 @@ def test_cli_exports_and_inspects(trained, tmp_path):
   model.save(workdir / "model.keras")
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   result = subprocess.run(
-      # No batch norm to fold: the flag must be accepted and change nothing.
+      # No batch norm to fold: the flags must be accepted and change nothing.
       [sys.executable, "-m", "export.bitstream", f"--workdir={workdir}",
-       "--fold_batch_norm"],
+       "--fold_batch_norm", "--batch_norm_bits=6"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
       check=False)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -1372,6 +1421,15 @@ def test_cli_exports_and_inspects(trained, tmp_path):
   for text in ("HEAD header", "LATS latents[conv5x5]", "TABL tables[dense]",
                "FLTS float_params", "whole file", "bits/latent"):
     assert text in result.stdout, text
+
+  result = subprocess.run(
+      [sys.executable, "-m", "export.bitstream", f"--workdir={workdir}",
+       f"--output={tmp_path / 'refused.lnx'}", "--batch_norm_bits=6"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode != 0
+  assert "error: batch_norm_bits rounds the folded" in result.stderr
+  assert not (tmp_path / "refused.lnx").exists()
 
 
 def test_golden_files_of_every_format_version_load_exactly():

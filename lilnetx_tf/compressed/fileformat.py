@@ -96,6 +96,7 @@ from lilnetx_tf.compressed.sections import CorruptFileError
 from lilnetx_tf.compressed.sections import FORMAT_VERSION
 from lilnetx_tf.compressed.sections import MAGIC
 from lilnetx_tf.compressed.sections import MAX_HEADER_BYTES
+from lilnetx_tf.method import grid
 from lilnetx_tf.method.convert import decompressed_model
 from lilnetx_tf.method.decoders import decode_kernel
 from lilnetx_tf.method.model import LilNetXModel
@@ -143,11 +144,12 @@ def _weighted_layers(model):
 # -- Writing -------------------------------------------------------------------
 
 
-def _file_chunks(model, float_dtype, fold_batch_norm):
+def _file_chunks(model, float_dtype, fold_batch_norm, batch_norm_bits):
   """The file's bytes, in pieces (see the module docstring)."""
   plain = decompressed_model(model)
   if fold_batch_norm:
-    floats_lib.fold_batch_norm_statistics(_weighted_layers(plain))
+    floats_lib.fold_batch_norm_statistics(_weighted_layers(plain),
+                                          batch_norm_bits)
   architecture = without_custom_modules(json.loads(plain.to_json()))
   problem = architecture_problem(architecture)
   if problem:
@@ -186,7 +188,8 @@ def _file_chunks(model, float_dtype, fold_batch_norm):
   return chunks
 
 
-def save_compressed(model, path, *, float16=False, fold_batch_norm=False):
+def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
+                    batch_norm_bits=None):
   """Writes a `LilNetXModel` as a compressed model file, atomically.
 
   Args:
@@ -200,6 +203,11 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False):
       (`floats.fold_batch_norm_statistics`): half its bytes, the same
       inference outputs to float32 rounding, no moving statistics to resume
       training with.
+    batch_norm_bits: With `fold_batch_norm`, round each folded scale and
+      offset vector to a power-of-two grid of this many binary places (1 to
+      16) below its largest magnitude, stored in about that many bits plus
+      one a channel: lossy (check the accuracy, e.g. with `python -m
+      export.tflite --compressed=... --check-samples=N`). None: exact.
 
   Returns:
     The file's sizes (`inspect_compressed(path)["sizes"]`): `latent_bytes`,
@@ -211,12 +219,22 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False):
 
   Raises:
     TypeError: if `model` is not a `LilNetXModel`.
-    ValueError: if the model cannot be stored (e.g. it has a `Lambda` layer).
+    ValueError: if the model cannot be stored (e.g. it has a `Lambda` layer),
+      or for `batch_norm_bits` out of range or without `fold_batch_norm`.
   """
   if not isinstance(model, LilNetXModel):
     raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
+  if batch_norm_bits is not None:
+    if not fold_batch_norm:
+      raise ValueError("batch_norm_bits rounds the folded batch norm: give "
+                       "fold_batch_norm=True too.")
+    if (isinstance(batch_norm_bits, bool) or
+        not isinstance(batch_norm_bits, int) or
+        not 1 <= batch_norm_bits <= grid.MAX_GRID_BITS):
+      raise ValueError(f"batch_norm_bits must be an integer in [1, "
+                       f"{grid.MAX_GRID_BITS}], got {batch_norm_bits!r}.")
   chunks = _file_chunks(model, "float16" if float16 else "float32",
-                        fold_batch_norm)
+                        fold_batch_norm, batch_norm_bits)
   atomic_write(path, chunks)
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
 

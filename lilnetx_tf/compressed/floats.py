@@ -27,6 +27,9 @@ __all__ = ["FLOAT_DTYPES", "batch_norm_scale_offset",
 FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 # Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
 _MAX_GRID_INTEGER = 2**24
+# Below this many epsilons a batch norm channel's moving variance is taken
+# for a constant input (see `fold_batch_norm_statistics`).
+_CONSTANT_VARIANCE = 1e-4
 
 
 def _grid_coded(values):
@@ -49,7 +52,7 @@ def batch_norm_scale_offset(layer):
   return scale, offset
 
 
-def fold_batch_norm_statistics(layers):
+def fold_batch_norm_statistics(layers, grid_bits=None):
   """Folds each batch norm layer's moving statistics into its scale and offset.
 
   In inference mode batch norm is `x * s + t` (`batch_norm_scale_offset`).
@@ -60,18 +63,44 @@ def fold_batch_norm_statistics(layers):
   training-mode behaviour is untouched (batch statistics), but the moving
   statistics start afresh.
 
+  With `grid_bits`, `gamma` and `beta` are then each rounded to their
+  power-of-two grid of that many binary places below their largest
+  magnitude (`grid.round_to_grid`), which `pack_floats` stores in about
+  `grid_bits` + 1 bits a channel instead of 16 or 32: lossy, each value
+  within 2**-(grid_bits + 1) of its vector's largest magnitude. A channel
+  whose input did not vary in training (variance below 1e-4 epsilon: the
+  output of a zero kernel) has a scale of up to 1/sqrt(epsilon) that
+  multiplies nothing but `x - mean`, about 0; its scale is first clipped to
+  the other channels' largest, the difference moved into its offset so that
+  the output at the mean stays the same, so that one such channel does not
+  coarsen the grid of all the others.
+
   Args:
     layers: Layers of a plain (decompressed) model; those that are not batch
       norm layers with both `center` and `scale` are left alone. Modified in
       place.
+    grid_bits: None, or the binary places (>= 1) of the grids.
   """
   for layer in layers:
     if not (isinstance(layer, tf.keras.layers.BatchNormalization) and
             layer.center and layer.scale):
       continue
     scale, offset = batch_norm_scale_offset(layer)
-    layer.gamma.assign((scale * np.sqrt(1 + layer.epsilon)).astype(np.float32))
-    layer.beta.assign(offset.astype(np.float32))
+    if grid_bits:
+      constant = layer.moving_variance.numpy() < _CONSTANT_VARIANCE * (
+          layer.epsilon)
+      if constant.any():
+        peak = np.abs(scale[~constant]).max(initial=0)
+        clipped = np.where(constant, np.clip(scale, -peak, peak), scale)
+        offset = offset + (scale - clipped) * layer.moving_mean.numpy()
+        scale = clipped
+    gamma = (scale * np.sqrt(1 + layer.epsilon)).astype(np.float32)
+    beta = offset.astype(np.float32)
+    if grid_bits:
+      gamma = grid.round_to_grid(gamma, grid_bits)
+      beta = grid.round_to_grid(beta, grid_bits)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
     layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
     layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
 
