@@ -42,7 +42,7 @@ _FOLD = flags.DEFINE_bool(
 _BN_BITS = flags.DEFINE_integer(
     "batch_norm_bits", None, "With --fold_batch_norm: round each folded "
     "scale and offset vector to a power-of-two grid of this many binary "
-    "places below its largest magnitude (about bits + 1 bits a channel "
+    "places below its largest magnitude (about bits + 2 bits a value "
     "instead of 16 or 32; lossy: check the accuracy with export.tflite "
     "--check-samples).")
 _INSPECT = flags.DEFINE_string(

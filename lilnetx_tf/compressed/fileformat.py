@@ -206,7 +206,7 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
     batch_norm_bits: With `fold_batch_norm`, round each folded scale and
       offset vector to a power-of-two grid of this many binary places (1 to
       16) below its largest magnitude, stored in about that many bits plus
-      one a channel: lossy (check the accuracy, e.g. with `python -m
+      two a value: lossy (check the accuracy, e.g. with `python -m
       export.tflite --compressed=... --check-samples=N`). None: exact.
 
   Returns:

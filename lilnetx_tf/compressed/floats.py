@@ -66,8 +66,8 @@ def fold_batch_norm_statistics(layers, grid_bits=None):
   With `grid_bits`, `gamma` and `beta` are then each rounded to their
   power-of-two grid of that many binary places below their largest
   magnitude (`grid.round_to_grid`), which `pack_floats` stores in about
-  `grid_bits` + 1 bits a channel instead of 16 or 32: lossy, each value
-  within 2**-(grid_bits + 1) of its vector's largest magnitude. A channel
+  `grid_bits` + 2 bits a value instead of 16 or 32: lossy, each value
+  within 2**-(grid_bits + 1) times its vector's largest magnitude. A channel
   whose input did not vary in training (variance below 1e-4 epsilon: the
   output of a zero kernel) has a scale of up to 1/sqrt(epsilon) that
   multiplies nothing but `x - mean`, about 0; its scale is first clipped to
