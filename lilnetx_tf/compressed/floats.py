@@ -65,7 +65,7 @@ def fold_batch_norm_statistics(layers, grid_bits=None):
 
   With `grid_bits`, `gamma` and `beta` are then each rounded to their
   power-of-two grid of that many binary places below their largest
-  magnitude (`grid.round_to_grid`), which `pack_floats` stores in about
+  magnitude (`grid.grid_ste`), which `pack_floats` stores in about
   `grid_bits` + 2 bits a value instead of 16 or 32: lossy, each value
   within 2**-(grid_bits + 1) times its vector's largest magnitude. A channel
   whose input did not vary in training (variance below 1e-4 epsilon: the
@@ -97,8 +97,9 @@ def fold_batch_norm_statistics(layers, grid_bits=None):
     gamma = (scale * np.sqrt(1 + layer.epsilon)).astype(np.float32)
     beta = offset.astype(np.float32)
     if grid_bits:
-      gamma = grid.round_to_grid(gamma, grid_bits)
-      beta = grid.round_to_grid(beta, grid_bits)
+      # The grid training puts decoders and biases on (its forward value).
+      gamma = grid.grid_ste(tf.constant(gamma), grid_bits).numpy()
+      beta = grid.grid_ste(tf.constant(beta), grid_bits).numpy()
     layer.gamma.assign(gamma)
     layer.beta.assign(beta)
     layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))

@@ -63,7 +63,8 @@ class Distillation:
     Returns:
       A scalar: weight * T^2 * the batch mean of the KL divergences (the sum
       of weighted divergences over the batch size, as Keras's losses
-      reduce), divided by the replicas in sync as Keras scales task losses.
+      reduce). Under a distribution strategy it is this replica's, which the
+      training step scales as it scales its other terms.
 
     Raises:
       ValueError: if the teacher's output shape differs from `y_pred`'s.
@@ -82,5 +83,4 @@ class Distillation:
     if sample_weight is not None:
       kl *= tf.reshape(tf.cast(sample_weight, kl.dtype), [-1])
     mean = tf.reduce_sum(kl) / tf.cast(tf.size(kl), kl.dtype)
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return self.weight * t * t * mean / replicas
+    return self.weight * t * t * mean

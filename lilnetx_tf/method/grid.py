@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = ["DEFAULT_GRID_BITS", "EXPONENTS", "MAX_GRID_BITS", "grid_ste",
-           "round_to_grid", "to_grid"]
+           "to_grid"]
 
 DEFAULT_GRID_BITS = 6
 MAX_GRID_BITS = 16
@@ -54,26 +54,6 @@ def grid_ste(x, bits):
     return x
   step = tf.pow(2.0, tf.cast(_exponent(tf.stop_gradient(x), bits), x.dtype))
   return x + tf.stop_gradient(tf.round(x / step) * step - x)
-
-
-def round_to_grid(values, bits):
-  """NumPy `grid_ste`'s forward value: `values` rounded to their grid.
-
-  Args:
-    values: A float array.
-    bits: Binary places below the largest magnitude (>= 1).
-
-  Returns:
-    A float32 array of the values rounded (half to even) to `q * 2**e`, `e`
-    as in `grid_ste`: `floor(log2(max |values|)) - bits`, within
-    `EXPONENTS`.
-  """
-  values = np.asarray(values, np.float32)
-  peak = np.abs(values).max(initial=0).astype(np.float32)
-  biased = int(peak.view(np.int32)) >> 23
-  e = min(max(biased - 127 - bits, EXPONENTS[0]), EXPONENTS[1])
-  step = np.float32(2.0**e)
-  return (np.round(values / step) * step).astype(np.float32)
 
 
 def to_grid(values, max_bits=MAX_GRID_BITS):

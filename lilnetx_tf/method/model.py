@@ -437,18 +437,18 @@ class LilNetXModel(tf.keras.Model):
     x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
     network_vars = self.network_variables()
     compression_step = self._compression_step
+    # Keras scales the task loss per replica so that summed gradients are a
+    # mean; the other terms must be scaled the same way.
+    replicas = self.distribute_strategy.num_replicas_in_sync
     with tf.GradientTape() as tape:
       y_pred = self(x, training=True)
       loss = self.compute_loss(x, y, y_pred, sample_weight)
       if self.distillation is not None:
-        loss += self.distillation.loss(x, y_pred, sample_weight)
+        loss += self.distillation.loss(x, y_pred, sample_weight) / replicas
       if compression_step:
         extra, bits_per_latent, norm_sum = self.compression_loss(
             training=True)
-        # Keras scales the task loss per replica so that summed gradients are
-        # a mean; the global terms must be scaled the same way.
-        loss += extra * (self.compression_interval /
-                         self.distribute_strategy.num_replicas_in_sync)
+        loss += extra * (self.compression_interval / replicas)
     # Only the network's variables learn from the loss: the rate term's
     # gradient to the priors would scale with lambda_rate (and vanish at 0);
     # the priors fit the latents with their own objective instead.
