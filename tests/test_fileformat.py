@@ -279,9 +279,14 @@ def test_folded_batch_norm_keeps_the_outputs_in_half_the_bytes(
   channels = sum(l.gamma.shape[0] for l in norms)
   flts = [[s["bytes"] for s in fileformat.inspect_compressed(p)["sections"]
            if s["tag"] == "FLTS"][0] for p in (full, folded)]
-  # Two float32 vectors a channel become at most two bits a channel (each
-  # vector padded to whole bytes).
-  assert flts[0] - flts[1] >= 8 * channels - channels // 2 - 2 * len(norms)
+  # Two float32 vectors a channel take no bytes: the header holds their one
+  # value each (format version 6's fills).
+  assert flts[0] - flts[1] == 8 * channels
+  fills = {(p["layer"], p["index"]): p["fill"]
+           for p in _header(folded.read_bytes())["float_params"] if "fill" in p}
+  want = {(l.name, i): v for l in norms for i, v in ((2, 0.0), (3, 1.0))}
+  want["logits", 1] = 0.0  # The untrained classifier's bias: zeros.
+  assert fills == want
   assert sizes["file_bytes"] == os.path.getsize(folded)
   images, _ = _mnist(data_dir, "test", 8)  # Real digits, CIFAR-shaped.
   x = np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
@@ -1281,11 +1286,50 @@ def test_what_the_range_coder_reports_is_a_corrupt_file(monkeypatch):
   assert isinstance(raised.value.__cause__, codec.DecodeError)
 
 
+def _filled(shape=None, grid=False, value=0.0):
+  """A header edit: float parameter 0 becomes a fill of `value`."""
+  def edit(header):
+    entry = header["float_params"][0]
+    if not grid:
+      entry.pop("grid", None)
+    entry["fill"] = value
+    if shape is not None:
+      entry["shape"] = shape
+  return edit
+
+
+def test_a_fill_reads_as_its_value_in_no_bytes(trained, saved, tmp_path):
+  """A reader-side check of `fill`, on a file the writer made without one."""
+  model, x = trained
+  data = saved[0].read_bytes()
+  entry = _header(data)["float_params"][0]
+  layer = model.network.get_layer(entry["layer"])
+  assert entry["index"] == 1 and layer.use_bias  # LeNet-5's first bias.
+  size = entry["grid"][2]
+  edited = _with_header(data, _filled(value=-0.75))
+  tag, _, body, length = _layout(edited)[-1]
+  assert tag == b"FLTS"
+  edited = _with_payload(edited, -1, edited[body + size:body + length])
+  path = tmp_path / "filled.lnx"
+  path.write_bytes(edited)
+  loaded = fileformat.load_compressed(path)
+  bias = loaded.get_layer(layer.name).weights[1].numpy()
+  assert bias.dtype == np.float32 and np.all(bias == -0.75)
+  assert bias.shape == tuple(entry["shape"])
+  # The other weights are the saved ones: layer by layer, bias set by hand.
+  original = layer.bias_variable.numpy()
+  layer.bias_variable.assign(np.full(bias.shape, -0.75, np.float32))
+  try:
+    _assert_round_trip(model, loaded, x)
+  finally:
+    layer.bias_variable.assign(original)
+
+
 def test_specific_refusals(saved, tmp_path):
   data = saved[0].read_bytes()
   cases = {
-      "newer.lnx": (_with_version(data, 6), "preamble",
-                    "reads versions up to 5"),
+      "newer.lnx": (_with_version(data, 7), "preamble",
+                    "reads versions up to 6"),
       "empty.lnx": (b"", "preamble", "empty"),
       "png.lnx": (b"\x89PNG\r\n\x1a\n" + bytes(40), "preamble",
                   "not a LilNetX file"),
@@ -1298,7 +1342,18 @@ def test_specific_refusals(saved, tmp_path):
       "many.lnx": (_with_header(data, _set(["groups", 1, "shapes", 0],
                                            [8000, 5000])),
                    "latents[dense]", "slices need at least"),
+      # A fill takes no bytes: its values count against the file's size.
+      "filled.lnx": (_with_header(data, _filled([60000, 60000])), "header",
+                     "3600000000 filled values"),
+      "fill and grid.lnx": (_with_header(data, _filled(grid=True)), "header",
+                            "invalid float parameter"),
+      "fill v5.lnx": (_with_header(_GOLDEN_V5.read_bytes(), _filled()),
+                      "header", "invalid float parameter"),
   }
+  for fill in ("0", None, True, 1, 0.1, float("nan"), float("inf"), 1e300,
+               [0.0]):  # Integers: the writer writes floats (JSON 1.0).
+    cases[f"fill {fill!r}.lnx"] = (_with_header(data, _filled(value=fill)),
+                                   "header", "invalid float parameter")
   for name, (content, section, reason) in cases.items():
     path = tmp_path / name
     path.write_bytes(content)
@@ -1435,8 +1490,11 @@ def test_cli_exports_and_inspects(trained, tmp_path):
 def test_golden_files_of_every_format_version_load_exactly():
   """Files written by past releases keep decoding to the same weights."""
   golden = json.loads((ROOT / "tests" / "data" / "golden.json").read_text())
-  assert [f["format_version"] for f in golden["files"]] == [1, 2, 3, 3, 4, 5]
-  assert sections.FORMAT_VERSION == 5  # A new version needs a golden file.
+  assert [f["format_version"] for f in golden["files"]] == [1, 2, 3, 3, 4, 5, 6]
+  assert sections.FORMAT_VERSION == 6  # A new version needs a golden file.
+  # Version 6's feature is in its golden file: fills.
+  v6 = _header((ROOT / "tests" / "data" / "golden_v6.lnx").read_bytes())
+  assert sum("fill" in p for p in v6["float_params"]) == 4
   # golden_v3_channelpad.lnx names ChannelPad's module of its day, which is
   # gone: the class is found by its registered name.
   assert importlib.util.find_spec("lilnetx_tf.models.layers") is None

@@ -105,7 +105,7 @@ def test_converted_decoded_and_stored_exactly(build, groups, macs, tmp_path):
   np.testing.assert_array_equal(plain_again(x).numpy(), expected)
   path = tmp_path / "model.lnx"
   sizes = lilnetx_tf.save_compressed(model, path)
-  assert sizes["format_version"] == 5
+  assert sizes["format_version"] == fileformat.FORMAT_VERSION
   loaded = fileformat.load_compressed(path)
   for a, b in zip(loaded.weights, plain_again.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())

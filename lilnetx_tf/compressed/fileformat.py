@@ -48,7 +48,8 @@ The sections, in this order, with nothing after the last one:
   FLTS    every other weight, in header order, C order, concatenated: as
           `float_dtype`, or, if its header entry has `grid: [e, k, n]`
           (version 5), as n bytes of the Rice code of integers q, the
-          weight being `float32(q * 2**e)`.
+          weight being `float32(q * 2**e)`; if it has `fill: x` (version
+          6), as no bytes, every element being the float32 x.
 
 The header:
 
@@ -61,9 +62,9 @@ The header:
                   pointwise kernel of a SeparableConv2D; absent before
                   version 4, meaning 0), the kernel shapes, and how DECO
                   stores the decoder (above).
-  float_params    [{layer, index, shape[, grid]}]: the FLTS tensors, weight
-                  `index` of layer `layer` (before version 5 also `name` and
-                  `dtype`, "float32"). The kernels named by `groups` are
+  float_params    [{layer, index, shape[, grid | fill]}]: the FLTS tensors,
+                  weight `index` of layer `layer` (before version 5 also
+                  `name` and `dtype`, "float32"). The kernels named by `groups` are
                   decoded from the latents with the group's matrix instead.
   architecture    the Keras model config (`model.to_json()`) of
                   `decompressed_model(model)`, from version 5 on without
@@ -73,8 +74,10 @@ The header:
 Weights on grids are those `LilNetXModel(grid_bits=...)` trains on
 (`lilnetx_tf.method.grid`: the decoders' unit matrices and the latent
 layers' biases), and any other float weight that happens to lie on a grid
-of at most 16 places (e.g. batch norm's initial ones and zeros); the writer
-finds the coarsest grid of each tensor and uses it where it is shorter.
+of at most 16 places; the writer finds the coarsest grid of each tensor and
+uses it where it is shorter. A tensor whose elements are all one finite value
+(e.g. the zero means and unit variances of folded batch norm) is a `fill`
+where the number's JSON is shorter than the tensor's floats.
 
 A reader refuses a newer format version and reads every older one; a new
 version number is due whenever a reader of the old one would misread the file.

@@ -2,14 +2,17 @@
 
 Everything but the latents: each group's decoder matrix and every weight of
 the decompressed model that is not a coded kernel (biases, batch norm, ...).
-A tensor on a power-of-two grid (`lilnetx_tf.method.grid`: what
-`LilNetXModel(grid_bits=...)` trains decoders and biases on, or e.g. batch
-norm's initial ones) is stored as the Rice code (`rice`) of its integers
-where that is shorter; any other as float32 (or float16 on request). The
+A tensor whose elements are all one value (folded batch norm's zero means
+and unit variances, a bias never trained) is stored as that value in the
+header, with no bytes in FLTS; a tensor on a power-of-two grid
+(`lilnetx_tf.method.grid`: what `LilNetXModel(grid_bits=...)` trains decoders
+and biases on) as the Rice code (`rice`) of its integers where that is
+shorter; any other as float32 (or float16 on request). The
 byte layout is in `lilnetx_tf.compressed.fileformat`. Readers check sizes
 before they decode, and raise `CorruptFileError` for what no writer makes.
 """
 
+import json
 import math
 
 import numpy as np
@@ -21,8 +24,8 @@ from lilnetx_tf.compressed.errors import reading
 from lilnetx_tf.method import grid
 
 __all__ = ["FLOAT_DTYPES", "batch_norm_scale_offset",
-           "fold_batch_norm_statistics", "pack_decoder", "pack_floats",
-           "unpack_decoder", "unpack_floats"]
+           "fold_batch_norm_statistics", "is_fill_value", "pack_decoder",
+           "pack_floats", "unpack_decoder", "unpack_floats"]
 
 FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 # Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
@@ -30,6 +33,23 @@ _MAX_GRID_INTEGER = 2**24
 # Below this many epsilons a batch norm channel's moving variance is taken
 # for a constant input (see `fold_batch_norm_statistics`).
 _CONSTANT_VARIANCE = 1e-4
+
+
+def _fill_value(values):
+  """The value every element of `values` holds, bit for bit, or None."""
+  bits = values.reshape(-1).view(np.uint32)
+  if not bits.size or np.any(bits != bits[0]):
+    return None
+  value = float(values.reshape(-1)[0])  # Exact: float64 holds any float32.
+  return value if math.isfinite(value) else None
+
+
+def is_fill_value(value):
+  """Whether a header `fill` is a finite JSON number that is a float32."""
+  if not isinstance(value, float) or not math.isfinite(value):
+    return False
+  with np.errstate(over="ignore"):
+    return float(np.float32(value)) == value
 
 
 def _grid_coded(values):
@@ -56,8 +76,8 @@ def fold_batch_norm_statistics(layers, grid_bits=None):
   """Folds each batch norm layer's moving statistics into its scale and offset.
 
   In inference mode batch norm is `x * s + t` (`batch_norm_scale_offset`).
-  The layer gets `mean = 0` and `var = 1`, constant vectors that take a bit
-  per channel on a grid (see `pack_floats`), and `gamma = s * sqrt(1 + eps)`,
+  The layer gets `mean = 0` and `var = 1`, constant vectors that the file
+  stores as one number each (see `pack_floats`), and `gamma = s * sqrt(1 + eps)`,
   `beta = t`, computed in float64: its inference outputs stay the same to
   float32 rounding, and two of its four vectors cost almost nothing. Its
   training-mode behaviour is untouched (batch statistics), but the moving
@@ -133,7 +153,12 @@ def pack_floats(layers, kernels, float_dtype):
       entry = dict(layer=layer.name, index=index, shape=list(value.shape))
       coded = _grid_coded(value)
       stored = value.astype(dtype).tobytes()
-      if coded and len(coded[2]) < len(stored):
+      fill = _fill_value(value)
+      # A fill's header entry is no longer than a grid's ([e, k, n]).
+      if fill is not None and len(json.dumps(fill)) < len(stored):
+        entry["fill"] = fill  # JSON reads a float's repr back exactly.
+        stored = b""
+      elif coded and len(coded[2]) < len(stored):
         entry["grid"] = [coded[0], coded[1], len(coded[2])]
         stored = coded[2]
       elif not np.array_equal(np.isfinite(value.astype(dtype)),
@@ -197,15 +222,17 @@ def unpack_floats(payload, params, float_dtype):
   """The float32 arrays of a FLTS payload, in `params` (header) order."""
   dtype = FLOAT_DTYPES[float_dtype]
   counts = [math.prod(p["shape"]) for p in params]
-  sizes = [p["grid"][2] if "grid" in p else n * dtype.itemsize
-           for p, n in zip(params, counts)]
+  sizes = [0 if "fill" in p else p["grid"][2] if "grid" in p
+           else n * dtype.itemsize for p, n in zip(params, counts)]
   if len(payload) != sum(sizes):
     fail("float_params", f"holds {len(payload)} bytes, the header's "
           f"{len(counts)} tensors {sum(sizes)}")
   arrays, start = [], 0
   for p, n, size in zip(params, counts, sizes):
     data = payload[start:start + size]
-    if "grid" in p:
+    if "fill" in p:
+      values = np.full(n, p["fill"], np.float32)
+    elif "grid" in p:
       values = _grid_values(data, n, p["grid"][0], p["grid"][1],
                             "float_params")
     else:

@@ -56,15 +56,17 @@ __all__ = [
 ]
 
 MAGIC = b"\x89LNX\r\n\x1a\n"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # Version 1 stored the header as plain JSON; version 2 deflates it; version 3
 # stores the coding tables as frequencies (`pack_tables`), which may be 0 for
 # values that do not occur, instead of int32 CDFs; version 4 names each
 # kernel's weight index (`weights`, for the two kernels of a separable
 # convolution) where earlier versions meant weight 0; version 5 stores weights
 # on power-of-two grids (decoders' unit matrices, biases) as Rice-coded
-# integers (`grid` entries), and float parameters without name and dtype.
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# integers (`grid` entries), and float parameters without name and dtype;
+# version 6 stores a float parameter whose elements are all one value as that
+# value (`fill` entries), with no bytes.
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 # The weight indices a kernel may have (a separable convolution's pointwise
 # kernel is its weight 1).
 _MAX_KERNEL_INDEX = 1
@@ -82,10 +84,11 @@ _MAX_NAME = 1024
 # A range-coded string may hold a few bits less than the self-information of
 # its symbols (its final bytes are implicit).
 _CODER_SLACK_BITS = 64
-# Very peaked tables code a latent in a tiny fraction of a bit. So that a small
-# file cannot make the reader allocate gigabytes anyway, a file may declare at
-# most this many latents per byte of its size (1/512 bit per latent on
-# average), or `_MIN_LATENT_ALLOWANCE` latents whatever its size.
+# Very peaked tables code a latent in a tiny fraction of a bit, and a filled
+# float parameter takes no bytes at all. So that a small file cannot make the
+# reader allocate gigabytes anyway, a file may declare at most this many
+# latents and filled values together per byte of its size (1/512 bit each on
+# average), or `_MIN_LATENT_ALLOWANCE` whatever its size.
 _LATENTS_PER_BYTE = 4096
 _MIN_LATENT_ALLOWANCE = 2**24
 
@@ -186,7 +189,9 @@ def _check_float_params(value, kernels, version):
             _is_int(p.get("index"), 0, 10**4) and
             (version >= 5 or (_is_name(p.get("name")) and
                               p.get("dtype") == "float32")) and
-            ("grid" not in p or (version >= 5 and _is_grid(p["grid"], 3)))):
+            ("grid" not in p or (version >= 5 and _is_grid(p["grid"], 3))) and
+            ("fill" not in p or (version >= 6 and "grid" not in p and
+                                 floats_lib.is_fill_value(p["fill"])))):
       fail("header", f"invalid float parameter {str(p)[:200]}")
     _check_shape(p.get("shape"), f"weight {p['index']} of {p['layer']!r}", 0)
     key = (p["layer"], p["index"])
@@ -354,10 +359,12 @@ def parse(data):
   header = _unpack_header(head, version)
   _check_header(header, version)
   latents = sum(math.prod(s) for g in header["groups"] for s in g["shapes"])
+  filled = sum(math.prod(p["shape"]) for p in header["float_params"]
+               if "fill" in p)
   allowance = max(_MIN_LATENT_ALLOWANCE, _LATENTS_PER_BYTE * len(data))
-  if latents > allowance:
-    fail("header", f"declares {latents} latents, more than a file of "
-          f"{len(data)} bytes may hold ({allowance})")
+  if latents + filled > allowance:
+    fail("header", f"declares {latents} latents and {filled} filled values, "
+          f"more than a file of {len(data)} bytes may hold ({allowance})")
   groups = [_read_group(reader, g, version) for g in header["groups"]]
   floats = _read_floats(reader, header)
   if reader.pos != len(data):
