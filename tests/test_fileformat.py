@@ -143,8 +143,19 @@ def test_sizes(trained, saved):
   assert [s["tag"] for s in info["sections"]] == [
       "HEAD", "TABL", "DECO", "LATS", "TABL", "DECO", "LATS", "FLTS"]
   # The header (mostly the architecture) is deflated: a fraction of its JSON.
-  head_json = json.dumps(_header(path.read_bytes()), separators=(",", ":"))
+  header = _header(path.read_bytes())
+  head_json = json.dumps(header, separators=(",", ":"))
   assert info["sections"][0]["bytes"] < 0.4 * len(head_json)
+  # Layer entries name their layer once, in their config (version 6); the
+  # loaded model has the trained network's names and graph all the same.
+  entries = header["architecture"]["config"]["layers"]
+  assert not any("name" in e for e in entries)
+  assert [e["config"]["name"] for e in entries] == [
+      l.name for l in model.network.layers]
+  loaded = fileformat.load_compressed(path)
+  assert [l.name for l in loaded.layers] == [l.name for l in model.network.layers]
+  assert json.loads(loaded.to_json())["config"]["output_layers"] == json.loads(
+      model.network.to_json())["config"]["output_layers"]
 
 
 def _as_old_version(model, data, version):
@@ -156,6 +167,7 @@ def _as_old_version(model, data, version):
   """
   header = _header(data)
   header["format_version"] = version
+  architecture.with_layer_names(header["architecture"])  # Version 6's.
   parts = [None]  # The header, once the groups' cdf_length are set.
   symbols = codec.group_symbols(model)
   for p in header["float_params"]:  # Names and float32 values before v5.
@@ -484,7 +496,7 @@ def _header_edits():
       "inbound node index": lambda h: _layers(h)[2]["inbound_nodes"][0][0]
                                       .__setitem__(1, 1),
       "layer cycle": lambda h: _layers(h)[1].update(
-          inbound_nodes=[[[_layers(h)[-1]["name"], 0, 0, {}]]]),
+          inbound_nodes=[[[_layers(h)[-1]["config"]["name"], 0, 0, {}]]]),
       "second output as a keyword argument": lambda h: _layers(h)[2][
           "inbound_nodes"][0][0].__setitem__(3, {"mask": ["conv1", 0, 1]}),
       "output node index": _set(["architecture", "config", "output_layers",
@@ -502,6 +514,13 @@ def _header_edits():
           module="keras.mixed_precision", class_name="Policy",
           config=dict(name="mixed_float16"), registered_name=None)),
       "header list": lambda h: h.clear(),
+      # Version 6 entries take their config's name; without one, none.
+      "layer config without a name": lambda h: _layers(h)[2]["config"].pop(
+          "name"),
+      "layer config name a number": _set(["architecture", "config", "layers",
+                                          2, "config", "name"], 7),
+      "layer entry config a list": _set(["architecture", "config", "layers",
+                                         2, "config"], []),
   }
 
 
@@ -1241,8 +1260,8 @@ def test_graphs_keras_rebuilds_are_accepted(tmp_path):
   # MultiHeadAttention makes its weights inside its call, where Keras turns
   # the reader's refusal into an exception of its own.
   huge = _with_header(path.read_bytes(), lambda h: [
-      l for l in _layers(h) if l["name"] == "attention"][0]["config"].update(
-          num_heads=10**6))
+      l for l in _layers(h) if l["config"]["name"] == "attention"][0][
+          "config"].update(num_heads=10**6))
   with pytest.raises(CorruptFileError, match="more weights than the file"):
     fileformat.load_compressed_bytes(huge)
 
@@ -1495,6 +1514,7 @@ def test_golden_files_of_every_format_version_load_exactly():
   # Version 6's feature is in its golden file: fills.
   v6 = _header((ROOT / "tests" / "data" / "golden_v6.lnx").read_bytes())
   assert sum("fill" in p for p in v6["float_params"]) == 4
+  assert not any("name" in l for l in v6["architecture"]["config"]["layers"])
   # golden_v3_channelpad.lnx names ChannelPad's module of its day, which is
   # gone: the class is found by its registered name.
   assert importlib.util.find_spec("lilnetx_tf.models.layers") is None

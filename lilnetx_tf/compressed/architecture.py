@@ -26,7 +26,8 @@ import tensorflow as tf
 from lilnetx_tf import channel_pad
 
 __all__ = ["MAX_DEPTH", "MAX_LAYERS", "architecture_problem",
-           "compact_architecture", "without_custom_modules"]
+           "compact_architecture", "with_layer_names", "without_custom_modules",
+           "without_layer_names"]
 
 # Far above any real model; keeps a hostile header from making readers loop.
 MAX_LAYERS = 20_000
@@ -395,3 +396,53 @@ def compact_architecture(config):
     with the same config as `config`'s, but for default initializers.
   """
   return _compact_layer(config, False)
+
+
+def _functional_layer_lists(config):
+  """The `layers` lists of every functional model in a config, nested too."""
+  stack = [config]
+  while stack:
+    obj = stack.pop()
+    if isinstance(obj, dict):
+      inner = obj.get("config")
+      if (obj.get("class_name") in _MODELS and isinstance(inner, dict) and
+          "input_layers" in inner and isinstance(inner.get("layers"), list)):
+        yield inner["layers"]
+      stack.extend(obj.values())
+    elif isinstance(obj, list):
+      stack.extend(obj)
+
+
+def without_layer_names(config):
+  """A copy of a model config without its functional layers' entry names.
+
+  Keras writes each layer of a functional model's config with its name twice:
+  in the entry, by which the graph's nodes refer to it, and in the layer's
+  own config. The entry's copy is a sixth of a deflated ResNet-20 header.
+  `with_layer_names` puts it back.
+  """
+  config = copy.deepcopy(config)
+  for layers in _functional_layer_lists(config):
+    for entry in layers:
+      if entry.get("name") == entry["config"].get("name"):
+        del entry["name"]
+  return config
+
+
+def with_layer_names(config):
+  """Gives each functional layer entry without a name its config's name.
+
+  Reverses `without_layer_names`, in place. Reads untrusted headers: where
+  the config has another shape than Keras's, it is left as it is, for
+  `architecture_problem` to refuse.
+
+  Returns:
+    `config`.
+  """
+  for layers in _functional_layer_lists(config):
+    for entry in layers:
+      if (isinstance(entry, dict) and "name" not in entry and
+          isinstance(entry.get("config"), dict) and
+          "name" in entry["config"]):
+        entry["name"] = entry["config"]["name"]
+  return config

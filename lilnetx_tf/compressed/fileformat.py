@@ -69,7 +69,10 @@ The header:
   architecture    the Keras model config (`model.to_json()`) of
                   `decompressed_model(model)`, from version 5 on without
                   what Keras rebuilds by itself
-                  (`architecture.compact_architecture`).
+                  (`architecture.compact_architecture`), from version 6 on
+                  also without the `name` of a functional model's layer
+                  entry, which is its config's `name`
+                  (`architecture.without_layer_names`).
 
 Weights on grids are those `LilNetXModel(grid_bits=...)` trains on
 (`lilnetx_tf.method.grid`: the decoders' unit matrices and the latent
@@ -95,6 +98,7 @@ from lilnetx_tf.compressed import tables
 from lilnetx_tf.compressed.architecture import architecture_problem
 from lilnetx_tf.compressed.architecture import compact_architecture
 from lilnetx_tf.compressed.architecture import without_custom_modules
+from lilnetx_tf.compressed.architecture import without_layer_names
 from lilnetx_tf.compressed.sections import CorruptFileError
 from lilnetx_tf.compressed.sections import FORMAT_VERSION
 from lilnetx_tf.compressed.sections import MAGIC
@@ -179,7 +183,8 @@ def _file_chunks(model, float_dtype, fold_batch_norm, batch_norm_bits):
       groups[-1]["decoder"] = decoder
   header = dict(format_version=FORMAT_VERSION, float_dtype=float_dtype,
                 groups=groups, float_params=entries,
-                architecture=compact_architecture(architecture))
+                architecture=without_layer_names(
+                    compact_architecture(architecture)))
   parts = [(b"HEAD", sections.pack_header(header))]
   for c, (_, deco) in zip(coded, decoders):
     parts += [(b"TABL", tables.pack_tables(c.cdf, c.cdf_offset)),

@@ -31,6 +31,7 @@ from lilnetx_tf.compressed import floats as floats_lib
 from lilnetx_tf.compressed import rice
 from lilnetx_tf.compressed.architecture import MAX_LAYERS
 from lilnetx_tf.compressed.architecture import architecture_problem
+from lilnetx_tf.compressed.architecture import with_layer_names
 from lilnetx_tf.compressed.dictionary import HEADER_DICTIONARY
 from lilnetx_tf.compressed.errors import CorruptFileError
 from lilnetx_tf.compressed.errors import fail
@@ -65,7 +66,8 @@ FORMAT_VERSION = 6
 # on power-of-two grids (decoders' unit matrices, biases) as Rice-coded
 # integers (`grid` entries), and float parameters without name and dtype;
 # version 6 stores a float parameter whose elements are all one value as that
-# value (`fill` entries), with no bytes.
+# value (`fill` entries), with no bytes, and a functional model's layer
+# entries without the name their config repeats (`without_layer_names`).
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 # The weight indices a kernel may have (a separable convolution's pointwise
 # kernel is its weight 1).
@@ -289,14 +291,21 @@ def pack_header(header):
 
 
 def _unpack_header(payload, version):
-  """The header dict of a HEAD payload (JSON, deflated from version 2 on)."""
+  """The header dict of a HEAD payload (JSON, deflated from version 2 on).
+
+  From version 6 on, the architecture's functional layer entries get back
+  their names (`with_layer_names`).
+  """
   if version >= 2:
     payload = inflate(payload, MAX_HEADER_BYTES, "header",
                       HEADER_DICTIONARY if version >= 5 else b"")
   # Bad UTF-8 and JSON are ValueErrors, and so are integers of more digits
   # than Python converts; JSON nested too deep exhausts the parser's stack.
   with reading("header", (ValueError, RecursionError)):
-    return json.loads(bytes(payload).decode("utf-8"))
+    header = json.loads(bytes(payload).decode("utf-8"))
+  if version >= 6 and isinstance(header, dict):
+    with_layer_names(header.get("architecture"))
+  return header
 
 
 def _read_group(reader, group, version):
