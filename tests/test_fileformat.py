@@ -320,6 +320,14 @@ def test_folded_batch_norm_keeps_the_outputs_in_half_the_bytes(
            if s["tag"] == "FLTS"][0] for p in (folded, gridded)]
   # Two float32 vectors a channel become about 2 x 10 bits (Rice coded).
   assert flts[0] - flts[1] >= (64 - 2 * 11) * channels // 8
+  # The scales, all positive, are coded less an offset: their integers'
+  # rounded median, computed here from the loaded values.
+  offsets = {p["layer"]: p["grid"] for p in _header(gridded.read_bytes())[
+      "float_params"] if p["index"] == 0 and len(p.get("grid", ())) == 4}
+  assert len(offsets) >= len(norms) // 2
+  for name, (exponent, _, _, offset) in offsets.items():
+    q = loaded.get_layer(name).gamma.numpy().astype(np.float64) / 2.0**exponent
+    assert offset == round(float(np.median(q))) > 0
   np.testing.assert_allclose(loaded(x).numpy(), want,
                              atol=0.05 * np.abs(want).max())
   # A channel of constant input (variance 0: a zero kernel's) has its scale
@@ -1344,6 +1352,24 @@ def test_a_fill_reads_as_its_value_in_no_bytes(trained, saved, tmp_path):
     layer.bias_variable.assign(original)
 
 
+def test_a_grid_offset_is_added_to_its_integers(saved, tmp_path):
+  """A reader-side check of grid offsets, on an offset the writer left out."""
+  data = saved[0].read_bytes()
+  entry = _header(data)["float_params"][0]
+  exponent = entry["grid"][0]
+  assert len(entry["grid"]) == 3  # Biases centre on zero: no offset.
+  edited = _with_header(data, lambda h: h["float_params"][0]["grid"].append(
+      -3))
+  path = tmp_path / "offset.lnx"
+  path.write_bytes(edited)
+  layer = entry["layer"]
+  want = fileformat.load_compressed(saved[0]).get_layer(layer).weights[
+      entry["index"]].numpy().astype(np.float64) - 3 * 2.0**exponent
+  got = fileformat.load_compressed(path).get_layer(layer).weights[
+      entry["index"]].numpy()
+  np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
 def test_specific_refusals(saved, tmp_path):
   data = saved[0].read_bytes()
   cases = {
@@ -1369,6 +1395,16 @@ def test_specific_refusals(saved, tmp_path):
       "fill v5.lnx": (_with_header(_GOLDEN_V5.read_bytes(), _filled()),
                       "header", "invalid float parameter"),
   }
+  for offset in (2**24 + 1, -2**24 - 1, 1.0, "1", None, True):
+    cases[f"grid offset {offset!r}.lnx"] = (
+        _with_header(data, lambda h, o=offset: h["float_params"][0][
+            "grid"].append(o)), "header", "invalid float parameter")
+  cases["grid of 5.lnx"] = (_with_header(data, lambda h: h["float_params"][0][
+      "grid"].extend([1, 1])), "header", "invalid float parameter")
+  cases["grid offset v5.lnx"] = (_with_header(
+      _GOLDEN_V5.read_bytes(), lambda h: [
+          p for p in h["float_params"] if "grid" in p][0]["grid"].append(1)),
+                                 "header", "invalid float parameter")
   for fill in ("0", None, True, 1, 0.1, float("nan"), float("inf"), 1e300,
                [0.0]):  # Integers: the writer writes floats (JSON 1.0).
     cases[f"fill {fill!r}.lnx"] = (_with_header(data, _filled(value=fill)),

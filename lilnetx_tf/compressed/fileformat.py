@@ -48,8 +48,9 @@ The sections, in this order, with nothing after the last one:
   FLTS    every other weight, in header order, C order, concatenated: as
           `float_dtype`, or, if its header entry has `grid: [e, k, n]`
           (version 5), as n bytes of the Rice code of integers q, the
-          weight being `float32(q * 2**e)`; if it has `fill: x` (version
-          6), as no bytes, every element being the float32 x.
+          weight being `float32(q * 2**e)` (`grid: [e, k, n, o]`, version
+          6: of integers q - o); if it has `fill: x` (version 6), as no
+          bytes, every element being the float32 x.
 
 The header:
 

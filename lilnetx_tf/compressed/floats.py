@@ -23,13 +23,13 @@ from lilnetx_tf.compressed.errors import fail
 from lilnetx_tf.compressed.errors import reading
 from lilnetx_tf.method import grid
 
-__all__ = ["FLOAT_DTYPES", "batch_norm_scale_offset",
+__all__ = ["FLOAT_DTYPES", "MAX_GRID_INTEGER", "batch_norm_scale_offset",
            "fold_batch_norm_statistics", "is_fill_value", "pack_decoder",
            "pack_floats", "unpack_decoder", "unpack_floats"]
 
 FLOAT_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 # Integers of a grid weight: float32 holds `q * 2**e` exactly below 2**24.
-_MAX_GRID_INTEGER = 2**24
+MAX_GRID_INTEGER = 2**24
 # Below this many epsilons a batch norm channel's moving variance is taken
 # for a constant input (see `fold_batch_norm_statistics`).
 _CONSTANT_VARIANCE = 1e-4
@@ -52,14 +52,25 @@ def is_fill_value(value):
     return float(np.float32(value)) == value
 
 
-def _grid_coded(values):
-  """`(exponent, k, Rice bytes)` of values on a grid, or None if off one."""
+def _grid_coded(values, offset=False):
+  """`(exponent, k, Rice bytes, offset)` of values on a grid, or None if off.
+
+  With `offset`, the integers may be coded less their rounded median, where
+  that is shorter: the vectors of like values that do not centre on zero
+  (folded batch norm scales, at about 1.2 bits a value less).
+  """
   on_grid = grid.to_grid(values)
   if on_grid is None:
     return None
   q, exponent = on_grid
   k, data = rice.encode(q)
-  return exponent, k, data
+  if offset and q.size:
+    median = int(np.round(np.median(q)))
+    k_less, data_less = rice.encode(q - median)
+    # The offset costs its digits and a comma in the header.
+    if median and len(data_less) + len(str(median)) + 1 < len(data):
+      return exponent, k_less, data_less, median
+  return exponent, k, data, 0
 
 
 def batch_norm_scale_offset(layer):
@@ -151,7 +162,7 @@ def pack_floats(layers, kernels, float_dtype):
                          "compressed format stores float32 weights only.")
       value = weight.numpy()
       entry = dict(layer=layer.name, index=index, shape=list(value.shape))
-      coded = _grid_coded(value)
+      coded = _grid_coded(value, offset=True)
       stored = value.astype(dtype).tobytes()
       fill = _fill_value(value)
       # A fill's header entry is no longer than a grid's ([e, k, n]).
@@ -159,7 +170,8 @@ def pack_floats(layers, kernels, float_dtype):
         entry["fill"] = fill  # JSON reads a float's repr back exactly.
         stored = b""
       elif coded and len(coded[2]) < len(stored):
-        entry["grid"] = [coded[0], coded[1], len(coded[2])]
+        entry["grid"] = [coded[0], coded[1], len(coded[2])] + (
+            [coded[3]] if coded[3] else [])
         stored = coded[2]
       elif not np.array_equal(np.isfinite(value.astype(dtype)),
                               np.isfinite(value)):
@@ -183,13 +195,13 @@ def pack_decoder(decoder):
   return None, matrix.tobytes()
 
 
-def _grid_values(data, count, exponent, k, section):
-  """float32 `q * 2**exponent` of `count` Rice-coded integers `q`."""
+def _grid_values(data, count, exponent, k, section, offset=0):
+  """float32 `q * 2**exponent` of `count` integers `q - offset`, Rice coded."""
   if count > 8 * len(data):  # Each value takes at least one bit.
     fail(section, f"{len(data)} bytes cannot hold {count} grid values")
   with reading(section, (rice.RiceError,)):
-    q = rice.decode(data, count, k)
-  if count and np.abs(q).max() >= _MAX_GRID_INTEGER:
+    q = rice.decode(data, count, k) + offset
+  if count and np.abs(q).max() >= MAX_GRID_INTEGER:
     fail(section, "a grid value is not a float32")
   return (q * 2.0**exponent).astype(np.float32)
 
@@ -234,7 +246,7 @@ def unpack_floats(payload, params, float_dtype):
       values = np.full(n, p["fill"], np.float32)
     elif "grid" in p:
       values = _grid_values(data, n, p["grid"][0], p["grid"][1],
-                            "float_params")
+                            "float_params", *p["grid"][3:])
     else:
       values = np.frombuffer(data, dtype).astype(np.float32)
     arrays.append(values.reshape(p["shape"]))

@@ -66,7 +66,8 @@ FORMAT_VERSION = 6
 # on power-of-two grids (decoders' unit matrices, biases) as Rice-coded
 # integers (`grid` entries), and float parameters without name and dtype;
 # version 6 stores a float parameter whose elements are all one value as that
-# value (`fill` entries), with no bytes, and a functional model's layer
+# value (`fill` entries), with no bytes, a grid's integers less an offset
+# (a fourth `grid` entry), and a functional model's layer
 # entries without the name their config repeats (`without_layer_names`).
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 # The weight indices a kernel may have (a separable convolution's pointwise
@@ -181,6 +182,14 @@ def _is_grid(value, length):
           all(_is_int(v, 0, _MAX_DIM) for v in value[2:]))
 
 
+def _is_offset_grid(value):
+  """Whether `value` is `[exponent, Rice parameter, bytes, offset]`."""
+  return (isinstance(value, list) and len(value) == 4 and
+          _is_grid(value[:3], 3) and
+          _is_int(value[3], -floats_lib.MAX_GRID_INTEGER,
+                  floats_lib.MAX_GRID_INTEGER))
+
+
 def _check_float_params(value, kernels, version):
   if not (isinstance(value, list) and len(value) <= _MAX_FLOAT_PARAMS):
     fail("header", "`float_params` must be a list of at most "
@@ -191,7 +200,8 @@ def _check_float_params(value, kernels, version):
             _is_int(p.get("index"), 0, 10**4) and
             (version >= 5 or (_is_name(p.get("name")) and
                               p.get("dtype") == "float32")) and
-            ("grid" not in p or (version >= 5 and _is_grid(p["grid"], 3))) and
+            ("grid" not in p or (version >= 5 and _is_grid(p["grid"], 3)) or
+             (version >= 6 and _is_offset_grid(p["grid"]))) and
             ("fill" not in p or (version >= 6 and "grid" not in p and
                                  floats_lib.is_fill_value(p["fill"])))):
       fail("header", f"invalid float parameter {str(p)[:200]}")
