@@ -150,10 +150,10 @@ def test_sizes(trained, saved):
   # loaded model has the trained network's names and graph all the same.
   entries = header["architecture"]["config"]["layers"]
   assert not any("name" in e for e in entries)
-  assert [e["config"]["name"] for e in entries] == [
-      l.name for l in model.network.layers]
+  names = [l.name for l in model.network.layers]
+  assert [e["config"]["name"] for e in entries] == names
   loaded = fileformat.load_compressed(path)
-  assert [l.name for l in loaded.layers] == [l.name for l in model.network.layers]
+  assert [l.name for l in loaded.layers] == names
   assert json.loads(loaded.to_json())["config"]["output_layers"] == json.loads(
       model.network.to_json())["config"]["output_layers"]
 

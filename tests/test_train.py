@@ -206,8 +206,15 @@ def test_init_weights_starts_latents_from_a_float_model(tmp_path):
   for got, want in zip(term.teacher.get_weights(),
                        float_model.get_weights()):
     np.testing.assert_array_equal(got, want)
+  # A teacher for other data is refused before training, not at its step.
+  models.build_model("lenet_300_100", info.input_shape, 5).save(
+      str(tmp_path / "five.keras"))
+  models.build_model("lenet_300_100", (28, 28, 3), info.num_classes).save(
+      str(tmp_path / "rgb.keras"))
   for bad, match in (("lilnetx.keras", "holds a LilNetX model"),
-                     ("missing.keras", "config.teacher: no file")):
+                     ("missing.keras", "config.teacher: no file"),
+                     ("five.keras", r"to outputs \(None, 5\)"),
+                     ("rgb.keras", r"inputs \(None, 28, 28, 3\)")):
     config.teacher = str(tmp_path / bad)
     with pytest.raises(registry.ConfigError, match=match):
       registry.build_model(config, info, 1)

@@ -144,8 +144,7 @@ def build_model(config, info, steps_per_epoch, resuming=False):
   """
   try:
     model = _network(config, info, resuming)
-    teacher = (_load_float_model(config.teacher, "config.teacher")
-               if config.teacher else None)
+    teacher = _load_teacher(config.teacher, info) if config.teacher else None
   except ValueError as e:
     raise ConfigError(str(e)) from e
   schedule = warmup_cosine_decay(
@@ -193,6 +192,25 @@ def _load_float_model(path, field):
     raise ValueError(f"{field}: {path!r} holds a LilNetX model; "
                      "give a float model (a vanilla run's model.keras).")
   return trained
+
+
+def _load_teacher(path, info):
+  """The float teacher saved at `path`, if it fits the run's data.
+
+  Raises:
+    ValueError: if there is no such file, it holds a LilNetX model, or its
+      inputs or class count differ from the dataset's.
+  """
+  teacher = _load_float_model(path, "config.teacher")
+  inputs, outputs = teacher.input_shape, teacher.output_shape
+  if not (isinstance(inputs, tuple) and isinstance(outputs, tuple) and
+          tf.TensorShape(inputs[1:]).is_compatible_with(info.input_shape) and
+          tf.TensorShape(outputs).is_compatible_with((None, info.num_classes))):
+    raise ValueError(
+        f"config.teacher: {path!r} maps inputs {inputs} to outputs "
+        f"{outputs}; this run's data needs {(None, *info.input_shape)} to "
+        f"{(None, info.num_classes)} (logits).")
+  return teacher
 
 
 def _load_float_weights(network, path):

@@ -65,8 +65,9 @@ The header:
                   stores the decoder (above).
   float_params    [{layer, index, shape[, grid | fill]}]: the FLTS tensors,
                   weight `index` of layer `layer` (before version 5 also
-                  `name` and `dtype`, "float32"). The kernels named by `groups` are
-                  decoded from the latents with the group's matrix instead.
+                  `name` and `dtype`, "float32"). The kernels named by
+                  `groups` are decoded from the latents with the group's
+                  matrix instead.
   architecture    the Keras model config (`model.to_json()`) of
                   `decompressed_model(model)`, from version 5 on without
                   what Keras rebuilds by itself

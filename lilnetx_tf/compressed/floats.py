@@ -6,10 +6,11 @@ A tensor whose elements are all one value (folded batch norm's zero means
 and unit variances, a bias never trained) is stored as that value in the
 header, with no bytes in FLTS; a tensor on a power-of-two grid
 (`lilnetx_tf.method.grid`: what `LilNetXModel(grid_bits=...)` trains decoders
-and biases on) as the Rice code (`rice`) of its integers where that is
-shorter; any other as float32 (or float16 on request). The
-byte layout is in `lilnetx_tf.compressed.fileformat`. Readers check sizes
-before they decode, and raise `CorruptFileError` for what no writer makes.
+and biases on) as the Rice code (`rice`) of its integers (less their median
+where that is shorter) where that is shorter than its floats; any other as
+float32 (or float16 on request). The byte layout is in
+`lilnetx_tf.compressed.fileformat`. Readers check sizes before they decode,
+and raise `CorruptFileError` for what no writer makes.
 """
 
 import json
@@ -57,7 +58,7 @@ def _grid_coded(values, offset=False):
 
   With `offset`, the integers may be coded less their rounded median, where
   that is shorter: the vectors of like values that do not centre on zero
-  (folded batch norm scales, at about 1.2 bits a value less).
+  (folded batch norm scales: about a bit a value less).
   """
   on_grid = grid.to_grid(values)
   if on_grid is None:
@@ -88,9 +89,10 @@ def fold_batch_norm_statistics(layers, grid_bits=None):
 
   In inference mode batch norm is `x * s + t` (`batch_norm_scale_offset`).
   The layer gets `mean = 0` and `var = 1`, constant vectors that the file
-  stores as one number each (see `pack_floats`), and `gamma = s * sqrt(1 + eps)`,
-  `beta = t`, computed in float64: its inference outputs stay the same to
-  float32 rounding, and two of its four vectors cost almost nothing. Its
+  stores as one number each (see `pack_floats`), and
+  `gamma = s * sqrt(1 + eps)`, `beta = t`, computed in float64: its
+  inference outputs stay the same to float32 rounding, and two of its four
+  vectors cost almost nothing. Its
   training-mode behaviour is untouched (batch statistics), but the moving
   statistics start afresh.
 
