@@ -33,6 +33,10 @@ same epoch budget, as
    the trained baseline (`config.init_weights`: the latents start as its
    kernels), as the tfmot pipelines start from it, at the task's fine-tuning
    rate weights and learning rate.
+5. On request (`--pipelines=...,lilnetx_distill`): the same fine-tune for
+   the whole budget, distilled from the trained baseline (`config.teacher`),
+   at the task's distillation rate weights and learning rate: the recipe
+   that met the CIFAR-10 target (docs/benchmarks.md).
 
 Epoch budget, with E the task config's epochs (or --epochs):
 * baseline and LilNetX: E epochs from scratch;
@@ -44,7 +48,7 @@ Epoch budget, with E the task config's epochs (or --epochs):
 * clustering and pruning-preserving clustering: ceil(E / 10) epochs of
   fine-tuning (the guides use one to three epochs);
 * LilNetX fine-tuning: ceil(E / 3) epochs of the trained baseline, the
-  learning rate warming up over the first.
+  learning rate warming up over the first; distilled, E epochs.
 The pruned, clustered and fine-tuned LilNetX models have therefore seen
 more than E epochs in all; their training time column is cumulative
 (baseline plus fine-tuning), that is what it costs a user to obtain them.
@@ -149,11 +153,13 @@ _DC = "Deep Compression (Han et al., 2016)"
 TASKS = {
     "mnist_lenet5": dict(
         config=mnist_lenet5, rates=(1.0, 2.0, 4.0), finetune=((2.0,), 1e-2),
+        distill=((2.0,), 1e-2),
         data_dir=_DATA_ROOT / "mnist",
         quoted=((_EPR, "LeNet-5-Caffe", 2840, 0.010),
                 (_DC, "LeNet-5", 44000, 0.0074))),
     "mnist_lenet300": dict(
         config=mnist_lenet300, rates=(0.5, 0.7, 1.0), finetune=((0.7,), 1e-2),
+        distill=((0.7,), 1e-2),
         # The float network at the default rate; LilNetX's latents train at
         # the config's 2e-2.
         baseline_learning_rate=1e-2,
@@ -164,6 +170,7 @@ TASKS = {
         config=cifar10_resnet20, rates=(3.0, 8.0, 20.0), width=1,
         # --pipelines=lilnetx_finetune: rate weights, learning rate.
         finetune=((10.0, 30.0), 3e-2),
+        distill=((4.5,), 2e-2),
         # The float network at the default rate; LilNetX's latents train at
         # the config's 6e-2.
         baseline_learning_rate=1e-2,
@@ -187,11 +194,11 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "lilnetx_compare/<task> directory under the system temp directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of every pipeline.")
 _DEFAULT_PIPELINES = ("baseline", "tfmot", "lilnetx")
-_PIPELINES = _DEFAULT_PIPELINES + ("lilnetx_finetune",)
+_PIPELINES = _DEFAULT_PIPELINES + ("lilnetx_finetune", "lilnetx_distill")
 _SELECTED = flags.DEFINE_list(
     "pipelines", list(_DEFAULT_PIPELINES), "Which pipelines run, of "
-    f"{', '.join(_PIPELINES)} (tfmot and lilnetx_finetune start from the "
-    "baseline's model, which they train if needed).")
+    f"{', '.join(_PIPELINES)} (tfmot and the LilNetX fine-tunes start from "
+    "the baseline's model, which they train if needed).")
 _RATES = flags.DEFINE_list(
     "rates", None, "LilNetX rate weights (lambda_I); default the task's.")
 _RESUME = flags.DEFINE_bool(
@@ -483,19 +490,27 @@ class _Bench:
     self._add_lilnetx_row(config, f"lilnetx_lambda{rate:g}",
                           f"LilNetX lambda_I={rate:g}", 0.0)
 
-  def lilnetx_finetune(self, rate, learning_rate):
-    """Fine-tunes the trained baseline with LilNetX at rate weight `rate`."""
+  def lilnetx_finetune(self, rate, learning_rate, distill=False):
+    """Fine-tunes the trained baseline with LilNetX at rate weight `rate`.
+
+    With `distill`, for the whole budget instead of a third, with the
+    baseline as teacher.
+    """
     self.train_baseline()
     config = self.config.copy_and_resolve_references()
     config.lambda_rate = float(rate)
     config.learning_rate = learning_rate
     config.init_weights = str(self.baseline_path)
-    run_configs.with_budget(config, finetune_epochs(self.config.epochs))
+    run_configs.with_budget(config, self.config.epochs if distill
+                            else finetune_epochs(self.config.epochs))
     config.warmup_epochs = 1
+    if distill:
+      config.teacher = config.init_weights
+    kind = "distill" if distill else "finetune"
     self._add_lilnetx_row(
-        config, f"lilnetx_finetune_lambda{rate:g}",
-        f"baseline + LilNetX fine-tune lambda_I={rate:g}",
-        self.baseline_seconds)
+        config, f"lilnetx_{kind}_lambda{rate:g}",
+        f"baseline + LilNetX {'distilled ' if distill else ''}fine-tune "
+        f"lambda_I={rate:g}", self.baseline_seconds)
 
   def _add_lilnetx_row(self, config, name, label, earlier_seconds):
     """Trains `config` in `out/name` and adds its row."""
@@ -706,12 +721,13 @@ def main(argv):
   if "lilnetx" in _SELECTED.value:
     pipelines += [(f"lilnetx_lambda{rate:g}",
                    functools.partial(bench.lilnetx, rate)) for rate in rates]
-  if "lilnetx_finetune" in _SELECTED.value:
-    finetune_rates, learning_rate = spec["finetune"]
-    pipelines += [(f"lilnetx_finetune_lambda{rate:g}",
-                   functools.partial(bench.lilnetx_finetune, rate,
-                                     learning_rate))
-                  for rate in finetune_rates]
+  for kind in ("finetune", "distill"):
+    if f"lilnetx_{kind}" in _SELECTED.value:
+      finetune_rates, learning_rate = spec[kind]
+      pipelines += [(f"lilnetx_{kind}_lambda{rate:g}",
+                     functools.partial(bench.lilnetx_finetune, rate,
+                                       learning_rate, kind == "distill"))
+                    for rate in finetune_rates]
   for i, (name, function) in enumerate(pipelines):
     bench.run_pipeline(name, function)
     result = _write_result(bench, spec, config, task, out, start,

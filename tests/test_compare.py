@@ -99,13 +99,22 @@ def test_quick_comparison_runs_every_pipeline(data_dir, tmp_path):
   (out / "rows" / "lilnetx_lambda4.json").unlink()
   result, output = _compare(
       data_dir, out, "--resume",
-      "--pipelines=baseline,tfmot,lilnetx,lilnetx_finetune")
+      "--pipelines=baseline,tfmot,lilnetx,lilnetx_finetune,lilnetx_distill")
   assert result.returncode == 0, output
   assert result.stdout.count("kept from the earlier run") == 5, output
   with open(out / "compare_mnist_lenet5.json") as f:
     resumed = {row["name"]: row for row in json.load(f)["rows"]}
   row = resumed.pop("lilnetx_finetune_lambda2")
+  distilled = resumed.pop("lilnetx_distill_lambda2")
   assert _measured(resumed.values()) == _measured(table["rows"])
+  # Distilled: the same start, the baseline as teacher, the whole budget.
+  with open(out / "lilnetx_distill_lambda2" / "config.json") as f:
+    config = json.load(f)
+  baseline = str(out / "baseline_float32" / "model.keras")
+  assert config["init_weights"] == config["teacher"] == baseline
+  assert (config["lambda_rate"], config["learning_rate"],
+          config["epochs"]) == (2.0, 1e-2, table["epochs"])
+  assert 0 < distilled["coded_latent_bytes"] < distilled["bytes"]
 
   # The fine-tuned file ships its accuracy; its time adds the baseline's.
   logits = fileformat.load_compressed_bytes(
