@@ -164,11 +164,12 @@ def pack_floats(layers, kernels, float_dtype):
                          "compressed format stores float32 weights only.")
       value = weight.numpy()
       entry = dict(layer=layer.name, index=index, shape=list(value.shape))
-      coded = _grid_coded(value, offset=True)
       stored = value.astype(dtype).tobytes()
       fill = _fill_value(value)
       # A fill's header entry is no longer than a grid's ([e, k, n]).
-      if fill is not None and len(json.dumps(fill)) < len(stored):
+      filled = fill is not None and len(json.dumps(fill)) < len(stored)
+      coded = None if filled else _grid_coded(value, offset=True)
+      if filled:
         entry["fill"] = fill  # JSON reads a float's repr back exactly.
         stored = b""
       elif coded and len(coded[2]) < len(stored):
