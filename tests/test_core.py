@@ -109,6 +109,37 @@ def test_decoded_kernel_is_decoder_of_rounded_latent():
     np.testing.assert_array_equal(layer.decoded_kernel().numpy(), expected)
 
 
+@pytest.mark.parametrize("input_shape", [(5, 6), (2, 3, 6)])
+def test_dense_scales_its_outputs_as_the_decoded_kernel_would(input_shape):
+  """`LatentDense` computes `(x @ q) * s`: the values and gradients of
+  `x @ (q * s) + b`, with the rounding's straight-through gradient."""
+  inputs = tf.keras.Input(input_shape[1:])
+  outputs = tf.keras.layers.Dense(4, activation="tanh")(inputs)
+  model = lilnetx_tf.compressible(tf.keras.Model(inputs, outputs), seed=0)
+  layer, = model.latent_layers
+  decoder = model.decoders["dense"]
+  decoder.unit_matrix.assign([[1.37]])
+  layer.bias_variable.assign([0.25, -0.5, 0.0, 1.0])
+  x = tf.constant(np.random.default_rng(0).normal(size=input_shape),
+                  tf.float32)
+  weights = [layer.latent, decoder.unit_matrix, layer.bias_variable]
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    got = layer(x)
+    # By hand: the decoded kernel, a plain product, the latent's gradient
+    # passed through the rounding.
+    latent = layer.latent + tf.stop_gradient(
+        tf.round(layer.latent) - layer.latent)
+    kernel = latent * decoder.matrix[0, 0]
+    expected = tf.tanh(tf.tensordot(x, kernel, 1) + layer.bias)
+  np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5,
+                             atol=1e-6)
+  for target in weights + [x]:
+    np.testing.assert_allclose(
+        tape.gradient(got, target).numpy(),
+        tape.gradient(expected, target).numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_groups_and_decoders_are_shared_per_kernel_shape():
   model = lilnetx_tf.compressible(_small_net(), seed=0)
   assert sorted(model.decoders) == ["conv1x1", "conv3x3", "dense",
@@ -199,8 +230,9 @@ def test_priors_fit_the_latents_at_zero_rate_weight():
   model.fit_priors(1500)
   # One trace for the 1,500 steps: `compile` created the optimizer's slots;
   # a first step that creates variables makes `tf.function` trace it twice.
-  _, function = prior_fit._PRIOR_FITS[model]  # pylint: disable=protected-access
-  assert function.experimental_get_tracing_count() == 1
+  _, step, fit = prior_fit._PRIOR_FITS[model]  # pylint: disable=protected-access
+  assert fit.experimental_get_tracing_count() == 1
+  assert step.experimental_get_tracing_count() == 1
   for g, prior in model.priors.items():
     rows = tf.constant(by_hand.group_rows(model)[g], tf.float32)
     bits = prior.bits(rows, training=False).numpy()

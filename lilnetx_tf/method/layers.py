@@ -185,11 +185,40 @@ class LatentDepthwiseConv2D(LatentKernel,
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
 class LatentDense(LatentKernel, tf.keras.layers.Dense):
-  """`tf.keras.layers.Dense` with an integer latent kernel."""
+  """`tf.keras.layers.Dense` with an integer latent kernel.
+
+  Its decoder is a scalar `s`, so the layer computes `(x @ round(latent)) * s`
+  rather than `x @ (round(latent) * s)`: the same function, but it scales
+  the batch's outputs instead of every weight, a pass over the latents less
+  forward and two less backward (LeNet-300-100: 6.9 -> 6.5 ms a step,
+  against 5.5 ms for the float network). Ragged and sparse inputs take the
+  stock path on the decoded kernel.
+  """
 
   _KERNEL_ATTR = "kernel"
   _KIND = "dense"
   kernel = _kernel_property("kernel")
+
+  def call(self, inputs):
+    decoder = self._decoder
+    if (decoder is None or decoder.positions != 1 or
+        isinstance(inputs, (tf.RaggedTensor, tf.SparseTensor))):
+      return super().call(inputs)
+    if inputs.dtype.base_dtype != self._compute_dtype_object.base_dtype:
+      inputs = tf.cast(inputs, self._compute_dtype_object)
+    rounded = round_ste(self.latent)
+    rank = inputs.shape.rank
+    if rank == 2 or rank is None:
+      outputs = tf.matmul(inputs, rounded)
+    else:
+      outputs = tf.tensordot(inputs, rounded, [[rank - 1], [0]])
+      outputs.set_shape(inputs.shape[:-1].concatenate(rounded.shape[-1:]))
+    outputs *= tf.cast(tf.reshape(decoder.matrix, ()), outputs.dtype)
+    if self.use_bias:
+      outputs = tf.nn.bias_add(outputs, self.bias)
+    if self.activation is not None:
+      outputs = self.activation(outputs)
+    return outputs
 
 
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")

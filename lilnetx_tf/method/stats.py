@@ -213,8 +213,11 @@ def layer_stats(layer, prior=None, macs=None):
   stats = dict(group=layer.group, **_kernel_figures(
       np.asarray(layer.decoded_kernel()), macs))
   if prior is not None:
+    # `bits(..., training=False)` from the histogram: the density network on
+    # each integer present instead of each latent (an epoch-end callback's
+    # cost).
     stats["estimated_bits"] = float(
-        prior.bits(groups.to_positions(layer.latent), training=False))
+        prior.histogram_bits(groups.to_positions(layer.latent)))
   return stats
 
 
