@@ -185,11 +185,10 @@ def _callbacks(config, state, dirs, csv_path, resumed, start):
   cbs.append(callbacks_lib.LearningRateLogger())
   if dirs.chief:
     # Explicit, so that its end-of-epoch line precedes our summary line.
-    cbs.append(tf.keras.callbacks.ProgbarLogger(count_mode="steps"))
+    cbs.append(callbacks_lib.ProgbarLogger())
   cbs += [
       tf.keras.callbacks.CSVLogger(csv_path, append=resumed),
-      tf.keras.callbacks.TensorBoard(dirs.path("tensorboard"),
-                                     write_graph=False, profile_batch=0),
+      callbacks_lib.EpochTensorBoard(dirs.path("tensorboard")),
   ]
   if config.log_histograms:
     cbs.append(callbacks_lib.LatentHistograms(
