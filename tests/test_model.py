@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import lilnetx_tf
 from lilnetx_tf import models
+from lilnetx_tf.method import prior_fit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -296,6 +297,16 @@ def test_the_compression_step_is_traced_once():
   model.fit(x, np.arange(16) % 10, epochs=2, batch_size=4, verbose=0)
   assert int(model.optimizer.iterations) == 8
   assert int(model.prior_optimizer.iterations) == 2 * 4  # 4 terms steps.
+  assert traces["compression"] == 1
+  # The prior steps (2 per compression step) run one traced function.
+  _, step, _ = prior_fit._PRIOR_FITS[model]  # pylint: disable=protected-access
+  assert step.experimental_get_tracing_count() == 1
+  # The step count follows the optimizer's, read afresh by each `fit`: from
+  # step 1, steps 1-3 hold one compression step (2); counting on from 8
+  # would give two (8, 10).
+  model.optimizer.iterations.assign(1)
+  model.fit(x[:12], np.arange(12) % 10, epochs=1, batch_size=4, verbose=0)
+  assert int(model.prior_optimizer.iterations) == 2 * 5
   assert traces["compression"] == 1
 
 

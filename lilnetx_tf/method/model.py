@@ -32,6 +32,7 @@ from lilnetx_tf.method import distillation as distillation_lib
 from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
 from lilnetx_tf.method import initialization
+from lilnetx_tf.method import interval
 from lilnetx_tf.method import prior_fit
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.method.decoders import KernelDecoder
@@ -50,16 +51,8 @@ def latent_layers(network):
           if isinstance(l, LatentKernel)]
 
 
-class _StepChoice:
-  """Which of the two train functions runs (`compression_interval` > 1)."""
-
-  def __init__(self):
-    self.compression = True  # Whether the step computes the terms.
-    self.next = None  # The next step's number, None: read the optimizer's.
-
-
 @tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LilNetXModel(tf.keras.Model):
+class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
   """Trains a network of latent layers with the LilNetX objective.
 
   Args:
@@ -184,9 +177,6 @@ class LilNetXModel(tf.keras.Model):
     self.prior_steps = int(prior_steps)
     self.initial_prior_steps = int(initial_prior_steps)
     self.compression_interval = int(compression_interval)
-    # Plain Python state of the step choice (see `make_train_function`):
-    # off Keras's attribute tracking, whose writes take tens of microseconds.
-    self._step_choice = _StepChoice()
     self.seed = seed
     if grid_bits is None:
       grid_bits = 0 if reference else grid.DEFAULT_GRID_BITS
@@ -400,62 +390,10 @@ class LilNetXModel(tf.keras.Model):
       self.fit_priors()
     return history
 
-  def make_train_function(self, force=False):
-    """Keras's train function; with `compression_interval` > 1, two of them.
-
-    One step in `compression_interval` (by the optimizer's step count, which
-    a resumed run restores) runs the function traced with the compression
-    terms and prior steps; the others, the one traced without. A Python
-    choice between two graphs rather than a `tf.cond` in one: distribution
-    strategies refuse the priors' optimizer step (an all-reduce) inside
-    control flow.
-    """
-    if self.train_function is not None and not force:
-      # Every Keras entry point (`fit`, `train_on_batch`, ...) comes here
-      # first: the step count is read afresh, as a restored checkpoint or a
-      # user may have changed it.
-      self._step_choice.next = None
-      return self.train_function
-    interval = self.compression_interval
-    if interval == 1:
-      return super().make_train_function(force=force)
-    if self._cluster_coordinator or (
-        self._steps_per_execution is not None
-        and self._steps_per_execution.numpy().item() != 1):
-      raise ValueError(
-          f"compression_interval {interval} needs steps_per_execution 1 and "
-          "no parameter servers (each step's function is chosen in Python).")
-    make = super().make_train_function
-    functions = [make(force=True), make(force=True)]
-    plain_traced = not hasattr(functions[1], "get_concrete_function")
-    steps = self._step_choice
-    steps.next = None
-
-    def train_function(iterator):
-      nonlocal plain_traced
-      if not plain_traced:
-        # The first trace builds the compiled metrics, and tf.function traces
-        # a function that creates variables twice: let that be the cheap
-        # plain step, not the compression step (seconds of tracing).
-        steps.compression = False
-        functions[1].get_concrete_function(iterator)
-        plain_traced = True
-      if steps.next is None:
-        steps.next = int(self.optimizer.iterations.numpy())
-      # Counted here rather than read from the optimizer every step: the
-      # read waits for the step before (0.3 ms of a 6 ms LeNet-300-100 step).
-      step, steps.next = steps.next, steps.next + 1
-      # Read by `train_step` when the chosen function traces.
-      steps.compression = step % interval == 0
-      return functions[0 if steps.compression else 1](iterator)
-
-    self.train_function = train_function
-    return train_function
-
   def train_step(self, data):
     x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
     network_vars = self.network_variables()
-    compression_step = self._step_choice.compression
+    compression_step = self._traces_compression_step
     # Keras scales the task loss per replica so that summed gradients are a
     # mean; the other terms must be scaled the same way.
     replicas = self.distribute_strategy.num_replicas_in_sync

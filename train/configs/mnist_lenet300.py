@@ -23,8 +23,9 @@ def get_config():
   # Measured (10 epochs, README): 97.97-98.33% (median 98.24%) with
   # 5,700-5,964 B of coded latents over seeds 0-4; every step
   # (compression_interval 1): seed 0 98.07%, 5,938 B. Seed 0 now gives
-  # 98.07% with 5,800 B: the training noise's op seeds follow the train
-  # step's graph, which a refactor since then changed (docs/benchmarks.md).
+  # 98.00% with 5,685 B (seed 1: 98.03%, 5,718 B): the training noise's op
+  # seeds follow the train step's graph, and LatentDense's output scaling
+  # rounds its products differently, both changed since (docs/benchmarks.md).
   config.lambda_rate = 0.7
   # The compression terms and prior steps on one step in 8, scaled by 8:
   # this network's plain step is short next to their per-weight cost, and

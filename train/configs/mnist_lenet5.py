@@ -20,9 +20,10 @@ def get_config():
   # Measured (10 epochs, README): 99.08%, 99.13% and 99.05% test accuracy
   # with 3,642, 3,390 and 3,408 B of coded latents (seeds 0, 1, 2). Every
   # step (compression_interval 1): 99.05%, 99.06%, 99.15%; 3,636, 3,443,
-  # 3,451 B. Seed 0 now gives 99.04% with 3,621 B (the benchmark's row): the
-  # training noise's op seeds follow the train step's graph, which a
-  # refactor since then changed (docs/benchmarks.md).
+  # 3,451 B. Seed 0 gave 99.04% with 3,621 B in the benchmark's row, and now
+  # 99.11% with 3,662 B: the training noise's op seeds follow the train
+  # step's graph, and LatentDense's output scaling rounds its products
+  # differently, both changed since (docs/benchmarks.md).
   config.lambda_rate = 2.0
   config.rate_warmup_epochs = 1
   # The compression terms and prior steps on one step in 4, scaled by 4:
