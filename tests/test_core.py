@@ -111,8 +111,9 @@ def test_decoded_kernel_is_decoder_of_rounded_latent():
 
 @pytest.mark.parametrize("input_shape", [(5, 6), (2, 3, 6)])
 def test_dense_scales_its_outputs_as_the_decoded_kernel_would(input_shape):
-  """`LatentDense` computes `(x @ q) * s`: the values and gradients of
-  `x @ (q * s) + b`, with the rounding's straight-through gradient."""
+  """In training `LatentDense` computes `(x @ q) * s`: the values and
+  gradients of `x @ (q * s) + b`, with the rounding's straight-through
+  gradient; outside training, `x @ (q * s) + b` itself."""
   inputs = tf.keras.Input(input_shape[1:])
   outputs = tf.keras.layers.Dense(4, activation="tanh")(inputs)
   model = lilnetx_tf.compressible(tf.keras.Model(inputs, outputs), seed=0)
@@ -125,7 +126,7 @@ def test_dense_scales_its_outputs_as_the_decoded_kernel_would(input_shape):
   weights = [layer.latent, decoder.unit_matrix, layer.bias_variable]
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
-    got = layer(x)
+    got = layer(x, training=True)
     # By hand: the decoded kernel, a plain product, the latent's gradient
     # passed through the rounding.
     latent = layer.latent + tf.stop_gradient(
@@ -138,6 +139,11 @@ def test_dense_scales_its_outputs_as_the_decoded_kernel_would(input_shape):
     np.testing.assert_allclose(
         tape.gradient(got, target).numpy(),
         tape.gradient(expected, target).numpy(), rtol=1e-4, atol=1e-6)
+  # Outside training: the decoded kernel's op itself, bit for bit.
+  kernel = layer.decoded_kernel()
+  np.testing.assert_array_equal(
+      layer(x, training=False).numpy(),
+      tf.tanh(tf.nn.bias_add(tf.tensordot(x, kernel, 1), layer.bias)).numpy())
 
 
 def test_groups_and_decoders_are_shared_per_kernel_shape():

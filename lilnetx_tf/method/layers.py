@@ -187,21 +187,23 @@ class LatentDepthwiseConv2D(LatentKernel,
 class LatentDense(LatentKernel, tf.keras.layers.Dense):
   """`tf.keras.layers.Dense` with an integer latent kernel.
 
-  Its decoder is a scalar `s`, so the layer computes `(x @ round(latent)) * s`
-  rather than `x @ (round(latent) * s)`: the same function, but it scales
-  the batch's outputs instead of every weight, a pass over the latents less
-  forward and two less backward (LeNet-300-100: 6.9 -> 6.5 ms a step,
-  against 5.5 ms for the float network). Ragged and sparse inputs take the
-  stock path on the decoded kernel.
+  Its decoder is a scalar `s`, so in training the layer computes
+  `(x @ round(latent)) * s` rather than `x @ (round(latent) * s)`: the same
+  function, but it scales the batch's outputs instead of every weight, a
+  pass over the latents less forward and two less backward (LeNet-300-100:
+  6.9 -> 6.5 ms a step, against 5.5 ms for the float network). Outside
+  training it runs the stock op on the decoded kernel, the op of the
+  decompressed model, whose outputs it then matches bit for bit (the two
+  orders round differently). Ragged and sparse inputs take the stock path.
   """
 
   _KERNEL_ATTR = "kernel"
   _KIND = "dense"
   kernel = _kernel_property("kernel")
 
-  def call(self, inputs):
+  def call(self, inputs, training=None):
     decoder = self._decoder
-    if (decoder is None or decoder.positions != 1 or
+    if (not training or decoder is None or decoder.positions != 1 or
         isinstance(inputs, (tf.RaggedTensor, tf.SparseTensor))):
       return super().call(inputs)
     if inputs.dtype.base_dtype != self._compute_dtype_object.base_dtype:
