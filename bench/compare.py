@@ -710,9 +710,12 @@ def main(argv):
       tempfile.gettempdir(), "lilnetx_compare", task))
   out.mkdir(parents=True, exist_ok=True)
   config = task_config(task, data_dir, _EPOCHS.value, _QUICK.value)
-  _check_resumable(out, dict(task=task, epochs=config.epochs,
-                             quick=_QUICK.value, seed=_SEED.value,
-                             data_dir=str(data_dir)))
+  settings = dict(task=task, epochs=config.epochs, quick=_QUICK.value,
+                  seed=_SEED.value, data_dir=str(data_dir))
+  if spec.get("scratch"):
+    # A row trained with another from-scratch recipe must not be reused.
+    settings["scratch"] = spec["scratch"]
+  _check_resumable(out, settings)
   start = time.time()
   print(f"{task}: {config.model} on {config.dataset}, {config.epochs} epochs, "
         f"batch {config.batch_size}"
