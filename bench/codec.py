@@ -40,6 +40,7 @@ from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.method import groups
 from lilnetx_tf.models import build_model
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 _RUNS = flags.DEFINE_integer("runs", 5, "Timed runs per measurement.")
 _SCALE = flags.DEFINE_float("scale", 1.5, "Laplace scale of nonzero latents.")
@@ -79,7 +80,7 @@ def _timed(function, runs):
 
 def main(argv):
   del argv
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   rng = np.random.default_rng(0)
   print("Building LilNetX ResNet-50 ...", flush=True)
   model = lilnetx_tf.compressible(
@@ -88,7 +89,7 @@ def main(argv):
   _set_sparse_latents(model, rng)
   print(f"Fitting the priors of {len(model.group_layers)} groups to "
         f"{n:,} sparse latents ...", flush=True)
-  model.compile(prior_optimizer=tf.keras.optimizers.Adam(1e-2))
+  model.compile(prior_optimizer=keras.optimizers.Adam(1e-2))
   model.fit_priors(_FIT_STEPS.value)
   estimate = float(model.total_bits(training=False)) / 8
 

@@ -53,7 +53,7 @@ The pruned, clustered and fine-tuned LilNetX models have therefore seen
 more than E epochs in all; their training time column is cumulative
 (baseline plus fine-tuning), that is what it costs a user to obtain them.
 
-Tfmot wraps only the Conv2D and Dense layers, by `tf.keras.models.clone_model`
+Tfmot wraps only the Conv2D and Dense layers, by `keras.models.clone_model`
 with a `clone_function`, as the guides show for partial pruning or clustering:
 those are the layers LilNetX compresses, and whole-model wrapping refuses the
 CIFAR ResNets' parameter-free `ChannelPad` layer.
@@ -134,6 +134,7 @@ from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.deploy import tflite_check
 from lilnetx_tf.method.stats import plain_stats
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 import tensorflow_model_optimization as tfmot
 
 from bench import run_configs
@@ -221,7 +222,7 @@ _PRUNE_END = 0.8  # Fraction of the fine-tuning steps that reach the target.
 
 def _kernel_layer(layer):
   """Whether tfmot should wrap `layer`: the layers LilNetX compresses too."""
-  return isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense))
+  return isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
 
 
 class _Bench:
@@ -319,7 +320,7 @@ class _Bench:
     """Compiles and trains `model`; returns the wall seconds of `fit`."""
     model.compile(
         optimizer=optimizer,
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     data = self.train_dataset()
     start = time.time()
@@ -393,7 +394,7 @@ class _Bench:
                                         self.baseline_learning_rate)
     metrics, workdir = self._run_loop(config, "baseline_float32")
     self.baseline_path = workdir / "model.keras"
-    trained = tf.keras.models.load_model(self.baseline_path,
+    trained = keras.models.load_model(self.baseline_path,
                                          compile=False)
     self.baseline_weights = trained.get_weights()
     self.baseline_seconds = metrics["train_wall_seconds"]
@@ -409,7 +410,7 @@ class _Bench:
 
   def prune(self, sparsity):
     """Prunes a copy of the baseline; returns (stripped model, seconds)."""
-    tf.keras.utils.set_random_seed(self.seed)
+    keras.utils.set_random_seed(self.seed)
     epochs = self.config.epochs
     steps = epochs * self.steps_per_epoch
     # A mask update every 100 steps as in the guide, more often for short
@@ -427,7 +428,7 @@ class _Bench:
                                                         **pruning_params)
       return layer
 
-    model_for_pruning = tf.keras.models.clone_model(
+    model_for_pruning = keras.models.clone_model(
         self.new_model(), clone_function=apply_pruning)
     seconds = self.fit(model_for_pruning, epochs, "adam",
                        [tfmot.sparsity.keras.UpdatePruningStep()])
@@ -435,7 +436,7 @@ class _Bench:
 
   def cluster(self, model, preserve_sparsity):
     """Clusters `model`'s kernels; returns (stripped model, seconds)."""
-    tf.keras.utils.set_random_seed(self.seed)
+    keras.utils.set_random_seed(self.seed)
     init = tfmot.clustering.keras.CentroidInitialization
     clustering_params = {
         "number_of_clusters": _CLUSTERS,
@@ -452,10 +453,10 @@ class _Bench:
                                                       **clustering_params)
       return layer
 
-    clustered_model = tf.keras.models.clone_model(
+    clustered_model = keras.models.clone_model(
         model, clone_function=apply_clustering)
     optimizer = ("adam" if preserve_sparsity
-                 else tf.keras.optimizers.Adam(learning_rate=1e-5))
+                 else keras.optimizers.Adam(learning_rate=1e-5))
     seconds = self.fit(clustered_model, cluster_epochs(self.config.epochs),
                        optimizer)
     return tfmot.clustering.keras.strip_clustering(clustered_model), seconds

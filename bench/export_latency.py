@@ -37,6 +37,7 @@ from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.deploy import tflite
 from lilnetx_tf.deploy import tflite_check
 import tensorflow as tf  # pylint: disable=g-bad-import-order
+from lilnetx_tf.compat import keras
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", str(pathlib.Path(__file__).resolve().parents[2] / "shared" /
@@ -76,7 +77,7 @@ _CHECKPOINT = flags.DEFINE_string(
 
 def _train(x_test, y_test):
   """Trains until the target is removable; returns (model, history rows)."""
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   train_ds, _ = data.build_dataset(
       "cifar10", "train", batch_size=_BATCH.value, training=True,
       data_dir=_DATA_DIR.value, limit=_TRAIN_SAMPLES.value)
@@ -87,8 +88,8 @@ def _train(x_test, y_test):
       sparsity_structure=_STRUCTURE.value,
       latent_init_bound=_INIT_BOUND.value, seed=0)
   model.compile(
-      optimizer=tf.keras.optimizers.Adam(_LR.value),
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      optimizer=keras.optimizers.Adam(_LR.value),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
   history = []
 
@@ -122,7 +123,7 @@ def main(argv):
       "cifar10", "test", data_dir=_DATA_DIR.value, limit=_TEST_SAMPLES.value)
   x_test = data.normalize(x_test, info)
   if _CHECKPOINT.value and os.path.exists(_CHECKPOINT.value):
-    model = tf.keras.models.load_model(_CHECKPOINT.value, compile=False)
+    model = keras.models.load_model(_CHECKPOINT.value, compile=False)
     with open(_CHECKPOINT.value + ".json") as f:
       history = json.load(f)
   else:

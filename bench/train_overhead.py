@@ -40,6 +40,7 @@ import numpy as np
 import lilnetx_tf
 from lilnetx_tf.models import build_model
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 _STEPS = flags.DEFINE_integer(
     "steps", 40, "Timed runs per model, each of `compression_interval` "
@@ -62,7 +63,7 @@ _STALL = 1.6
 
 
 def _loss():
-  return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def _network():
@@ -72,12 +73,12 @@ def _network():
 
 def _models():
   plain = _network()
-  plain.compile(tf.keras.optimizers.Adam(1e-2), loss=_loss())
+  plain.compile(keras.optimizers.Adam(1e-2), loss=_loss())
   lilnetx = lilnetx_tf.compressible(
       _network(), lambda_sparsity=1e-6, weight_decay=1e-6, seed=0,
       compression_interval=_INTERVAL.value)
   # The library's defaults otherwise: lambda_I 1, 2 prior steps per step.
-  lilnetx.compile(tf.keras.optimizers.Adam(1e-2), loss=_loss())
+  lilnetx.compile(keras.optimizers.Adam(1e-2), loss=_loss())
   return {"plain Keras": plain, "LilNetX": lilnetx}
 
 
@@ -85,7 +86,7 @@ def main(argv):
   del argv
   if _STEPS.value < 1:
     raise app.UsageError("--steps must be >= 1.")
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(_BATCH.value,) + _INPUTS[_MODEL.value]).astype(
       np.float32)

@@ -23,6 +23,7 @@ from absl import logging
 import lilnetx_tf
 from lilnetx_tf.compressed import fileformat
 import tensorflow as tf  # pylint: disable=g-bad-import-order  # After lilnetx_tf: quiet.
+from lilnetx_tf.compat import keras
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training run directory; exports RUN/model.keras.")
@@ -96,7 +97,7 @@ def _export():
   if not os.path.isfile(checkpoint):
     sys.exit(f"error: no model at {checkpoint}")
   logging.info("Loading %s", checkpoint)
-  model = tf.keras.models.load_model(checkpoint, compile=False)
+  model = keras.models.load_model(checkpoint, compile=False)
   if not isinstance(model, lilnetx_tf.LilNetXModel):
     sys.exit(f"error: {checkpoint} holds a {type(model).__name__}, not a "
              "LilNetXModel")

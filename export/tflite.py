@@ -49,6 +49,7 @@ matplotlib.use("Agg")  # Files only.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lilnetx_tf.compat import keras
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training run directory; exports RUN/model.keras.")
@@ -129,7 +130,7 @@ def _load():
   if _COMPRESSED.value:
     model = lilnetx_tf.load_compressed(path)
   else:
-    model = tf.keras.models.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False)
   return model, config, path
 
 

@@ -11,12 +11,13 @@ serialisation or export, hence this small layer. Channel removal
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 __all__ = ["ChannelPad"]
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class ChannelPad(tf.keras.layers.Layer):
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class ChannelPad(keras.layers.Layer):
   """Pads the last (channel) axis with zeros.
 
   The output is `concat([zeros(before), x, zeros(after)], axis=-1)`; all other
@@ -29,7 +30,7 @@ class ChannelPad(tf.keras.layers.Layer):
     Args:
       before: Number of zero channels put in front of the input channels.
       after: Number of zero channels put after the input channels.
-      **kwargs: Other `tf.keras.layers.Layer` arguments (e.g. `name`).
+      **kwargs: Other `keras.layers.Layer` arguments (e.g. `name`).
 
     Raises:
       ValueError: If `before` or `after` is not a non-negative integer.

@@ -21,6 +21,7 @@ import time
 from absl import logging
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 import lilnetx_tf
 from lilnetx_tf.atomic import atomic_path
@@ -106,7 +107,7 @@ def _remove_checkpoint(path):
     os.remove(file)
 
 
-class RunCheckpoint(tf.keras.callbacks.Callback):
+class RunCheckpoint(keras.callbacks.Callback):
   """Checkpoints the run at the end of each epoch and restores it.
 
   Create it inside the strategy scope after `model.compile`, then call
@@ -264,7 +265,7 @@ class RunCheckpoint(tf.keras.callbacks.Callback):
                  os.path.join(self._model_dir, "best.keras"))
 
 
-class EpochRandomness(tf.keras.callbacks.Callback):
+class EpochRandomness(keras.callbacks.Callback):
   """Makes each epoch's random ops a function of (seed, epoch) alone.
 
   A stateful random op in the traced training step (e.g. the priors'
@@ -298,7 +299,7 @@ class EpochRandomness(tf.keras.callbacks.Callback):
 # and 10 us for the float network.
 
 
-class EpochTensorBoard(tf.keras.callbacks.TensorBoard):
+class EpochTensorBoard(keras.callbacks.TensorBoard):
   """`TensorBoard` writing epoch summaries only (no graph, no profile).
 
   The stock callback's batch hook creates one summary per log and step,
@@ -319,7 +320,7 @@ class EpochTensorBoard(tf.keras.callbacks.TensorBoard):
     del batch, logs
 
 
-class ProgbarLogger(tf.keras.callbacks.ProgbarLogger):
+class ProgbarLogger(keras.callbacks.ProgbarLogger):
   """Keras's `ProgbarLogger` (steps), with no per-step work at verbose 2.
 
   A line per epoch needs nothing from the steps; the stock batch hook
@@ -334,17 +335,17 @@ class ProgbarLogger(tf.keras.callbacks.ProgbarLogger):
       super().on_train_batch_end(batch, logs)
 
 
-class LearningRateLogger(tf.keras.callbacks.Callback):
+class LearningRateLogger(keras.callbacks.Callback):
   """Adds `learning_rate` (the rate of the epoch's last step) to epoch logs."""
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is not None:
       # For a schedule, Keras keeps the rate of the latest step here.
       logs["learning_rate"] = float(
-          tf.keras.backend.get_value(self.model.optimizer.learning_rate))
+          keras.backend.get_value(self.model.optimizer.learning_rate))
 
 
-class LatentHistograms(tf.keras.callbacks.Callback):
+class LatentHistograms(keras.callbacks.Callback):
   """Writes TensorBoard histograms of the rounded latents, once per epoch.
 
   The integers that get range coded, one histogram per layer
@@ -370,8 +371,8 @@ class LatentHistograms(tf.keras.callbacks.Callback):
                                tf.round(layer.latent), step=epoch)
       else:
         for layer in self.model._flatten_layers(include_self=False):  # pylint: disable=protected-access
-          if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense,
-                                tf.keras.layers.DepthwiseConv2D)):
+          if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense,
+                                keras.layers.DepthwiseConv2D)):
             tf.summary.histogram(f"kernels/{layer.name}", layer.weights[0],
                                  step=epoch)
     self._writer.flush()
@@ -389,7 +390,7 @@ def _bytes(n):
     n /= 1000.0
 
 
-class EpochSummary(tf.keras.callbacks.Callback):
+class EpochSummary(keras.callbacks.Callback):
   """Logs one line per epoch: accuracy, size and sparsity.
 
   Also logs when the first training step starts, counted from `start_time`

@@ -25,6 +25,7 @@ from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.deploy import tflite
 from lilnetx_tf.deploy import tflite_check
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Where the files go.")
 _EPOCHS = flags.DEFINE_integer("epochs", 60, "Training epochs.")
@@ -33,22 +34,22 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
 def small_cnn(input_shape, num_classes):
   """A plain Keras CNN for 8x8 digits; `compressible` makes it LilNetX."""
-  inputs = tf.keras.Input(input_shape)
+  inputs = keras.Input(input_shape)
   h = inputs
   for i, filters in enumerate((32, 64)):
-    h = tf.keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+    h = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                                name=f"conv{i + 1}")(h)
     # A short momentum: weights move fast on a dataset of 23 batches.
-    h = tf.keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(h)
-    h = tf.keras.layers.ReLU()(h)
-    h = tf.keras.layers.MaxPooling2D()(h)
-  h = tf.keras.layers.Conv2D(64, 1, activation="relu", name="conv3")(h)
-  h = tf.keras.layers.GlobalAveragePooling2D()(h)
-  outputs = tf.keras.layers.Dense(num_classes, name="logits")(h)
-  return tf.keras.Model(inputs, outputs, name="digits_cnn")
+    h = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.MaxPooling2D()(h)
+  h = keras.layers.Conv2D(64, 1, activation="relu", name="conv3")(h)
+  h = keras.layers.GlobalAveragePooling2D()(h)
+  outputs = keras.layers.Dense(num_classes, name="logits")(h)
+  return keras.Model(inputs, outputs, name="digits_cnn")
 
 
-class EpochProgress(tf.keras.callbacks.Callback):
+class EpochProgress(keras.callbacks.Callback):
   """A tqdm progress bar over epochs, showing accuracy and estimated size."""
 
   def __init__(self, epochs):
@@ -71,7 +72,7 @@ def main(argv):
   start = time.time()
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
-  tf.keras.utils.set_random_seed(_SEED.value)
+  keras.utils.set_random_seed(_SEED.value)
 
   x_train, y_train, info = data.load_arrays("digits", "train")
   x_test, y_test, _ = data.load_arrays("digits", "test")
@@ -84,9 +85,9 @@ def main(argv):
   model = lilnetx_tf.compressible(plain, lambda_rate=2.0,
                                   lambda_sparsity=3e-4, seed=_SEED.value)
   steps = _EPOCHS.value * -(-len(x_train) // 64)
-  model.compile(tf.keras.optimizers.Adam(
-                    tf.keras.optimizers.schedules.CosineDecay(1e-2, steps)),
-                loss=tf.keras.losses.SparseCategoricalCrossentropy(
+  model.compile(keras.optimizers.Adam(
+                    keras.optimizers.schedules.CosineDecay(1e-2, steps)),
+                loss=keras.losses.SparseCategoricalCrossentropy(
                     from_logits=True), metrics=["accuracy"])
   print(f"LilNetX model: {len(model.conversion.converted)} layers with "
         f"latent kernels ({model.num_latents} latents) in groups "

@@ -25,6 +25,7 @@ import signal
 
 from absl import logging
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 __all__ = ["ENV", "MidEpochKill", "kill_point", "mid_epoch_kill"]
 
@@ -44,7 +45,7 @@ def kill_point(name, epoch):
     _kill(point)
 
 
-class MidEpochKill(tf.keras.callbacks.Callback):
+class MidEpochKill(keras.callbacks.Callback):
   """Kills the process after half of the steps of epoch `epoch` (from 1)."""
 
   def __init__(self, epoch):

@@ -23,6 +23,7 @@ import time
 
 from absl import logging
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
@@ -187,7 +188,7 @@ def _callbacks(config, state, dirs, csv_path, resumed, start):
     # Explicit, so that its end-of-epoch line precedes our summary line.
     cbs.append(callbacks_lib.ProgbarLogger())
   cbs += [
-      tf.keras.callbacks.CSVLogger(csv_path, append=resumed),
+      keras.callbacks.CSVLogger(csv_path, append=resumed),
       callbacks_lib.EpochTensorBoard(dirs.path("tensorboard")),
   ]
   if config.log_histograms:
@@ -211,7 +212,7 @@ def _selected_figures(config, final, state, dirs, test_ds):
   if best_epoch == final["epoch"]:
     selected = dict(final)  # The same weights as the final model.
   else:
-    best_model = tf.keras.models.load_model(dirs.path("best.keras"))
+    best_model = keras.models.load_model(dirs.path("best.keras"))
     selected, _ = report.model_figures(best_model, config.vanilla,
                                        dirs.path("best.lnx"))
     selected["test_accuracy"], _ = _evaluate(best_model, test_ds)
@@ -314,7 +315,7 @@ def run(config, workdir, extra_callbacks=()):
   if config.deterministic:
     # Process-wide: with the seed, every op gives the same result each run.
     tf.config.experimental.enable_op_determinism()
-  tf.keras.utils.set_random_seed(config.seed)
+  keras.utils.set_random_seed(config.seed)
   initial_epoch = min(epochs_done, config.epochs)
   train_ds, validation_ds, test_ds, train_info, test_info = _datasets(
       config, initial_epoch)

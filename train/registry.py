@@ -11,6 +11,7 @@ import math
 import os
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
@@ -111,9 +112,9 @@ def check_config(config):
 def _kernel_l2(model, weight_decay):
   """The vanilla model's weight decay: L2 on the kernels LilNetX would code."""
   kernels = [layer.weights[0] for layer in model.layers
-             if isinstance(layer, (tf.keras.layers.Conv2D,
-                                   tf.keras.layers.DepthwiseConv2D,
-                                   tf.keras.layers.Dense))]
+             if isinstance(layer, (keras.layers.Conv2D,
+                                   keras.layers.DepthwiseConv2D,
+                                   keras.layers.Dense))]
   return lambda: weight_decay * tf.add_n(
       [tf.reduce_sum(tf.square(k)) for k in kernels])
 
@@ -187,7 +188,7 @@ def _load_float_model(path, field):
   """
   if not os.path.isfile(path):
     raise ValueError(f"{field}: no file {path!r}.")
-  trained = tf.keras.models.load_model(path, compile=False)
+  trained = keras.models.load_model(path, compile=False)
   if isinstance(trained, lilnetx_tf.LilNetXModel):
     raise ValueError(f"{field}: {path!r} holds a LilNetX model; "
                      "give a float model (a vanilla run's model.keras).")
@@ -232,11 +233,11 @@ def _load_float_weights(network, path):
 def _compiled(model, config, schedule, teacher=None):
   """`model`, compiled with the config's optimizers (and teacher)."""
   compile_args = dict(
-      optimizer=tf.keras.optimizers.Adam(schedule),
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      optimizer=keras.optimizers.Adam(schedule),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
   if not config.vanilla:
-    compile_args["prior_optimizer"] = tf.keras.optimizers.Adam(
+    compile_args["prior_optimizer"] = keras.optimizers.Adam(
         config.prior_learning_rate)
     if teacher is not None:
       compile_args["distillation"] = lilnetx_tf.Distillation(

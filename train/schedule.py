@@ -11,6 +11,7 @@ resumed run continues on the curve.
 import math
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 __all__ = ["warmup_cosine_decay"]
 
@@ -24,7 +25,7 @@ def warmup_cosine_decay(peak, total_steps, warmup_steps=0):
     warmup_steps: Steps of the linear warm-up; 0 starts at `peak`.
 
   Returns:
-    A `tf.keras.optimizers.schedules.CosineDecay`.
+    A `keras.optimizers.schedules.CosineDecay`.
 
   Raises:
     ValueError: For a non-positive `peak` or `total_steps`, or a warm-up
@@ -39,8 +40,8 @@ def warmup_cosine_decay(peak, total_steps, warmup_steps=0):
                      f"{total_steps}], got {warmup_steps}.")
   decay_steps = max(total_steps - warmup_steps, 1)
   if not warmup_steps:
-    return tf.keras.optimizers.schedules.CosineDecay(peak, decay_steps)
+    return keras.optimizers.schedules.CosineDecay(peak, decay_steps)
   # Starting at peak / warmup_steps (not 0) makes the first step count.
-  return tf.keras.optimizers.schedules.CosineDecay(
+  return keras.optimizers.schedules.CosineDecay(
       peak / warmup_steps, decay_steps, warmup_target=peak,
       warmup_steps=warmup_steps)

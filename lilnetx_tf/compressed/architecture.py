@@ -22,6 +22,7 @@ import copy
 import functools
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf import channel_pad
 
@@ -56,7 +57,7 @@ _MODEL_MODULES = (None, "keras", "keras.models")
 _NON_LAYER_MODULES = ("keras.initializers", "keras.regularizers",
                       "keras.constraints", "keras.mixed_precision")
 # The library's own classes: registered Keras name -> class.
-_CUSTOM = {tf.keras.utils.get_registered_name(cls): cls
+_CUSTOM = {keras.utils.get_registered_name(cls): cls
            for cls in (channel_pad.ChannelPad,)}
 
 
@@ -65,17 +66,17 @@ def _stock_classes():
   """Class name -> module name of the allowed stock Keras classes."""
   allowed = {"Policy": "keras.mixed_precision"}
   for module, namespace, base in (
-      ("keras.layers", tf.keras.layers, tf.keras.layers.Layer),
-      ("keras.initializers", tf.keras.initializers,
-       tf.keras.initializers.Initializer),
-      ("keras.regularizers", tf.keras.regularizers,
-       tf.keras.regularizers.Regularizer),
-      ("keras.constraints", tf.keras.constraints,
-       tf.keras.constraints.Constraint)):
+      ("keras.layers", keras.layers, keras.layers.Layer),
+      ("keras.initializers", keras.initializers,
+       keras.initializers.Initializer),
+      ("keras.regularizers", keras.regularizers,
+       keras.regularizers.Regularizer),
+      ("keras.constraints", keras.constraints,
+       keras.constraints.Constraint)):
     for name in dir(namespace):
       obj = getattr(namespace, name)
       if (isinstance(obj, type) and issubclass(obj, base) and
-          name not in _REFUSED and not issubclass(obj, tf.keras.Model)):
+          name not in _REFUSED and not issubclass(obj, keras.Model)):
         allowed[name] = module
   return allowed
 
@@ -330,7 +331,7 @@ def _layer_class(entry):
   registered = entry.get("registered_name")
   if isinstance(registered, str) and registered in _CUSTOM:
     return _CUSTOM[registered]
-  return getattr(tf.keras.layers, entry["class_name"])
+  return getattr(keras.layers, entry["class_name"])
 
 
 def _without_initializers(layer_config):
@@ -392,7 +393,7 @@ def compact_architecture(config):
       `architecture_problem`.
 
   Returns:
-    The compact config: `tf.keras.models.model_from_json` of it makes a model
+    The compact config: `keras.models.model_from_json` of it makes a model
     with the same config as `config`'s, but for default initializers.
   """
   return _compact_layer(config, False)

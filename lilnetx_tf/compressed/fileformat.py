@@ -91,6 +91,7 @@ version number is due whenever a reader of the old one would misread the file.
 import json
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import codec
@@ -122,10 +123,10 @@ __all__ = [
 ]
 
 # The weight indices of the kernels of each layer class a file may code.
-_KERNEL_WEIGHTS = {tf.keras.layers.Conv1D: (0,), tf.keras.layers.Conv2D: (0,),
-                   tf.keras.layers.DepthwiseConv2D: (0,),
-                   tf.keras.layers.SeparableConv2D: (0, 1),
-                   tf.keras.layers.Dense: (0,)}
+_KERNEL_WEIGHTS = {keras.layers.Conv1D: (0,), keras.layers.Conv2D: (0,),
+                   keras.layers.DepthwiseConv2D: (0,),
+                   keras.layers.SeparableConv2D: (0, 1),
+                   keras.layers.Dense: (0,)}
 # Variables an architecture may create beyond the weights the file holds.
 _WEIGHT_SLACK = 2**16
 # What Keras raises on a config it cannot deserialise, from the layers' own
@@ -142,7 +143,7 @@ def _weighted_layers(model):
   stack = list(reversed(model.layers))
   while stack:
     layer = stack.pop()
-    if isinstance(layer, tf.keras.Model):
+    if isinstance(layer, keras.Model):
       stack.extend(reversed(layer.layers))
     elif layer.weights and id(layer) not in seen:
       seen.add(id(layer))
@@ -335,12 +336,12 @@ def _build(parsed):
   try:
     with tf.variable_creator_scope(_weight_budget(num_weights, refusals)):
       with sections.reading("architecture", _KERAS_CONFIG_ERRORS):
-        model = tf.keras.layers.deserialize(config)
+        model = keras.layers.deserialize(config)
   except Exception:  # pylint: disable=broad-except
     if refusals:  # Whatever Keras made of it.
       raise refusals[0] from None
     raise
-  if not isinstance(model, tf.keras.Model):
+  if not isinstance(model, keras.Model):
     raise CorruptFileError("architecture", f"it describes a "
                            f"{type(model).__name__}, not a model")
   values = {}
@@ -374,7 +375,7 @@ def load_compressed(path):
     path: A file written by `save_compressed`.
 
   Returns:
-    An uncompiled functional/Sequential `tf.keras.Model` of stock layers,
+    An uncompiled functional/Sequential `keras.Model` of stock layers,
     whose kernels are the decoded integer latents, bit for bit as in
     training, and whose other weights are the stored float weights.
 

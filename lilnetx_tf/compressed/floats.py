@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.compressed import rice
 from lilnetx_tf.compressed.errors import fail
@@ -115,7 +116,7 @@ def fold_batch_norm_statistics(layers, grid_bits=None):
     grid_bits: None, or the binary places (>= 1) of the grids.
   """
   for layer in layers:
-    if not (isinstance(layer, tf.keras.layers.BatchNormalization) and
+    if not (isinstance(layer, keras.layers.BatchNormalization) and
             layer.center and layer.scale):
       continue
     scale, offset = batch_norm_scale_offset(layer)

@@ -11,6 +11,7 @@ visibly dead, which `lilnetx_tf.deploy.prune` relies on.
 """
 
 from lilnetx_tf.deploy import graph as graph_lib
+from lilnetx_tf.compat import keras
 
 __all__ = ["fold_batch_norm"]
 
@@ -42,11 +43,11 @@ def fold_batch_norm(model):
   to float32 rounding.
 
   Args:
-    model: A functional `tf.keras.Model`, or a Sequential one built with an
+    model: A functional `keras.Model`, or a Sequential one built with an
       input shape, made of stock layers called once each. It is not modified.
 
   Returns:
-    A new functional `tf.keras.Model` with new layer instances (same names).
+    A new functional `keras.Model` with new layer instances (same names).
 
   Raises:
     ValueError: If `model` is subclassed, nests models or shares layers.

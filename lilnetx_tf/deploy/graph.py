@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.compressed.floats import batch_norm_scale_offset
 
@@ -27,7 +28,7 @@ __all__ = ["Graph", "Op", "batch_norm_scale_offset", "call_clone",
 @dataclasses.dataclass(eq=False)
 class Op:
   """One layer call of a functional model."""
-  layer: tf.keras.layers.Layer
+  layer: keras.layers.Layer
   node: object  # The Keras `Node` of the call, for its call arguments.
   inputs: list  # ids of the input KerasTensors, flattened.
   outputs: list  # ids of the output KerasTensors, flattened.
@@ -41,8 +42,8 @@ class Graph:
   """
 
   def __init__(self, model):
-    if not isinstance(model, tf.keras.Model):
-      raise ValueError(f"Expected a tf.keras.Model, got {type(model).__name__}.")
+    if not isinstance(model, keras.Model):
+      raise ValueError(f"Expected a keras.Model, got {type(model).__name__}.")
     # pylint: disable=protected-access
     if not getattr(model, "_is_graph_network", False) or not model.inputs:
       raise ValueError(
@@ -60,7 +61,7 @@ class Graph:
         if node.is_input:
           continue
         layer = node.layer
-        if isinstance(layer, tf.keras.Model):
+        if isinstance(layer, keras.Model):
           raise ValueError(
               f"Nested model {layer.name!r} is not supported; build the "
               "model from layers only.")
@@ -90,13 +91,13 @@ class Graph:
         a new layer on them.
 
     Returns:
-      A new `tf.keras.Model` with the same name and inputs, and the new
+      A new `keras.Model` with the same name and inputs, and the new
       tensors of the old outputs (one tensor, or a flat list).
     """
     tensors = {}
     new_inputs = []
     for t in self.model.inputs:
-      x = tf.keras.Input(batch_shape=t.shape, dtype=t.dtype,
+      x = keras.Input(batch_shape=t.shape, dtype=t.dtype,
                          name=t._keras_history.layer.name)  # pylint: disable=protected-access
       tensors[id(t)] = x
       new_inputs.append(x)
@@ -107,7 +108,7 @@ class Graph:
       outputs = tf.nest.flatten(visit(op, args, kwargs))
       tensors.update(zip(op.outputs, outputs))
     outputs = [tensors[t] for t in self.outputs]
-    return tf.keras.Model(
+    return keras.Model(
         new_inputs if len(new_inputs) > 1 else new_inputs[0],
         outputs if len(outputs) > 1 else outputs[0], name=self.model.name)
 
@@ -135,7 +136,7 @@ def linear_kind(layer):
   pointwise (1 x ... x 1, in * multiplier, out) kernel. Transposed
   convolutions (which subclass Conv) are None.
   """
-  layers = tf.keras.layers
+  layers = keras.layers
   if getattr(layer, "data_format", "channels_last") != "channels_last":
     return None
   if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
@@ -182,5 +183,5 @@ def with_kernel_and_bias(layer, kernel, bias):
 
 def normalizes_last_axis(layer, rank):
   """True when batch norm `layer` normalizes only the last of `rank` axes."""
-  return isinstance(layer, tf.keras.layers.BatchNormalization) and list(
+  return isinstance(layer, keras.layers.BatchNormalization) and list(
       layer.axis) in ([rank - 1], [-1])

@@ -41,6 +41,7 @@ import numbers
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.deploy import graph as graph_lib
 from lilnetx_tf.method.stats import kernel_macs
@@ -335,7 +336,7 @@ def remove_zero_channels(model, *, atol=0.0):
   channel does not turn it into a constant.
 
   Args:
-    model: A functional `tf.keras.Model`, or a Sequential one built with an
+    model: A functional `keras.Model`, or a Sequential one built with an
       input shape, made of stock layers (and `ChannelPad`) called once each. It
       is not modified. Layers the analysis does not model are copied as they
       are, and keep all their channels.
@@ -344,7 +345,7 @@ def remove_zero_channels(model, *, atol=0.0):
       nearly dead channels, so outputs may change slightly.
 
   Returns:
-    `(pruned, report)`: a new functional `tf.keras.Model` with new layer
+    `(pruned, report)`: a new functional `keras.Model` with new layer
     instances (same names, fewer filters/units where channels went) and a
     `PruneReport`.
 

@@ -26,6 +26,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf._quiet import filtered_stderr
 from lilnetx_tf.deploy import fold
@@ -69,8 +70,8 @@ class ExportModels:
     silenced: Layer name -> number of zero-kernel channels whose negative
       bias was set to 0 because the activation after it maps it to 0 anyway.
   """
-  dense: tf.keras.Model
-  pruned: tf.keras.Model
+  dense: keras.Model
+  pruned: keras.Model
   prune_report: prune.PruneReport
   silenced: dict
 
@@ -89,7 +90,7 @@ def plain_model(model):
   """
   if isinstance(model, LilNetXModel):
     return decompressed_model(model)
-  if not isinstance(model, tf.keras.Model):
+  if not isinstance(model, keras.Model):
     raise TypeError(f"Expected a LilNetXModel or a Keras model, got "
                     f"{type(model).__name__}.")
   return model
@@ -263,7 +264,7 @@ def _fuse_relu(model):
   fused = {}  # ReLU op -> its producer.
   for op in graph.ops:
     layer = op.layer
-    plain_relu = type(layer) is tf.keras.layers.ReLU and (  # pylint: disable=unidiomatic-typecheck
+    plain_relu = type(layer) is keras.layers.ReLU and (  # pylint: disable=unidiomatic-typecheck
         layer.max_value is None and not layer.negative_slope
         and not layer.threshold)
     if not plain_relu:
@@ -305,7 +306,7 @@ def _kernel_variables(qat_model):
   return kernels
 
 
-class _KeepZeros(tf.keras.callbacks.Callback):
+class _KeepZeros(keras.callbacks.Callback):
   """Resets the zero weights of kernels to zero after every training step."""
 
   def __init__(self, variables):
@@ -361,9 +362,9 @@ def quantization_aware_finetune(model, x, y, *, epochs, batch_size=64,
     custom[type(layer).__name__] = type(layer)
     return quantization.quantize_annotate_layer(new, noop_config())
 
-  tf.keras.utils.set_random_seed(seed)
+  keras.utils.set_random_seed(seed)
   fused = _fuse_relu(model)
-  annotated = tf.keras.models.clone_model(fused, clone_function=annotate)
+  annotated = keras.models.clone_model(fused, clone_function=annotate)
   annotated.set_weights(fused.get_weights())
   with quantization.quantize_scope(
       {"NoOpQuantizeConfig": noop_config, **custom}):
@@ -371,8 +372,8 @@ def quantization_aware_finetune(model, x, y, *, epochs, batch_size=64,
         annotated,
         tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
   qat.compile(
-      optimizer=tf.keras.optimizers.Adam(learning_rate),
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      optimizer=keras.optimizers.Adam(learning_rate),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=["accuracy"])
   qat.fit(np.asarray(x, np.float32), np.asarray(y), batch_size=batch_size,
           epochs=epochs, shuffle=True, verbose=0,

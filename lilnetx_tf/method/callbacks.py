@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method.model import LilNetXModel
 from lilnetx_tf.method.stats import compression_stats
@@ -23,7 +24,7 @@ CODED_FIGURES = ("coded_bytes", "coded_to_entropy")
 WARMUP_FORMULAS = ("linear", "reference")
 
 
-class RateWarmup(tf.keras.callbacks.Callback):
+class RateWarmup(keras.callbacks.Callback):
   """Ramps lambda_I up to its target over the first epochs.
 
   Sets `model.lambda_rate` (a variable, so a resumed run is consistent) at
@@ -68,7 +69,7 @@ class RateWarmup(tf.keras.callbacks.Callback):
       logs["lambda_rate"] = float(self.model.lambda_rate.numpy())
 
 
-class CompressionLogger(tf.keras.callbacks.Callback):
+class CompressionLogger(keras.callbacks.Callback):
   """Adds size, sparsity and MAC figures to the epoch logs.
 
   Put it before `CSVLogger` / `TensorBoard` in the callback list so they
@@ -119,7 +120,7 @@ _WATCHED_LOGS = (("loss", "The training loss"),
                  ("bits_per_latent", "The rate bound (bits per latent)"))
 
 
-class StopOnNonFinite(tf.keras.callbacks.Callback):
+class StopOnNonFinite(keras.callbacks.Callback):
   """Stops training at the first NaN or infinity, saying what and where.
 
   After every training step it checks the loss and the rate bound; at the

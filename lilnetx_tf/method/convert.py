@@ -9,6 +9,7 @@ import dataclasses
 
 from absl import logging
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method.layers import LATENT_LAYERS
 from lilnetx_tf.method.layers import LatentKernel
@@ -49,15 +50,15 @@ def _to_latent_class(layer):
 
 
 def _clone(model, clone_function):
-  if not isinstance(model, (tf.keras.Sequential, tf.keras.Model)) or not (
-      isinstance(model, tf.keras.Sequential) or
+  if not isinstance(model, (keras.Sequential, keras.Model)) or not (
+      isinstance(model, keras.Sequential) or
       getattr(model, "_is_graph_network", False)):
     raise ValueError(
         f"Model {model.name!r} is a subclassed Keras model; LilNetX converts "
         "Sequential and functional models (build yours with the functional "
         "API, or use LatentConv2D/LatentDense in it and wrap it in "
         "LilNetXModel).")
-  return tf.keras.models.clone_model(model, clone_function=clone_function)
+  return keras.models.clone_model(model, clone_function=clone_function)
 
 
 def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
@@ -71,7 +72,7 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
   the stock layers) are left as they are and reported.
 
   Args:
-    model: A built Sequential or functional `tf.keras.Model`.
+    model: A built Sequential or functional `keras.Model`.
     init_from_weights: Start the latents from the model's current weights
       (fine-tuning a pretrained model into compressed form); all other layers'
       weights are copied too. Otherwise latents get a fresh LilNetX init and
@@ -96,7 +97,7 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
   pairs = []
 
   def clone_function(layer):
-    if isinstance(layer, tf.keras.Model):
+    if isinstance(layer, keras.Model):
       return _clone(layer, clone_function)
     latent_cls = _to_latent_class(layer)
     config = layer.get_config()
@@ -138,7 +139,7 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
         kernels[new.pointwise_layer.name] = weights[1]
         if new.use_bias:
           new.bias_variable.assign(weights[2])
-      elif old.weights and not isinstance(old, tf.keras.Model):
+      elif old.weights and not isinstance(old, keras.Model):
         new.set_weights(old.get_weights())
     lilnetx.initialize_latents(kernels)
   lilnetx.conversion = report
@@ -155,7 +156,7 @@ def decompressed_model(model):
     model: A `LilNetXModel`.
 
   Returns:
-    A new functional/Sequential `tf.keras.Model` with the stock layers of the
+    A new functional/Sequential `keras.Model` with the stock layers of the
     latent layers, whose kernels are the decoded rounded latents, and all
     other weights copied. Its outputs equal the LilNetX model's in inference
     mode.
@@ -166,7 +167,7 @@ def decompressed_model(model):
   pairs = []
 
   def clone_function(layer):
-    if isinstance(layer, tf.keras.Model):
+    if isinstance(layer, keras.Model):
       return _clone(layer, clone_function)
     config = layer.get_config()
     if type(layer) in plain_of:  # pylint: disable=unidiomatic-typecheck
@@ -187,6 +188,6 @@ def decompressed_model(model):
       new.set_weights([old.depthwise_kernel.numpy(),
                        old.pointwise_kernel.numpy()] +
                       ([old.bias.numpy()] if old.use_bias else []))
-    elif old.weights and not isinstance(old, tf.keras.Model):
+    elif old.weights and not isinstance(old, keras.Model):
       new.set_weights(old.get_weights())
   return plain

@@ -10,6 +10,7 @@ import math
 import numbers
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method import grid
 
@@ -44,8 +45,8 @@ def decode_kernel(latent, matrix):
   return tf.reshape(tf.matmul(matrix, flat, transpose_a=True), shape)
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class KernelDecoder(tf.keras.layers.Layer):
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class KernelDecoder(keras.layers.Layer):
   """Decoder shared by all latent layers of one group.
 
   The decoding matrix is `scale * unit`: a fixed scale (a non-trainable
@@ -104,7 +105,7 @@ class KernelDecoder(tf.keras.layers.Layer):
         initializer=self._unit_value, trainable=True)
     self.scale = self.add_weight(
         name="scale", shape=(),
-        initializer=tf.keras.initializers.Constant(self.initial_scale),
+        initializer=keras.initializers.Constant(self.initial_scale),
         trainable=False)
     super().build(input_shape)
 

@@ -19,6 +19,7 @@ with the model. Pass it to `compile` again when resuming.
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 __all__ = ["Distillation"]
 
@@ -39,7 +40,7 @@ class Distillation:
   """
 
   def __init__(self, teacher, weight=1.0, temperature=4.0):
-    if not isinstance(teacher, tf.keras.Model):
+    if not isinstance(teacher, keras.Model):
       raise TypeError(f"`teacher` must be a Keras model, got "
                       f"{type(teacher).__name__}.")
     if not weight >= 0:

@@ -16,6 +16,7 @@ A latent layer's `bias` is, likewise, what the op uses: the bias variable
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
@@ -88,7 +89,7 @@ class LatentKernel:
       **kwargs: As the stock layer.
     """
     super().__init__(*args, **kwargs)
-    self.latent_initializer = tf.keras.initializers.get(latent_initializer)
+    self.latent_initializer = keras.initializers.get(latent_initializer)
     self.latent = None
 
   bias = _bias_property()
@@ -147,7 +148,7 @@ class LatentKernel:
 
   def get_config(self):
     config = super().get_config()
-    config["latent_initializer"] = tf.keras.initializers.serialize(
+    config["latent_initializer"] = keras.initializers.serialize(
         self.latent_initializer)
     return config
 
@@ -164,28 +165,28 @@ def _kernel_property(attr):
   return property(getter, setter, doc=f"Decoded `{attr}` (read-only).")
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LatentConv2D(LatentKernel, tf.keras.layers.Conv2D):
-  """`tf.keras.layers.Conv2D` with an integer latent kernel."""
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LatentConv2D(LatentKernel, keras.layers.Conv2D):
+  """`keras.layers.Conv2D` with an integer latent kernel."""
 
   _KERNEL_ATTR = "kernel"
   _KIND = "conv"
   kernel = _kernel_property("kernel")
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
 class LatentDepthwiseConv2D(LatentKernel,
-                            tf.keras.layers.DepthwiseConv2D):
-  """`tf.keras.layers.DepthwiseConv2D` with an integer latent kernel."""
+                            keras.layers.DepthwiseConv2D):
+  """`keras.layers.DepthwiseConv2D` with an integer latent kernel."""
 
   _KERNEL_ATTR = "depthwise_kernel"
   _KIND = "depthwise"
   depthwise_kernel = _kernel_property("depthwise_kernel")
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LatentDense(LatentKernel, tf.keras.layers.Dense):
-  """`tf.keras.layers.Dense` with an integer latent kernel.
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LatentDense(LatentKernel, keras.layers.Dense):
+  """`keras.layers.Dense` with an integer latent kernel.
 
   Its decoder is a scalar `s`, so in training the layer computes
   `(x @ round(latent)) * s` rather than `x @ (round(latent) * s)`: the same
@@ -223,18 +224,18 @@ class LatentDense(LatentKernel, tf.keras.layers.Dense):
     return outputs
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LatentConv1D(LatentKernel, tf.keras.layers.Conv1D):
-  """`tf.keras.layers.Conv1D` with an integer latent kernel."""
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LatentConv1D(LatentKernel, keras.layers.Conv1D):
+  """`keras.layers.Conv1D` with an integer latent kernel."""
 
   _KERNEL_ATTR = "kernel"
   _KIND = "conv"
   kernel = _kernel_property("kernel")
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LatentSeparableConv2D(tf.keras.layers.SeparableConv2D):
-  """`tf.keras.layers.SeparableConv2D` with integer latent kernels.
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LatentSeparableConv2D(keras.layers.SeparableConv2D):
+  """`keras.layers.SeparableConv2D` with integer latent kernels.
 
   The depthwise kernel is the latent of `depthwise_layer`, a
   `LatentDepthwiseConv2D` named `<name>_depthwise` (group `depthwiseKxK`); the
@@ -243,14 +244,14 @@ class LatentSeparableConv2D(tf.keras.layers.SeparableConv2D):
   its call is the stock separable convolution on the decoded kernels.
 
   Args:
-    *args: As `tf.keras.layers.SeparableConv2D`.
+    *args: As `keras.layers.SeparableConv2D`.
     latent_initializer: Initializer of both latents.
-    **kwargs: As `tf.keras.layers.SeparableConv2D`.
+    **kwargs: As `keras.layers.SeparableConv2D`.
   """
 
   def __init__(self, *args, latent_initializer="random_uniform", **kwargs):
     super().__init__(*args, **kwargs)
-    self.latent_initializer = tf.keras.initializers.get(latent_initializer)
+    self.latent_initializer = keras.initializers.get(latent_initializer)
     self.depthwise_layer = LatentDepthwiseConv2D(
         self.kernel_size, strides=self.strides, padding=self.padding,
         depth_multiplier=self.depth_multiplier,
@@ -281,7 +282,7 @@ class LatentSeparableConv2D(tf.keras.layers.SeparableConv2D):
           "bias", shape=(self.filters,), initializer=self.bias_initializer,
           regularizer=self.bias_regularizer, constraint=self.bias_constraint,
           trainable=True, dtype=self.dtype)
-    self.input_spec = tf.keras.layers.InputSpec(ndim=4, axes={-1: channels})
+    self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
     self.built = True
 
   bias = _bias_property()
@@ -299,16 +300,16 @@ class LatentSeparableConv2D(tf.keras.layers.SeparableConv2D):
 
   def get_config(self):
     config = super().get_config()
-    config["latent_initializer"] = tf.keras.initializers.serialize(
+    config["latent_initializer"] = keras.initializers.serialize(
         self.latent_initializer)
     return config
 
 
 # Keras layer class -> latent class, in the order a subclass check must use.
 LATENT_LAYERS = (
-    (tf.keras.layers.DepthwiseConv2D, LatentDepthwiseConv2D),
-    (tf.keras.layers.SeparableConv2D, LatentSeparableConv2D),
-    (tf.keras.layers.Conv2D, LatentConv2D),
-    (tf.keras.layers.Conv1D, LatentConv1D),
-    (tf.keras.layers.Dense, LatentDense),
+    (keras.layers.DepthwiseConv2D, LatentDepthwiseConv2D),
+    (keras.layers.SeparableConv2D, LatentSeparableConv2D),
+    (keras.layers.Conv2D, LatentConv2D),
+    (keras.layers.Conv1D, LatentConv1D),
+    (keras.layers.Dense, LatentDense),
 )

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method import distillation as distillation_lib
 from lilnetx_tf.method import grid
@@ -51,8 +52,8 @@ def latent_layers(network):
           if isinstance(l, LatentKernel)]
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class LilNetXModel(interval.IntervalTraining, keras.Model):
   """Trains a network of latent layers with the LilNetX objective.
 
   Args:
@@ -118,7 +119,7 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
                compression_interval=1, reference=False, grid_bits=None,
                initialize=True, seed=None, **kwargs):
     super().__init__(**kwargs)
-    if not isinstance(network, tf.keras.Model):
+    if not isinstance(network, keras.Model):
       raise TypeError(f"`network` must be a Keras model, got "
                       f"{type(network).__name__}.")
     if not network.built:
@@ -209,10 +210,10 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
     # The rate term's denominator: the reference divides the bits by the
     # number of kernel slices, this library by the number of latents.
     self.rate_normalizer = self.num_slices if reference else self.num_latents
-    self._bits_tracker = tf.keras.metrics.Mean(name="bits_per_latent")
-    self._prior_bits_tracker = tf.keras.metrics.Mean(
+    self._bits_tracker = keras.metrics.Mean(name="bits_per_latent")
+    self._prior_bits_tracker = keras.metrics.Mean(
         name="prior_bits_per_latent")
-    self._norm_tracker = tf.keras.metrics.Mean(name="block_norm")
+    self._norm_tracker = keras.metrics.Mean(name="block_norm")
     self.prior_optimizer = None
     if initialize:
       self.initialize_latents()
@@ -283,19 +284,19 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
 
   def compile(self, optimizer="rmsprop", *args, prior_optimizer=None,
               distillation=None, **kwargs):
-    """Configures training: `tf.keras.Model.compile`, plus the priors'.
+    """Configures training: `keras.Model.compile`, plus the priors'.
 
-    Every argument of `tf.keras.Model.compile` is accepted, positionally in
+    Every argument of `keras.Model.compile` is accepted, positionally in
     Keras's order (`optimizer, loss, metrics, ...`) or by keyword.
 
     Args:
       optimizer: Optimizer of latents, decoders and all other weights.
-      *args: `tf.keras.Model.compile`'s positional arguments after it.
+      *args: `keras.Model.compile`'s positional arguments after it.
       prior_optimizer: Keyword only. Optimizer of the priors; default Adam at
         1e-2.
       distillation: Keyword only. A `lilnetx_tf.Distillation` whose term
         training adds to the task loss; not saved with the compile config.
-      **kwargs: As `tf.keras.Model.compile`.
+      **kwargs: As `keras.Model.compile`.
 
     Raises:
       TypeError: if `distillation` is not a `Distillation`.
@@ -307,8 +308,8 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
     super().compile(optimizer, *args, **kwargs)
     self.distillation = distillation
     if prior_optimizer is None:
-      prior_optimizer = tf.keras.optimizers.Adam(1e-2)
-    self.prior_optimizer = tf.keras.optimizers.get(prior_optimizer)
+      prior_optimizer = keras.optimizers.Adam(1e-2)
+    self.prior_optimizer = keras.optimizers.get(prior_optimizer)
     # Its slots now: created by a traced prior step, they would make
     # `tf.function` trace that step twice (seconds, in every first `fit`).
     with self.distribute_strategy.scope():
@@ -318,16 +319,16 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
     config = super().get_compile_config()
     if config is not None and self.prior_optimizer is not None:
       config = dict(config)
-      config["prior_optimizer"] = tf.keras.optimizers.serialize(
+      config["prior_optimizer"] = keras.optimizers.serialize(
           self.prior_optimizer)
     return config
 
   def compile_from_config(self, config):
     config = dict(config)
     prior_optimizer = config.pop("prior_optimizer", None)
-    config = tf.keras.saving.deserialize_keras_object(config)
+    config = keras.saving.deserialize_keras_object(config)
     if prior_optimizer is not None:
-      prior_optimizer = tf.keras.optimizers.deserialize(prior_optimizer)
+      prior_optimizer = keras.optimizers.deserialize(prior_optimizer)
     self.compile(prior_optimizer=prior_optimizer, **config)
     # Build the optimizer now (`compile` built the priors' one) so that its
     # saved slots can be restored.
@@ -374,7 +375,7 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
     return prior_fit.fit_priors(self, steps)
 
   def fit(self, *args, **kwargs):  # pylint: disable=signature-differs
-    """`tf.keras.Model.fit`, with the priors fitted before and after.
+    """`keras.Model.fit`, with the priors fitted before and after.
 
     Fitted before, so that the first steps' rate gradient comes from priors
     that match the latents; after, so that the final estimate is the
@@ -391,7 +392,7 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
     return history
 
   def train_step(self, data):
-    x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     network_vars = self.network_variables()
     compression_step = self._traces_compression_step
     # Keras scales the task loss per replica so that summed gradients are a
@@ -433,7 +434,7 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
   def get_config(self):
     return dict(
         name=self.name,
-        network=tf.keras.utils.serialize_keras_object(self.network),
+        network=keras.utils.serialize_keras_object(self.network),
         lambda_rate=self.lambda_rate_target,
         lambda_sparsity=self.lambda_sparsity_target,
         weight_decay=self.weight_decay,
@@ -454,6 +455,6 @@ class LilNetXModel(interval.IntervalTraining, tf.keras.Model):
   @classmethod
   def from_config(cls, config, custom_objects=None):
     config = dict(config)
-    network = tf.keras.layers.deserialize(
+    network = keras.layers.deserialize(
         config.pop("network"), custom_objects=custom_objects)
     return cls(network, initialize=False, **config)

@@ -20,6 +20,7 @@ does not use the prior: its tables are the coded latents' own histograms
 import math
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 import tensorflow_compression as tfc
 
 from lilnetx_tf.method.layers import round_ste
@@ -150,8 +151,8 @@ def _noisy_deep_factorized(matrices, biases, factors, positions, num_filters,
   return _NoisyDeepFactorized(base)
 
 
-@tf.keras.utils.register_keras_serializable(package="lilnetx_tf")
-class GroupPrior(tf.keras.layers.Layer):
+@keras.utils.register_keras_serializable(package="lilnetx_tf")
+class GroupPrior(keras.layers.Layer):
   """Learned prior of one group's latents, one density per kernel position.
 
   The density of position `p` is `(1 - w_p) * DF_p + w_p * L_p`: a
@@ -189,11 +190,11 @@ class GroupPrior(tf.keras.layers.Layer):
       shape = (channels, filters[i + 1], filters[i])
       self._matrices.append(self.add_weight(
           name=f"matrix_{i}", shape=shape,
-          initializer=tf.keras.initializers.Constant(
+          initializer=keras.initializers.Constant(
               _log_expm1(1 / scale / filters[i + 1]))))
       self._biases.append(self.add_weight(
           name=f"bias_{i}", shape=(channels, filters[i + 1], 1),
-          initializer=tf.keras.initializers.RandomUniform(-.5, .5)))
+          initializer=keras.initializers.RandomUniform(-.5, .5)))
       if i < len(self.num_filters):
         self._factors.append(self.add_weight(
             name=f"factor_{i}", shape=(channels, filters[i + 1], 1),
@@ -202,12 +203,12 @@ class GroupPrior(tf.keras.layers.Layer):
     # A tail component of about 1% weight and scale 2.3 to start with.
     self.tail_logit = self.add_weight(
         name="tail_logit", shape=column,
-        initializer=tf.keras.initializers.Constant(-4.0))
+        initializer=keras.initializers.Constant(-4.0))
     self.tail_loc = self.add_weight(name="tail_loc", shape=column,
                                     initializer="zeros")
     self.tail_scale = self.add_weight(
         name="tail_scale", shape=column,
-        initializer=tf.keras.initializers.Constant(1.0))
+        initializer=keras.initializers.Constant(1.0))
     super().build(input_shape)
 
   def deep_factorized(self):

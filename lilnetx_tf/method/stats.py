@@ -28,6 +28,7 @@ called once and have fully defined output shapes.
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.compressed import codec
 from lilnetx_tf.method import groups
@@ -36,7 +37,7 @@ from lilnetx_tf.method.layers import LatentSeparableConv2D
 __all__ = ["compression_stats", "count_macs", "kernel_macs", "layer_macs",
            "layer_stats", "plain_stats"]
 
-_LAYERS = tf.keras.layers
+_LAYERS = keras.layers
 # Subclasses of counted layers whose cost follows the input, not the output,
 # size.
 _TRANSPOSED = (_LAYERS.Conv1DTranspose, _LAYERS.Conv2DTranspose)
@@ -88,7 +89,7 @@ def _kernel_shapes(layer, c_in, c_out):
 
 def layer_macs(layer):
   """MACs of one layer (0 for layers that are not counted)."""
-  if isinstance(layer, tf.keras.Model):
+  if isinstance(layer, keras.Model):
     return sum(layer_macs(inner) for inner in layer.layers)
   if isinstance(layer, _TRANSPOSED):
     raise ValueError(
@@ -113,7 +114,7 @@ def count_macs(model):
   """Returns the MACs of one forward pass (batch 1) of a Keras model.
 
   Args:
-    model: A built `tf.keras.Model` with fixed input size, plain or LilNetX.
+    model: A built `keras.Model` with fixed input size, plain or LilNetX.
       Only the layers of the module docstring are counted, by its formulas.
 
   Returns:
@@ -282,7 +283,7 @@ def plain_stats(model):
   """
   layers = {}
   for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
-    if isinstance(layer, tf.keras.Model) or not layer_macs(layer):
+    if isinstance(layer, keras.Model) or not layer_macs(layer):
       continue
     out_shape = _shape(layer, "output_shape")
     for i, kernel in enumerate(_plain_kernels(layer)):

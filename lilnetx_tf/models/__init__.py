@@ -1,7 +1,7 @@
 """Model zoo: plain Keras models to be made compressible by LilNetX.
 
 Every builder has the signature `build(input_shape, num_classes, **options)`
-and returns a functional `tf.keras.Model` made of stock layers (plus
+and returns a functional `keras.Model` made of stock layers (plus
 `ChannelPad`) whose last layer, `logits`, outputs logits (no softmax).
 `lilnetx_tf.compressible(model)` turns any of them into its LilNetX form.
 
@@ -22,6 +22,7 @@ inputs too. Example:
 import inspect
 
 from lilnetx_tf.channel_pad import ChannelPad
+from lilnetx_tf.compat import keras
 from lilnetx_tf.method.stats import count_macs
 from lilnetx_tf.models.cifar_resnet import resnet110
 from lilnetx_tf.models.cifar_resnet import resnet20
@@ -81,7 +82,7 @@ def build_model(name, input_shape, num_classes, **options):
     **options: Options of that model (e.g. `width` for CIFAR ResNets).
 
   Returns:
-    The `tf.keras.Model`.
+    The `keras.Model`.
 
   Raises:
     ValueError: For an unknown model name or option (the message lists the

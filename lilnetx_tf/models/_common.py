@@ -18,6 +18,7 @@ Dense layers for latent ones. Conventions kept here, once for all models:
 import numbers
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 __all__ = [
     "BN_EPSILON",
@@ -121,21 +122,21 @@ def conv_bn(x, filters, kernel_size, prefix, suffix="", strides=1,
   if strides > 1:
     pad = (kernel_size - 1) // 2
     if pad:
-      x = tf.keras.layers.ZeroPadding2D(pad, name=f"{prefix}_pad{suffix}")(x)
+      x = keras.layers.ZeroPadding2D(pad, name=f"{prefix}_pad{suffix}")(x)
     padding = "valid"
   if depthwise:
-    x = tf.keras.layers.DepthwiseConv2D(
+    x = keras.layers.DepthwiseConv2D(
         kernel_size, strides=strides, padding=padding, use_bias=False,
         depthwise_initializer="he_normal", name=f"{prefix}_dwconv{suffix}")(x)
   else:
-    x = tf.keras.layers.Conv2D(
+    x = keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding, use_bias=False,
         kernel_initializer="he_normal", name=f"{prefix}_conv{suffix}")(x)
-  x = tf.keras.layers.BatchNormalization(
+  x = keras.layers.BatchNormalization(
       momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{prefix}_bn{suffix}")(x)
   if activation is not None:
     max_value = 6.0 if activation == "relu6" else None
-    x = tf.keras.layers.ReLU(max_value, name=f"{prefix}_relu{suffix}")(x)
+    x = keras.layers.ReLU(max_value, name=f"{prefix}_relu{suffix}")(x)
   return x
 
 
@@ -144,5 +145,5 @@ def head(x, num_classes):
 
   Layer names are `avg_pool` and `logits`.
   """
-  x = tf.keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-  return tf.keras.layers.Dense(num_classes, name="logits")(x)
+  x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+  return keras.layers.Dense(num_classes, name="logits")(x)

@@ -19,6 +19,7 @@ of LilNetX.
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.channel_pad import ChannelPad
 from lilnetx_tf.models import _common
@@ -40,14 +41,14 @@ def _basic_block(x, filters, strides, prefix):
   out = _common.conv_bn(out, filters, 3, prefix, "2", activation=None)
   shortcut = x
   if strides != 1:
-    shortcut = tf.keras.layers.AveragePooling2D(
+    shortcut = keras.layers.AveragePooling2D(
         pool_size=1, strides=strides, name=f"{prefix}_shortcut_pool")(shortcut)
   if filters != in_channels:
     before = (filters - in_channels) // 2
     shortcut = ChannelPad(before, filters - in_channels - before,
                           name=f"{prefix}_shortcut_pad")(shortcut)
-  out = tf.keras.layers.Add(name=f"{prefix}_add")([out, shortcut])
-  return tf.keras.layers.ReLU(name=f"{prefix}_out")(out)
+  out = keras.layers.Add(name=f"{prefix}_add")([out, shortcut])
+  return keras.layers.ReLU(name=f"{prefix}_out")(out)
 
 
 def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, *, width=1):
@@ -61,7 +62,7 @@ def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, *, width=1):
       `round(16 * width) * (1, 2, 4)`.
 
   Returns:
-    A `tf.keras.Model` named `resnet{depth}` (suffixed `_w{width}` when width
+    A `keras.Model` named `resnet{depth}` (suffixed `_w{width}` when width
     is not 1) mapping images to logits.
 
   Raises:
@@ -78,7 +79,7 @@ def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, *, width=1):
   base = max(1, round(16 * width))
   blocks = (depth - 2) // 6
 
-  inputs = tf.keras.Input(input_shape, name="image")
+  inputs = keras.Input(input_shape, name="image")
   x = _common.conv_bn(inputs, base, 3, "stem")
   for stage, filters in enumerate((base, 2 * base, 4 * base), start=1):
     for block in range(1, blocks + 1):
@@ -87,7 +88,7 @@ def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, *, width=1):
   outputs = _common.head(x, num_classes)
   if width != 1:
     name += f"_w{width:g}"
-  return tf.keras.Model(inputs, outputs, name=name)
+  return keras.Model(inputs, outputs, name=name)
 
 
 def _fixed_depth(depth):

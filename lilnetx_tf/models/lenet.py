@@ -7,6 +7,7 @@ scaled (e.g. to [0, 1]); the models contain no preprocessing.
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common
 
@@ -21,7 +22,7 @@ def lenet_300_100(input_shape=(28, 28, 1), num_classes=10):
     num_classes: Number of logits.
 
   Returns:
-    A `tf.keras.Model` named `lenet_300_100` with dense layers `fc1`, `fc2`
+    A `keras.Model` named `lenet_300_100` with dense layers `fc1`, `fc2`
     and `logits`.
 
   Raises:
@@ -30,14 +31,14 @@ def lenet_300_100(input_shape=(28, 28, 1), num_classes=10):
   name = "lenet_300_100"
   input_shape = _common.check_input_shape(name, input_shape, rank=None)
   _common.check_positive(name, "num_classes", num_classes, integer=True)
-  inputs = tf.keras.Input(input_shape, name="image")
-  x = tf.keras.layers.Flatten(name="flatten")(inputs)
-  x = tf.keras.layers.Dense(300, name="fc1")(x)
-  x = tf.keras.layers.ReLU(name="fc1_relu")(x)
-  x = tf.keras.layers.Dense(100, name="fc2")(x)
-  x = tf.keras.layers.ReLU(name="fc2_relu")(x)
-  outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
-  return tf.keras.Model(inputs, outputs, name=name)
+  inputs = keras.Input(input_shape, name="image")
+  x = keras.layers.Flatten(name="flatten")(inputs)
+  x = keras.layers.Dense(300, name="fc1")(x)
+  x = keras.layers.ReLU(name="fc1_relu")(x)
+  x = keras.layers.Dense(100, name="fc2")(x)
+  x = keras.layers.ReLU(name="fc2_relu")(x)
+  outputs = keras.layers.Dense(num_classes, name="logits")(x)
+  return keras.Model(inputs, outputs, name=name)
 
 
 def lenet5(input_shape=(28, 28, 1), num_classes=10):
@@ -53,7 +54,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10):
     num_classes: Number of logits.
 
   Returns:
-    A `tf.keras.Model` named `lenet5` with conv layers `conv1`, `conv2` and
+    A `keras.Model` named `lenet5` with conv layers `conv1`, `conv2` and
     dense layers `fc1`, `logits`.
 
   Raises:
@@ -62,13 +63,13 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10):
   name = "lenet5"
   input_shape = _common.check_input_shape(name, input_shape, min_size=16)
   _common.check_positive(name, "num_classes", num_classes, integer=True)
-  inputs = tf.keras.Input(input_shape, name="image")
-  x = tf.keras.layers.Conv2D(20, 5, name="conv1")(inputs)
-  x = tf.keras.layers.MaxPooling2D(2, name="pool1")(x)
-  x = tf.keras.layers.Conv2D(50, 5, name="conv2")(x)
-  x = tf.keras.layers.MaxPooling2D(2, name="pool2")(x)
-  x = tf.keras.layers.Flatten(name="flatten")(x)
-  x = tf.keras.layers.Dense(500, name="fc1")(x)
-  x = tf.keras.layers.ReLU(name="fc1_relu")(x)
-  outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
-  return tf.keras.Model(inputs, outputs, name=name)
+  inputs = keras.Input(input_shape, name="image")
+  x = keras.layers.Conv2D(20, 5, name="conv1")(inputs)
+  x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+  x = keras.layers.Conv2D(50, 5, name="conv2")(x)
+  x = keras.layers.MaxPooling2D(2, name="pool2")(x)
+  x = keras.layers.Flatten(name="flatten")(x)
+  x = keras.layers.Dense(500, name="fc1")(x)
+  x = keras.layers.ReLU(name="fc1_relu")(x)
+  outputs = keras.layers.Dense(num_classes, name="logits")(x)
+  return keras.Model(inputs, outputs, name=name)

@@ -1,6 +1,6 @@
 """MobileNetV1 (Howard et al., 2017) and MobileNetV2 (Sandler et al., 2018).
 
-Both follow the layouts of `tf.keras.applications` (channel rounding, ReLU6,
+Both follow the layouts of `keras.applications` (channel rounding, ReLU6,
 1280-channel V2 head), with two differences that keep them in line with the
 rest of the zoo: strided convolutions pad symmetrically (see `_common`), and
 the classifier is global average pooling and a dense layer giving logits (no
@@ -13,6 +13,7 @@ inputs (32x32, 64x64) work too.
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common
 
@@ -60,7 +61,7 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, *, alpha=1.0):
     alpha: Width multiplier; layer widths are `int(c * alpha)`.
 
   Returns:
-    A `tf.keras.Model` named `mobilenet_v1` (suffixed `_a{alpha}` when alpha is
+    A `keras.Model` named `mobilenet_v1` (suffixed `_a{alpha}` when alpha is
     not 1) mapping images to logits.
 
   Raises:
@@ -68,7 +69,7 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, *, alpha=1.0):
   """
   name = "mobilenet_v1"
   input_shape = _checked(name, input_shape, num_classes, alpha)
-  inputs = tf.keras.Input(input_shape, name="image")
+  inputs = keras.Input(input_shape, name="image")
   x = _common.conv_bn(inputs, max(1, int(32 * alpha)), 3, "stem", strides=2,
                       activation="relu6")
   for index, (filters, strides) in enumerate(_V1_BLOCKS, start=1):
@@ -78,7 +79,7 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, *, alpha=1.0):
     x = _common.conv_bn(x, max(1, int(filters * alpha)), 1, prefix, "2",
                         activation="relu6")
   outputs = _common.head(x, num_classes)
-  return tf.keras.Model(inputs, outputs, name=_suffixed(name, alpha))
+  return keras.Model(inputs, outputs, name=_suffixed(name, alpha))
 
 
 def _inverted_residual(x, expansion, filters, strides, prefix):
@@ -92,7 +93,7 @@ def _inverted_residual(x, expansion, filters, strides, prefix):
                         activation="relu6", depthwise=True)
   out = _common.conv_bn(out, filters, 1, prefix, "3", activation=None)
   if strides == 1 and in_channels == filters:
-    out = tf.keras.layers.Add(name=f"{prefix}_add")([x, out])
+    out = keras.layers.Add(name=f"{prefix}_add")([x, out])
   return out
 
 
@@ -111,7 +112,7 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, *, alpha=1.0):
       multiple of 8, the head has `max(1280, 1280 * alpha)` channels (rounded).
 
   Returns:
-    A `tf.keras.Model` named `mobilenet_v2` (suffixed `_a{alpha}` when alpha is
+    A `keras.Model` named `mobilenet_v2` (suffixed `_a{alpha}` when alpha is
     not 1) mapping images to logits.
 
   Raises:
@@ -119,7 +120,7 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, *, alpha=1.0):
   """
   name = "mobilenet_v2"
   input_shape = _checked(name, input_shape, num_classes, alpha)
-  inputs = tf.keras.Input(input_shape, name="image")
+  inputs = keras.Input(input_shape, name="image")
   x = _common.conv_bn(inputs, _make_divisible(32 * alpha), 3, "stem",
                       strides=2, activation="relu6")
   index = 1
@@ -134,4 +135,4 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, *, alpha=1.0):
   head_filters = _make_divisible(1280 * alpha) if alpha > 1 else 1280
   x = _common.conv_bn(x, head_filters, 1, "head", activation="relu6")
   outputs = _common.head(x, num_classes)
-  return tf.keras.Model(inputs, outputs, name=_suffixed(name, alpha))
+  return keras.Model(inputs, outputs, name=_suffixed(name, alpha))

@@ -14,6 +14,7 @@ All strided layers map a size `n` to `ceil(n / 2)`, so any input size works;
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common
 
@@ -32,9 +33,9 @@ def _basic_block(x, filters, strides, prefix):
   """conv3x3-BN-ReLU-conv3x3-BN, shortcut, add, ReLU."""
   out = _common.conv_bn(x, filters, 3, prefix, "1", strides=strides)
   out = _common.conv_bn(out, filters, 3, prefix, "2", activation=None)
-  out = tf.keras.layers.Add(name=f"{prefix}_add")(
+  out = keras.layers.Add(name=f"{prefix}_add")(
       [out, _projection(x, filters, strides, prefix)])
-  return tf.keras.layers.ReLU(name=f"{prefix}_out")(out)
+  return keras.layers.ReLU(name=f"{prefix}_out")(out)
 
 
 def _bottleneck_block(x, filters, strides, prefix):
@@ -42,27 +43,27 @@ def _bottleneck_block(x, filters, strides, prefix):
   out = _common.conv_bn(x, filters, 1, prefix, "1")
   out = _common.conv_bn(out, filters, 3, prefix, "2", strides=strides)
   out = _common.conv_bn(out, 4 * filters, 1, prefix, "3", activation=None)
-  out = tf.keras.layers.Add(name=f"{prefix}_add")(
+  out = keras.layers.Add(name=f"{prefix}_add")(
       [out, _projection(x, 4 * filters, strides, prefix)])
-  return tf.keras.layers.ReLU(name=f"{prefix}_out")(out)
+  return keras.layers.ReLU(name=f"{prefix}_out")(out)
 
 
 def _resnet(name, block, blocks_per_stage, input_shape, num_classes):
   """Builds an ImageNet-style ResNet from a block function and stage sizes."""
   input_shape = _common.check_input_shape(name, input_shape)
   _common.check_positive(name, "num_classes", num_classes, integer=True)
-  inputs = tf.keras.Input(input_shape, name="image")
+  inputs = keras.Input(input_shape, name="image")
   x = _common.conv_bn(inputs, 64, 7, "stem", strides=2)
   # Zero padding equals -inf padding here: the input is post-ReLU (>= 0).
-  x = tf.keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-  x = tf.keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+  x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+  x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
   for stage, (filters, blocks) in enumerate(
       zip((64, 128, 256, 512), blocks_per_stage), start=1):
     for index in range(1, blocks + 1):
       strides = 2 if stage > 1 and index == 1 else 1
       x = block(x, filters, strides, f"stage{stage}_block{index}")
   outputs = _common.head(x, num_classes)
-  return tf.keras.Model(inputs, outputs, name=name)
+  return keras.Model(inputs, outputs, name=name)
 
 
 def resnet18(input_shape=(224, 224, 3), num_classes=1000):
@@ -73,7 +74,7 @@ def resnet18(input_shape=(224, 224, 3), num_classes=1000):
     num_classes: Number of logits.
 
   Returns:
-    A `tf.keras.Model` named `resnet18` mapping images to logits.
+    A `keras.Model` named `resnet18` mapping images to logits.
 
   Raises:
     ValueError: For invalid arguments.
@@ -90,7 +91,7 @@ def resnet50(input_shape=(224, 224, 3), num_classes=1000):
     num_classes: Number of logits.
 
   Returns:
-    A `tf.keras.Model` named `resnet50` mapping images to logits.
+    A `keras.Model` named `resnet50` mapping images to logits.
 
   Raises:
     ValueError: For invalid arguments.

@@ -12,6 +12,7 @@ conv feeds batch norm.
 """
 
 import tensorflow as tf
+from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common
 
@@ -33,7 +34,7 @@ def vgg16(input_shape=(32, 32, 3), num_classes=10, *, width=1):
       `max(1, round(c * width))`.
 
   Returns:
-    A `tf.keras.Model` named `vgg16` (suffixed `_w{width}` when width is not
+    A `keras.Model` named `vgg16` (suffixed `_w{width}` when width is not
     1). Conv layers are named `group{g}_conv{i}`, the last layer `logits`.
 
   Raises:
@@ -44,19 +45,19 @@ def vgg16(input_shape=(32, 32, 3), num_classes=10, *, width=1):
   _common.check_positive(name, "num_classes", num_classes, integer=True)
   _common.check_positive(name, "width", width)
 
-  inputs = tf.keras.Input(input_shape, name="image")
+  inputs = keras.Input(input_shape, name="image")
   x = inputs
   group, index = 1, 1
   for item in _VGG16:
     if item == "M":
-      x = tf.keras.layers.MaxPooling2D(2, name=f"group{group}_pool")(x)
+      x = keras.layers.MaxPooling2D(2, name=f"group{group}_pool")(x)
       group, index = group + 1, 1
     else:
       x = _common.conv_bn(x, max(1, round(item * width)), 3, f"group{group}",
                           str(index))
       index += 1
-  x = tf.keras.layers.Flatten(name="flatten")(x)
-  outputs = tf.keras.layers.Dense(num_classes, name="logits")(x)
+  x = keras.layers.Flatten(name="flatten")(x)
+  outputs = keras.layers.Dense(num_classes, name="logits")(x)
   if width != 1:
     name += f"_w{width:g}"
-  return tf.keras.Model(inputs, outputs, name=name)
+  return keras.Model(inputs, outputs, name=name)

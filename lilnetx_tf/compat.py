@@ -1,0 +1,167 @@
+"""What differs between the supported stacks, and every private name we use.
+
+Two stacks run the same code: TensorFlow 2.14 with tensorflow-compression
+(the pinned one), and TensorFlow 2.16+ with tf-keras (the current one, where
+`tf.keras` is Keras 3 unless `TF_USE_LEGACY_KERAS=1`). This module is the one
+place that knows the difference, and the one place that touches private
+names of TensorFlow, Keras or tensorflow-compression: each helper below says
+why it needs one. `tests/test_layout.py` fails on a private name of another
+package used anywhere else, and `tests/test_compat.py` runs every helper.
+
+Usage:
+
+```python
+from lilnetx_tf.compat import keras   # Keras 2 (tf.keras or tf-keras)
+model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                          keras.layers.Dense(10)])
+```
+"""
+
+import tensorflow as tf
+
+__all__ = [
+    "KERAS_3_MESSAGE",
+    "TF_VERSION",
+    "check_keras_model",
+    "cluster_coordinator",
+    "flatten_layers",
+    "is_graph_network",
+    "keras",
+    "keras_history_layer",
+    "lite_interpreter",
+    "lite_runtime_name",
+    "nodes_by_depth",
+    "steps_per_execution",
+    "tfc",
+]
+
+TF_VERSION = tuple(int(p) for p in tf.__version__.split(".")[:2])
+
+
+def _keras_2():
+  """Keras 2: tf.keras up to TF 2.15, the tf-keras package from 2.16 on.
+
+  From TF 2.16, `tf.keras` is Keras 3 unless the user set
+  `TF_USE_LEGACY_KERAS=1` before TensorFlow loaded; the library must not
+  depend on that, so it imports tf-keras itself (as
+  tensorflow-model-optimization's compat module does).
+  """
+  if TF_VERSION >= (2, 16):
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    return tf_keras
+  return tf.keras
+
+
+keras = _keras_2()
+
+try:
+  import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
+except ImportError:  # The current stack: tensorflow-compression stops at 2.14.
+  tfc = None
+
+KERAS_3_MESSAGE = (
+    "lilnetx_tf works on Keras 2 models: on TensorFlow 2.16 and later build "
+    "the model with tf-keras (`import tf_keras as keras`, or "
+    "`from lilnetx_tf.compat import keras`), or set TF_USE_LEGACY_KERAS=1 "
+    "before importing TensorFlow so that `tf.keras` is tf-keras.")
+
+
+def check_keras_model(model, what="model"):
+  """Raises a clear `TypeError` unless `model` is a Keras 2 model.
+
+  Args:
+    model: What the user passed.
+    what: How the message names it.
+
+  Raises:
+    TypeError: for a Keras 3 model, or anything that is not a Keras model.
+  """
+  if isinstance(model, keras.Model):
+    return
+  module = type(model).__module__
+  if module.split(".")[0] == "keras":
+    raise TypeError(f"The {what} {getattr(model, 'name', '')!r} is a Keras 3 "
+                    f"model ({module}.{type(model).__name__}). "
+                    + KERAS_3_MESSAGE)
+  raise TypeError(f"The {what} must be a Keras model, got "
+                  f"{type(model).__name__}.")
+
+
+def flatten_layers(model, include_self=True):
+  """Every layer and nested layer of `model`, each once, in tracking order.
+
+  Keras' `_flatten_layers` also finds layers held by other layers (a
+  LatentSeparableConv2D's parts, wrapped layers); the public `layers`
+  property lists only the top-level ones.
+  """
+  return list(model._flatten_layers(include_self=include_self))  # pylint: disable=protected-access
+
+
+def is_graph_network(model):
+  """Whether `model` is a functional (or Sequential) graph of layers.
+
+  Keras has no public test: a subclassed model is also a `Functional`
+  subclass sometimes, and only `_is_graph_network` tells them apart.
+  """
+  return bool(getattr(model, "_is_graph_network", False))
+
+
+def nodes_by_depth(model):
+  """The functional model's nodes by depth (`{depth: [node, ...]}`).
+
+  The graph walker needs the nodes in dependency order; Keras exposes them
+  only through `_nodes_by_depth`.
+  """
+  return model._nodes_by_depth  # pylint: disable=protected-access
+
+
+def keras_history_layer(tensor):
+  """The layer that produced a symbolic Keras tensor.
+
+  Keras records it in `_keras_history`; there is no public accessor.
+  """
+  return tensor._keras_history.layer  # pylint: disable=protected-access
+
+
+def cluster_coordinator(model):
+  """The model's parameter-server coordinator, or None.
+
+  `Model.make_train_function` branches on it; a replacement train function
+  must do the same, and Keras keeps it in `_cluster_coordinator`.
+  """
+  return getattr(model, "_cluster_coordinator", None)
+
+
+def steps_per_execution(model):
+  """The model's `steps_per_execution` as an int, or None before compile.
+
+  Keras stores it as the variable `_steps_per_execution`; the public
+  `compile` argument is not kept.
+  """
+  steps = getattr(model, "_steps_per_execution", None)
+  return None if steps is None else int(steps.numpy().item())
+
+
+def lite_runtime_name():
+  """`"ai_edge_litert"` where LiteRT is installed, else `"tf.lite"`."""
+  try:
+    import ai_edge_litert.interpreter  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return "tf.lite"
+  return "ai_edge_litert"
+
+
+def lite_interpreter(**kwargs):
+  """A TFLite interpreter: LiteRT's where installed, else `tf.lite`'s.
+
+  `tf.lite.Interpreter` is deprecated from TensorFlow 2.18 on in favour of
+  the `ai-edge-litert` package, which runs the same flatbuffers through the
+  same calls.
+
+  Args:
+    **kwargs: `Interpreter` arguments (`model_content`, `num_threads`, ...).
+  """
+  if lite_runtime_name() == "ai_edge_litert":
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+    return Interpreter(**kwargs)
+  return tf.lite.Interpreter(**kwargs)
