@@ -1,11 +1,23 @@
 # The two commands of the README: `make demo` and `make test`.
-# Both create the virtual environment from requirements.txt when it is missing.
+# Both create the virtual environment from the stack's lock file when it is
+# missing: STACK=pinned (the default: requirements.txt, .venv) or
+# STACK=current (requirements-current.txt, .venv-current), e.g.
+# `make test STACK=current`.
 # `make test` runs the test files in two processes (pytest-xdist), each file
 # whole in one of them, so that a module's fixtures are made once.
 # `make bazel-test` runs the fast tests through Bazel (Debian's bazel-bootstrap
 # and bazel-rules-java; see WORKSPACE), `make bazel-test-all` every test file.
 PYTHON ?= python3
+STACK  ?= pinned
+ifeq ($(STACK),pinned)
+LOCK   ?= requirements.txt
 VENV   ?= .venv
+else ifeq ($(STACK),current)
+LOCK   ?= requirements-current.txt
+VENV   ?= .venv-current
+else
+$(error STACK must be pinned or current, not $(STACK))
+endif
 PY      = $(VENV)/bin/python
 BAZEL  ?= bazel
 STAMP   = $(VENV)/.installed
@@ -14,9 +26,9 @@ STAMP   = $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(LOCK)
 	$(PY) -m pip check
 	@touch $(STAMP)
 
@@ -34,4 +46,4 @@ bazel-test-all: $(STAMP)
 	LILNETX_VENV=$(VENV) $(BAZEL) test //...
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf .venv .venv-current demo_out .pytest_cache

@@ -32,6 +32,7 @@ __all__ = [
     "lite_runtime_name",
     "nodes_by_depth",
     "steps_per_execution",
+    "stock_noisy_deep_factorized",
     "tfc",
 ]
 
@@ -165,3 +166,30 @@ def lite_interpreter(**kwargs):
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
     return Interpreter(**kwargs)
   return tf.lite.Interpreter(**kwargs)
+
+
+def stock_noisy_deep_factorized(matrices, biases, factors, num_filters,
+                                init_scale):
+  """tensorflow-compression's own `NoisyDeepFactorized` on given parameters.
+
+  A second implementation to test `GroupPrior`'s density against (pinned
+  stack only). `tfc.DeepFactorized` makes its variables in its constructor
+  and exposes them only as `_matrices`, `_biases` and `_factors`.
+
+  Args:
+    matrices: The density network's matrices, `(positions, out, in)` each.
+    biases: Its biases.
+    factors: Its nonlinearity factors.
+    num_filters: Hidden widths.
+    init_scale: Initial scale (it does not matter once values are copied).
+
+  Returns:
+    A `tfc.NoisyDeepFactorized`-equivalent distribution over `(..., positions)`.
+  """
+  base = tfc.DeepFactorized(batch_shape=(int(matrices[0].shape[0]),),
+                            num_filters=tuple(num_filters),
+                            init_scale=init_scale)
+  for value, copy in zip(list(matrices) + list(biases) + list(factors),
+                         base._matrices + base._biases + base._factors):  # pylint: disable=protected-access
+    copy.assign(value)
+  return tfc.UniformNoiseAdapter(base)

@@ -64,3 +64,40 @@ def rice_decode(data, count, k):
     values.append(z // 2 if z % 2 == 0 else -(z + 1) // 2)
   assert pos <= len(bits) and len(bits) - pos < 8 and "1" not in bits[pos:]
   return np.array(values, np.int64)
+
+
+def noisy_deep_factorized_prob(matrices, biases, factors, x):
+  """Unit-interval masses of the deep factorized density, in float64.
+
+  Ballé et al. (2018)'s cumulative network, written out: per position p,
+  logits = softplus(H_i) @ logits + b_i, then + tanh(a_i) * tanh(logits)
+  between layers; the mass of [x - 1/2, x + 1/2] is the difference of the
+  sigmoids of the logits at its ends, taken on the far side of the median
+  (survival functions right of it) so that float64 keeps the tails.
+
+  Args:
+    matrices: Per layer, `(positions, out, in)` arrays (before softplus).
+    biases: Per layer, `(positions, out, 1)` arrays.
+    factors: Per hidden layer, `(positions, out, 1)` arrays (before tanh).
+    x: `(n, positions)` values.
+
+  Returns:
+    `(n, positions)` float64 masses.
+  """
+  x = np.asarray(x, np.float64)
+  def logits(values):
+    columns = []
+    for p in range(values.shape[1]):
+      out = values[:, p][None, :]
+      for i, matrix in enumerate(matrices):
+        out = np.log1p(np.exp(np.asarray(matrix[p], np.float64))) @ out
+        out = out + np.asarray(biases[i][p], np.float64)
+        if i < len(factors):
+          out = out + np.tanh(np.asarray(factors[i][p], np.float64)) * np.tanh(out)
+      columns.append(out[0])
+    return np.stack(columns, axis=1)
+  sigmoid = lambda z: 1 / (1 + np.exp(-z))
+  upper, lower = logits(x + .5), logits(x - .5)
+  right = upper + lower > 0
+  return np.where(right, sigmoid(-lower) - sigmoid(-upper),
+                  sigmoid(upper) - sigmoid(lower))

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import by_hand
 import lilnetx_tf
+from lilnetx_tf import compat
 from lilnetx_tf.compressed import codec
 from lilnetx_tf.method import groups
 from lilnetx_tf.method import prior_fit
@@ -260,18 +261,12 @@ def test_eager_and_tf_function_agree():
 def _mixture_prob_by_hand(prior, x):
   """The prior's probabilities of `(n, positions)` values, independently.
 
-  Stock tfc for the deep factorized part, on copies of the weights, and the
-  logistic tail in NumPy.
+  The deep factorized part written out in NumPy (`by_hand`), on copies of
+  the weights, and the logistic tail in NumPy.
   """
-  import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
-  base = tfc.DeepFactorized(batch_shape=(prior.positions,),
-                            num_filters=prior.num_filters,
-                            init_scale=prior.init_scale)
-  for variable, copy in zip(
-      prior._matrices + prior._biases + prior._factors,  # pylint: disable=protected-access
-      base._matrices + base._biases + base._factors):  # pylint: disable=protected-access
-    copy.assign(variable)
-  deep = tfc.UniformNoiseAdapter(base).prob(x).numpy().astype(np.float64)
+  deep = by_hand.noisy_deep_factorized_prob(
+      *[[v.numpy() for v in part]
+        for part in prior.deep_factorized_parameters()], np.asarray(x))
   t = prior.tail_logit.numpy()[:, 0].astype(np.float64)
   loc = prior.tail_loc.numpy()[:, 0]
   # The documented parameterisation: scale softplus(s) + 1, weight
@@ -377,15 +372,21 @@ def _without_tail(prior):
   return prior
 
 
+def _stock_deep_factorized(prior):
+  return compat.stock_noisy_deep_factorized(
+      *prior.deep_factorized_parameters(), prior.num_filters,
+      prior.init_scale)
+
+
+@pytest.mark.needs_tfc
 def test_prior_bits_equal_tensorflow_compression_entropy_model():
   """GroupPrior.bits gives ContinuousBatchedEntropyModel's figures."""
-  import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(0)
   prior = _without_tail(lilnetx_tf.GroupPrior(9, init_scale=4.0))
   slices = tf.random.stateless_uniform((3000, 9), seed=(3, 4), minval=-9,
                                        maxval=9)
-  entropy_model = tfc.ContinuousBatchedEntropyModel(
-      prior.deep_factorized(), coding_rank=2, compression=False,
+  entropy_model = compat.tfc.ContinuousBatchedEntropyModel(
+      _stock_deep_factorized(prior), coding_rank=2, compression=False,
       offset_heuristic=False)
   _, expected = entropy_model(slices, training=False)
   ours = prior.bits(tf.transpose(slices), training=False)
@@ -459,32 +460,47 @@ def test_training_bits_from_the_table_match_the_density_network():
       assert not np.isfinite(prior.bits(broken, training=True).numpy()), g
 
 
+def test_deep_factorized_log_prob_by_hand():
+  """The deep factorized component against a float64 NumPy network."""
+  tf.keras.utils.set_random_seed(0)
+  prior = lilnetx_tf.GroupPrior(9, init_scale=6.0)
+  prior.build()
+  for bias in prior.deep_factorized_parameters()[1]:  # Off the symmetric start.
+    bias.assign(bias + tf.random.uniform(bias.shape, -2.0, 2.0))
+  x = np.random.default_rng(0).uniform(-25, 25, (2000, 9)).astype(np.float32)
+  expected = np.log(by_hand.noisy_deep_factorized_prob(
+      *[[v.numpy() for v in part]
+        for part in prior.deep_factorized_parameters()], x))
+  ours = prior.deep_factorized_log_prob(tf.transpose(x)).numpy().T
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.needs_tfc
 def test_prior_log_prob_equals_tensorflow_compression():
   """The one-pass log-prob equals tfc's UniformNoiseAdapter, values and grads."""
-  import tensorflow_compression as tfc  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(0)  # The prior's random initial biases.
   prior = _without_tail(lilnetx_tf.GroupPrior(9))
-  ours = prior.deep_factorized()
   # Stock tfc throughout: its own density network, on copies of the weights.
-  base = tfc.DeepFactorized(batch_shape=(9,), num_filters=prior.num_filters,
-                            init_scale=prior.init_scale)
-  pairs = list(zip(prior._matrices + prior._biases + prior._factors,  # pylint: disable=protected-access
-                   base._matrices + base._biases + base._factors))  # pylint: disable=protected-access
-  for variable, copy in pairs:
-    copy.assign(variable)
-  reference = tfc.UniformNoiseAdapter(base)
+  reference = _stock_deep_factorized(prior)
+  ours = lambda x: tf.transpose(prior.deep_factorized_log_prob(tf.transpose(x)))
+  # The two networks' variables share names (matrix_0, bias_0, ...).
+  short = lambda v: v.name.split(":")[0].split("/")[-1]
+  stock = {short(v): v for v in reference.trainable_variables}
+  pairs = [(v, stock[short(v)])
+           for part in prior.deep_factorized_parameters() for v in part]
+  assert len(stock) == len(pairs) == 8
   x = tf.random.stateless_uniform((4000, 9), seed=(1, 2), minval=-60,
                                   maxval=60)
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
-    a = tf.reduce_sum(ours.log_prob(x))
+    a = tf.reduce_sum(ours(x))
     b = tf.reduce_sum(reference.log_prob(x))
   # The position-major path the training step uses gives the same values.
   np.testing.assert_allclose(
       tf.transpose(prior.log_prob(tf.transpose(x))).numpy(),
       reference.log_prob(x).numpy(), rtol=1e-6, atol=1e-6)
   # The same formula; XLA-free float32 kernels may still round differently.
-  np.testing.assert_allclose(ours.log_prob(x).numpy(),
+  np.testing.assert_allclose(ours(x).numpy(),
                              reference.log_prob(x).numpy(), rtol=1e-6,
                              atol=1e-6)
   np.testing.assert_allclose(tape.gradient(a, x).numpy(),

@@ -2,12 +2,18 @@
 
   python -m train --config=train/configs/mnist_lenet5.py \
       --workdir=/tmp/runs/mnist_lenet5 --config.data_dir=../shared/data/mnist
+  lilnetx-train --config=mnist_lenet5 --workdir=... (installed with pip)
+
+`--config` takes a config file's path, or the name of a shipped config
+(`train/configs/NAME.py`).
 
 Every config field can be overridden, e.g. `--config.lambda_rate=3e-4`.
 Re-running the same command resumes an interrupted run; a finished run is only
 reported. See `train/configs/base.py` for the fields.
 """
 
+import importlib
+import os
 import sys
 
 from absl import app
@@ -15,8 +21,8 @@ from absl import flags
 from ml_collections import config_flags
 
 import lilnetx_tf
-from train import loop
-from train import registry
+from . import loop
+from . import registry
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file with get_config(), e.g. "
@@ -48,5 +54,34 @@ def main(argv):
              "learning rate) and re-run the same command to resume.")
 
 
+def _with_shipped_config(argv):
+  """`argv` with `--config=NAME` replaced by the shipped config's path."""
+  configs = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         "configs")
+  out = []
+  for arg in argv:
+    if arg.startswith("--config="):
+      value, _, options = arg[len("--config="):].partition(":")
+      shipped = os.path.join(configs, value + ".py")
+      if (not os.path.exists(value) and os.sep not in value
+          and os.path.exists(shipped)):
+        arg = "--config=" + shipped + (":" + options if options else "")
+    out.append(arg)
+  return out
+
+
+def run():
+  """The `lilnetx-train` console script: `python -m train` when installed.
+
+  Config files are loaded by path and start from `train.configs.base` (the
+  shipped ones and users' own alike); installed, that package is
+  `lilnetx_tf_cli.train`, so the name `train` is bound to it for this
+  process (nothing named `train` is installed).
+  """
+  if __package__ != "train":
+    sys.modules.setdefault("train", importlib.import_module(__package__))
+  app.run(main, argv=_with_shipped_config(sys.argv))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

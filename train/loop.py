@@ -29,11 +29,11 @@ import lilnetx_tf
 from lilnetx_tf import data as data_lib
 from lilnetx_tf.atomic import atomic_path
 from lilnetx_tf.atomic import atomic_write
-from train import callbacks as callbacks_lib
-from train import distribute
-from train import faults
-from train import registry
-from train import report
+from . import callbacks as callbacks_lib
+from . import distribute
+from . import faults
+from . import registry
+from . import report
 
 __all__ = ["check_workdir", "run"]
 

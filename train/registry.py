@@ -19,8 +19,8 @@ from lilnetx_tf.method import groups
 from lilnetx_tf import models
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.data import registry as data_registry
-from train import distribute
-from train.schedule import warmup_cosine_decay
+from . import distribute
+from .schedule import warmup_cosine_decay
 
 __all__ = ["ConfigError", "build_model", "check_config", "sparsity_groups"]
 

@@ -1,7 +1,9 @@
 """Learned entropy priors of the latent integers, one per group.
 
 Each group owns one density per kernel position (batch shape `positions`):
-tensorflow-compression's deep factorized density, mixed with a wide logistic
+the deep factorized density of Ballé et al. (2018), as tensorflow-compression
+defines it (implemented here in plain TensorFlow, so that no stack needs that
+package to train), mixed with a wide logistic
 "tail" component of learned weight, location and scale, both convolved with
 unit uniform noise. The deep factorized density alone has logistic tails tied
 to the slope of its peak; the latents LilNetX trains are a sharp peak at zero
@@ -21,7 +23,6 @@ import math
 
 import tensorflow as tf
 from lilnetx_tf.compat import keras
-import tensorflow_compression as tfc
 
 from lilnetx_tf.method.layers import round_ste
 
@@ -44,10 +45,11 @@ def _log_expm1(x):
 
 
 def _logits_by_position(values, matrices, biases, factors):
-  """`tfc.DeepFactorized._logits_cumulative` on position-major values.
+  """The deep factorized network's cumulative logits, position-major.
 
-  tfc reshapes and transposes its `(..., positions)` inputs to `(positions, 1,
-  n)` and back on every call; position-major inputs need neither.
+  The formula of tensorflow-compression's `DeepFactorized`, which reshapes
+  and transposes its `(..., positions)` inputs to `(positions, 1, n)` and back
+  on every call; position-major inputs need neither.
 
   Args:
     values: `(positions, n)` tensor.
@@ -68,33 +70,6 @@ def _logits_by_position(values, matrices, biases, factors):
   return tf.squeeze(logits, 1)
 
 
-class _OwnedDeepFactorized(tfc.DeepFactorized):
-  """`tfc.DeepFactorized` on variables created and tracked by a Keras layer.
-
-  `tfc.DeepFactorized` makes its variables in its constructor; a Keras layer
-  must create weights in `build()` to be saved, restored and distributed like
-  any other weight. The density network is tensorflow-compression's, evaluated
-  by `_logits_by_position`.
-  """
-
-  def __init__(self, matrices, biases, factors, **kwargs):
-    self._owned = (list(matrices), list(biases), list(factors))
-    super().__init__(**kwargs)
-
-  def _make_variables(self):
-    self._matrices, self._biases, self._factors = self._owned
-
-  def _logits_cumulative(self, inputs):
-    # tfc's layout change around `_logits_by_position`, so that the coding
-    # tables and the training bits come from one implementation of the network.
-    shape = tf.shape(inputs)
-    values = tf.transpose(
-        tf.reshape(inputs, (-1, self.batch_shape.num_elements())))
-    logits = _logits_by_position(values, self._matrices, self._biases,
-                                 self._factors)
-    return tf.reshape(tf.transpose(logits), shape)
-
-
 def _noisy_log_prob(upper, lower):
   """log(sigmoid(upper) - sigmoid(lower)): log-mass of one unit interval.
 
@@ -112,20 +87,6 @@ def _noisy_log_prob(upper, lower):
                   tf.math.log1p(-tf.exp(small - big)) + big)
 
 
-class _NoisyDeepFactorized(tfc.UniformNoiseAdapter):
-  """`tfc.NoisyDeepFactorized` whose `log_prob` runs the density network once.
-
-  tfc's `UniformNoiseAdapter.log_prob` evaluates the base distribution's
-  log-CDF and log-survival function at y - 1/2 and y + 1/2: four passes of
-  the density network. The deep factorized CDF is sigmoid(logits), so one pass
-  over both points gives all four.
-  """
-
-  def _log_prob(self, y):
-    logits = self.base._logits_cumulative(tf.stack([y + .5, y - .5]))  # pylint: disable=protected-access
-    return _noisy_log_prob(logits[0], logits[1])
-
-
 # The tail component stays a tail: at least this wide and at most this heavy,
 # so that it cannot take over the peak (a logistic of scale s puts at most
 # tanh(1 / (4 s)) of its mass on one integer) and leave the deep factorized
@@ -141,14 +102,6 @@ _MAX_FIT_VALUE = 2.0**15
 # tails are logistic, their log linear, and the edge cells extrapolate.
 _TABLE_STEPS_PER_UNIT = 64
 _TABLE_BOUND = 128.0
-
-
-def _noisy_deep_factorized(matrices, biases, factors, positions, num_filters,
-                           init_scale):
-  base = _OwnedDeepFactorized(matrices, biases, factors,
-                              batch_shape=(positions,),
-                              num_filters=num_filters, init_scale=init_scale)
-  return _NoisyDeepFactorized(base)
 
 
 @keras.utils.register_keras_serializable(package="lilnetx_tf")
@@ -211,13 +164,36 @@ class GroupPrior(keras.layers.Layer):
         initializer=keras.initializers.Constant(1.0))
     super().build(input_shape)
 
-  def deep_factorized(self):
-    """The noisy deep factorized component alone (a tfp distribution)."""
+  def deep_factorized_log_prob(self, values):
+    """Log-probabilities under the noisy deep factorized component alone.
+
+    The density of tensorflow-compression's `NoisyDeepFactorized` on this
+    prior's parameters (`tests/test_core.py` checks it against the stock
+    class where tensorflow-compression is installed, and against a NumPy
+    implementation everywhere).
+
+    Args:
+      values: `(positions, n)` float tensor (see `groups.to_positions`).
+
+    Returns:
+      `(positions, n)` natural-log probabilities.
+    """
     if not self.built:
       self.build()
-    return _noisy_deep_factorized(self._matrices, self._biases, self._factors,
-                                  self.positions, self.num_filters,
-                                  self.init_scale)
+    values = self._checked(values)
+    logits = _logits_by_position(tf.concat([values + .5, values - .5], 1),
+                                 self._matrices, self._biases, self._factors)
+    return _noisy_log_prob(*tf.split(logits, 2, axis=1))
+
+  def deep_factorized_parameters(self):
+    """The density network's `(matrices, biases, factors)` variables.
+
+    In tensorflow-compression's `DeepFactorized` layout (matrices and factors
+    before softplus and tanh), e.g. to build the stock distribution.
+    """
+    if not self.built:
+      self.build()
+    return list(self._matrices), list(self._biases), list(self._factors)
 
   def tail_parameters(self):
     """The tail component's weight, location and scale, `(positions, 1)`."""
@@ -227,9 +203,9 @@ class GroupPrior(keras.layers.Layer):
   def log_prob(self, values):
     """Log-probabilities of position-major values under the noisy density.
 
-    The deep factorized part equals `self.deep_factorized().log_prob` on the
-    transposed values, but its network runs once on both interval ends,
-    without transposes: this is most of a training step's overhead.
+    The deep factorized part equals `deep_factorized_log_prob`; its network
+    runs once on both interval ends: this is most of a training step's
+    overhead.
 
     Args:
       values: `(positions, n)` float tensor (see `groups.to_positions`).
