@@ -134,5 +134,10 @@ def main(argv):
   print(_size_table(info["sizes"]))
 
 
-if __name__ == "__main__":
+def run():
+  """The `lilnetx-export-bitstream` script (`python -m export.bitstream`)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -29,6 +29,8 @@ and written as OUTPUT_STEM_summary.txt with a plot OUTPUT_STEM_channels.png of
 the channels kept per layer. Latency: the exported model against the dense
 export (unpruned, same quantization; written as OUTPUT_STEM_dense.tflite for
 on-device comparisons), batch 1, 1 and 2 threads, in interleaved runs.
+Verification and latency run in LiteRT's interpreter (`ai-edge-litert`) where
+it is installed, else in `tf.lite`'s; the report's `runtime` names which.
 """
 
 import json
@@ -39,6 +41,7 @@ from absl import app
 from absl import flags
 
 import lilnetx_tf  # Before tensorflow: quiets TF; registers LilNetX layers.
+from lilnetx_tf import compat
 from lilnetx_tf.atomic import atomic_path
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.deploy import tflite
@@ -229,6 +232,7 @@ def _summary(report):
       f"  quantize={report['quantize']} sparse={report['sparse']}; "
       f"{size['exported'] / 1e6:.3f} MB (dense export "
       f"{size['dense_export'] / 1e6:.3f} MB)",
+      f"  interpreter (verification, latency): {report['runtime']}",
       f"  output channels kept: {report['channels']['kept']} of "
       f"{report['channels']['total']} (conv / dense layers)",
       f"  params {params['before']:,} -> {params['after']:,}; MACs "
@@ -365,7 +369,7 @@ def main(argv):
   report = dict(source=source, output=_OUTPUT.value, dataset=dataset,
                 quantize=_QUANTIZE.value, sparse=_SPARSE.value,
                 int8_io=_INT8_IO.value, prune_atol=_PRUNE_ATOL.value,
-                verification={})
+                runtime=compat.lite_runtime_name(), verification={})
   reference = None
   if check is not None:
     reference = tflite_check.keras_logits(model, check[0])
@@ -383,5 +387,10 @@ def main(argv):
     sys.exit(1)
 
 
-if __name__ == "__main__":
+def run():
+  """The `lilnetx-export-tflite` console script (`python -m export.tflite`)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
