@@ -5,8 +5,9 @@ channel-level sparsity prior until at least `--target_removed` of its MACs are
 removable by the exact zero-channel removal (`PruneReport.macs_after /
 macs_before`), then exports the dense (batch norm folded, all channels) and the
 pruned model to float32 TFLite and prints a table: MACs, parameters and
-batch-1 latency (median of interleaved `tf.lite.Interpreter` runs, 1 and 2
-threads) of both, the speedup, and the speedup divided by the MAC reduction
+batch-1 latency (median of interleaved TFLite interpreter runs, 1 and 2
+threads; LiteRT's where installed, else `tf.lite`'s, named in the output) of
+both, the speedup, and the speedup divided by the MAC reduction
 (the issue's target: >= 0.8). The pruned model's parity with the trained one
 is checked on test images.
 
@@ -31,6 +32,7 @@ from absl import flags
 import numpy as np
 
 import lilnetx_tf
+from lilnetx_tf import compat
 from lilnetx_tf import data
 from lilnetx_tf import models as zoo
 from lilnetx_tf.atomic import atomic_write
@@ -160,7 +162,8 @@ def main(argv):
       history=history, macs_before=report.macs_before,
       macs_after=report.macs_after, mac_reduction=reduction,
       params_before=report.params_before, params_after=report.params_after,
-      parity=parity.to_dict(), latency_ms={})
+      parity=parity.to_dict(), runtime=compat.lite_runtime_name(),
+      latency_ms={})
   for n in threads:
     row = timing[n]
     speedup = row["dense"] / row["pruned"]
@@ -184,7 +187,8 @@ def main(argv):
   print(f"Pruned TFLite parity with the trained model: "
         f"{'PASS' if parity.passed else 'FAIL ' + parity.failure} "
         f"(agreement {100 * parity.agreement:.2f}%, max |dlogit| "
-        f"{parity.max_abs_dlogit:.2g})\n")
+        f"{parity.max_abs_dlogit:.2g}); interpreter: "
+        f"{compat.lite_runtime_name()}\n")
   widths = [max(len(r[i]) for r in rows + [("", "dense", "pruned", "")])
             for i in range(4)]
   header = ("", "dense", "pruned", "ratio")

@@ -30,7 +30,8 @@ the channels kept per layer. Latency: the exported model against the dense
 export (unpruned, same quantization; written as OUTPUT_STEM_dense.tflite for
 on-device comparisons), batch 1, 1 and 2 threads, in interleaved runs.
 Verification and latency run in LiteRT's interpreter (`ai-edge-litert`) where
-it is installed, else in `tf.lite`'s; the report's `runtime` names which.
+it is installed, else in `tf.lite`'s; the report's `runtime` names which, and
+says where its XNNPACK delegate failed and the builtin kernels ran instead.
 """
 
 import json
@@ -158,11 +159,12 @@ def _conversions(models, reference, check, representative, train, report):
   def check_model(key, content, float_parity, required=True):
     if check is None:
       return
+    runner = tflite_check.TFLiteRunner(content)
     result = tflite_check.verify(
-        reference, tflite_check.TFLiteRunner(content)(check[0]), check[1],
+        reference, runner(check[0]), check[1],
         float_parity=float_parity, tolerance=_TOLERANCE.value,
         max_accuracy_drop=_MAX_DROP.value)
-    verification[key] = result.to_dict()
+    verification[key] = dict(result.to_dict(), xnnpack=runner.xnnpack)
     if required and not result.passed:
       failures.append(f"{key}: {result.failure}")
 
@@ -246,7 +248,8 @@ def _summary(report):
         f"{100 * result['accuracy_reference']:.2f}% trained / "
         f"{100 * result['accuracy_exported']:.2f}% exported, max |dlogit| "
         f"{result['max_abs_dlogit']:.3g} ({result['relative_dlogit']:.3g} "
-        "relative)")
+        "relative)" + ("" if result["xnnpack"] else
+                       "; XNNPACK failed: builtin kernels"))
   if not report["verification"]:
     lines.append("  verification skipped (--check_samples=0)")
   if "qat" in report:
@@ -259,7 +262,9 @@ def _summary(report):
         f"  latency, {threads} thread(s), batch 1, median of {row['rounds']} "
         f"interleaved runs: dense {row['dense']:.3f} ms, exported "
         f"{row['exported']:.3f} ms, speedup x{row['speedup']:.2f} "
-        f"({row['speedup_per_mac_reduction']:.2f} of the MAC reduction)")
+        f"({row['speedup_per_mac_reduction']:.2f} of the MAC reduction)" +
+        ("; XNNPACK failed, builtin kernels: " +
+         ", ".join(row["without_xnnpack"]) if "without_xnnpack" in row else ""))
   xnn = report["xnnpack_sparse"]
   verdict = ("qualifies (on ARM)" if xnn["qualifies"] else
              "does not qualify: " + "; ".join(xnn["reasons"]))

@@ -17,6 +17,8 @@ model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
 ```
 """
 
+import sys
+
 import tensorflow as tf
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "is_graph_network",
     "keras",
     "keras_history_layer",
+    "lite_builtin_kernels",
     "lite_interpreter",
     "lite_runtime_name",
     "nodes_by_depth",
@@ -67,6 +70,18 @@ KERAS_3_MESSAGE = (
     "before importing TensorFlow so that `tf.keras` is tf-keras.")
 
 
+def _is_keras_3(thing):
+  """Whether `thing` is an object of Keras 3 (the `keras` package, 3.x).
+
+  The module name alone does not tell: on TensorFlow 2.14 the `keras`
+  package is Keras 2 itself, where `tf.keras`'s classes live.
+  """
+  if type(thing).__module__.split(".")[0] != "keras":
+    return False
+  version = getattr(sys.modules.get("keras"), "__version__", "2")
+  return int(version.split(".")[0]) >= 3
+
+
 def check_keras_model(model, what="model"):
   """Raises a clear `TypeError` unless `model` is a Keras 2 model.
 
@@ -80,7 +95,7 @@ def check_keras_model(model, what="model"):
   if isinstance(model, keras.Model):
     return
   module = type(model).__module__
-  if module.split(".")[0] == "keras":
+  if _is_keras_3(model):
     raise TypeError(f"The {what} {getattr(model, 'name', '')!r} is a Keras 3 "
                     f"model ({module}.{type(model).__name__}). "
                     + KERAS_3_MESSAGE)
@@ -166,6 +181,20 @@ def lite_interpreter(**kwargs):
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
     return Interpreter(**kwargs)
   return tf.lite.Interpreter(**kwargs)
+
+
+def lite_builtin_kernels():
+  """The op resolver of the builtin kernels alone, without XNNPACK.
+
+  For `lite_interpreter(experimental_op_resolver_type=...)`: LiteRT and
+  `tf.lite` each have their own `OpResolverType` enum, and each interpreter
+  accepts only its own.
+  """
+  if lite_runtime_name() == "ai_edge_litert":
+    from ai_edge_litert.interpreter import OpResolverType  # pylint: disable=g-import-not-at-top
+  else:
+    OpResolverType = tf.lite.experimental.OpResolverType  # pylint: disable=invalid-name
+  return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 def stock_noisy_deep_factorized(matrices, biases, factors, num_filters,

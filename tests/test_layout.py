@@ -70,6 +70,129 @@ def test_no_module_uses_a_private_name_of_another():
   assert not problems, problems
 
 
+# The folders whose Python may use no private name of another package; only
+# lilnetx_tf/compat.py may (each such use there is a documented helper).
+_CHECKED = (*_OWN, "bench", "tests")
+_COMPAT = "lilnetx_tf/compat.py"
+
+
+def _is_private(name):
+  """`_name` and `__name` (mangled), but not `__dunder__` or `_`."""
+  return (name.startswith("_") and name.strip("_") != "" and
+          not (name.startswith("__") and name.endswith("__")))
+
+
+def _string_arg(call, names):
+  """The constant string second argument of `getattr(x, "...")` etc."""
+  if (isinstance(call.func, ast.Name) and call.func.id in names and
+      len(call.args) >= 2 and isinstance(call.args[1], ast.Constant) and
+      isinstance(call.args[1].value, str)):
+    return call.args[1].value
+  return None
+
+
+def _defined_names(tree):
+  """The private names a module defines for attribute access.
+
+  Defs and classes, assignment targets (`x._name = ...`, `_name = ...` in a
+  class or module body, loop and `with` targets), function parameters and
+  `setattr(x, "_name", ...)`: a name our code defines anywhere is ours
+  wherever it is read.
+  """
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                         ast.ClassDef)):
+      names.add(node.name)
+    elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+      names.add(node.id)
+    elif isinstance(node, ast.Attribute) and isinstance(
+        node.ctx, (ast.Store, ast.Del)):
+      names.add(node.attr)
+    elif isinstance(node, ast.arg):
+      names.add(node.arg)
+    elif isinstance(node, ast.Call):
+      name = _string_arg(node, ("setattr",))
+      if name is not None:
+        names.add(name)
+  return {n for n in names if _is_private(n)}
+
+
+def _private_reads(tree):
+  """(line, name) of each read of a private attribute, strings included."""
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)
+        and _is_private(node.attr)):
+      yield node.lineno, node.attr
+    elif isinstance(node, ast.Call):
+      name = _string_arg(node, ("getattr", "hasattr", "delattr"))
+      if name is not None and _is_private(name):
+        yield node.lineno, name
+
+
+def _foreign_private_names(sources, allowed=(_COMPAT,)):
+  """`path:line: name` of each private name our code does not define.
+
+  Args:
+    sources: Relative path -> Python source, the whole tree checked.
+    allowed: Paths that may use private names of other packages (their
+      definitions do not count as ours either: compat.py assigns to other
+      packages' objects).
+
+  Returns:
+    The uses, sorted by path and line.
+  """
+  trees = {path: ast.parse(text, path) for path, text in sources.items()}
+  ours = set()
+  for path, tree in trees.items():
+    if path not in allowed:
+      ours |= _defined_names(tree)
+  return [f"{path}:{line}: .{name}"
+          for path, tree in sorted(trees.items()) if path not in allowed
+          for line, name in sorted(_private_reads(tree)) if name not in ours]
+
+
+def test_only_compat_uses_private_names_of_other_packages():
+  sources = {str(path.relative_to(ROOT)): path.read_text()
+             for folder in _CHECKED for path in (ROOT / folder).rglob("*.py")}
+  assert _COMPAT in sources and "tests/test_layout.py" in sources
+  assert _foreign_private_names(sources) == []
+
+
+def test_the_private_name_check_can_fail():
+  foreign = (
+      "def f(model, layer, t):\n"
+      "  a = model._flatten_layers(include_self=False)\n"
+      "  b = getattr(model, '_is_graph_network', False)\n"
+      "  c = hasattr(layer, '_keras_history') and t._keras_history.layer\n"
+      "  return a, b, c, model.__class__, layer._ours, layer._param\n")
+  ours = ("class Mine:\n"
+          "  _ours = None\n"
+          "  def _helper(self, _param):\n"
+          "    self._kept = _param\n"
+          "    return self._helper, getattr(self, '_kept')\n")
+  assert _foreign_private_names({"a.py": foreign, "b.py": ours}) == [
+      "a.py:2: ._flatten_layers", "a.py:3: ._is_graph_network",
+      "a.py:4: ._keras_history", "a.py:4: ._keras_history"]
+  # Each kind of definition makes a name ours: a def, a class attribute, an
+  # assignment to an attribute, a parameter, setattr.
+  for definition in ("def _flatten_layers(): pass",
+                     "class C:\n  _flatten_layers = 1",
+                     "x._flatten_layers = 1", "def g(_flatten_layers): pass",
+                     "setattr(x, '_flatten_layers', 1)"):
+    assert "._flatten_layers" not in " ".join(_foreign_private_names(
+        {"a.py": foreign, "b.py": ours, "c.py": definition}))
+  # Only the allowed file may use them, and its assignments make none ours.
+  allowed = "def h(m):\n  m._keras_history = 1\n  return m._nodes_by_depth\n"
+  assert _foreign_private_names(
+      {"compat.py": allowed, "b.py": ours}, allowed=("compat.py",)) == []
+  assert _foreign_private_names(
+      {"compat.py": allowed, "a.py": foreign, "b.py": ours},
+      allowed=("compat.py",)) == [
+          "a.py:2: ._flatten_layers", "a.py:3: ._is_graph_network",
+          "a.py:4: ._keras_history", "a.py:4: ._keras_history"]
+
+
 def test_the_library_depends_on_no_tool_and_the_core_on_no_zoo():
   problems = []
   for path, tree in _modules("lilnetx_tf"):

@@ -161,7 +161,7 @@ def _randomize(model, seed=0):
 
 
 def _next_bn(layer):
-  nodes = layer._outbound_nodes  # pylint: disable=protected-access
+  nodes = layer.outbound_nodes
   if len(nodes) == 1 and isinstance(nodes[0].layer, L.BatchNormalization):
     return nodes[0].layer
   return None

@@ -2,7 +2,8 @@
 
 The invariants: the exported (pruned) model computes the trained LilNetX
 model's logits to float32 rounding while being smaller; every quantization
-mode yields a model that runs in `tf.lite.Interpreter` on real data; the
+mode yields a model that runs in the TFLite interpreter (LiteRT's where
+installed, `lilnetx_tf.compat.lite_interpreter`) on real data; the
 verification fails for a model that is not the trained one; the CLI writes
 everything it promises. Channels are zeroed at random here, through the
 latents, and batch norm statistics are randomised so that folding matters.
@@ -19,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 import lilnetx_tf
+from lilnetx_tf import compat
 from lilnetx_tf import data
 from lilnetx_tf import models as zoo
 from lilnetx_tf.deploy import tflite
@@ -254,6 +256,46 @@ def test_verify_rejects_a_different_model(mnist, small):
     tflite_check.verify(reference, reference[:-1], y, float_parity=True)
 
 
+def test_runner_falls_back_to_the_builtin_kernels(mnist, small, monkeypatch):
+  """Where XNNPACK fails to prepare a model, the builtin kernels run it.
+
+  LiteRT 2.3's delegate fails so on int8 models with sparse weights; here a
+  stand-in interpreter fails the same way whenever XNNPACK would be used.
+  """
+  _, exported = small
+  x = mnist[2][:16]
+  content = tflite.convert(exported.pruned)
+  expected = tflite_check.TFLiteRunner(content)(x)
+  real = compat.lite_interpreter
+  calls = []
+
+  def failing(**kwargs):
+    calls.append(kwargs)
+    if "experimental_op_resolver_type" not in kwargs:
+      raise RuntimeError("failed to delegate FULLY_CONNECTED node #4Node "
+                         "number 6 (TfLiteXNNPackDelegate) failed to prepare.")
+    return real(**kwargs)
+
+  monkeypatch.setattr(compat, "lite_interpreter", failing)
+  runner = tflite_check.TFLiteRunner(content)
+  assert runner.xnnpack
+  np.testing.assert_allclose(runner(x, batch_size=16), expected, rtol=1e-4,
+                             atol=1e-5)
+  assert not runner.xnnpack
+  assert [c.get("experimental_op_resolver_type") for c in calls] == [
+      None, compat.lite_builtin_kernels()]
+  timing = tflite_check.measure_latency({"m": content}, x[:1], threads=[1],
+                                        rounds=3, warmup=1)
+  assert timing[1]["without_xnnpack"] == ["m"]
+  # Other errors are not taken for XNNPACK's.
+  def broken(**kwargs):
+    raise RuntimeError(f"bad model {sorted(kwargs)}")
+
+  monkeypatch.setattr(compat, "lite_interpreter", broken)
+  with pytest.raises(RuntimeError, match="bad model"):
+    tflite_check.TFLiteRunner(content)(x)
+
+
 def _mobile_net(sparse_fraction, rng):
   """MobileNet-like: 3x3 s2 stem on RGB, depthwise + 1x1 blocks, mean, dense."""
   inputs = tf.keras.Input((32, 32, 3))
@@ -309,6 +351,17 @@ def test_cli_exports_verifies_and_reports(small, mnist, tmp_path, data_dir):
   assert "RESULT: PASS" in result.stdout
   report = json.loads((output.parent / "export_report.json").read_text())
   assert report["passed"] and report["failures"] == []
+  # The report names the interpreter that verified and timed the model, and
+  # whether its XNNPACK delegate ran each model (LiteRT 2.3's fails on the
+  # int8 sparse fully connected layer; the builtin kernels then run it).
+  assert report["runtime"] == compat.lite_runtime_name()
+  assert (f"interpreter (verification, latency): {report['runtime']}" in
+          result.stdout)
+  assert report["verification"]["float32"]["xnnpack"]
+  assert all(isinstance(v["xnnpack"], bool)
+             for v in report["verification"].values())
+  assert ("XNNPACK failed" in result.stdout) == (
+      not report["verification"]["exported"]["xnnpack"])
   assert set(report["verification"]) == {"float32", "int8_without_qat",
                                          "exported"}
   assert report["verification"]["float32"]["agreement"] == 1.0

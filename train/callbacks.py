@@ -21,6 +21,7 @@ import time
 from absl import logging
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 import lilnetx_tf
@@ -370,7 +371,7 @@ class LatentHistograms(keras.callbacks.Callback):
           tf.summary.histogram(f"latents/{layer.name}",
                                tf.round(layer.latent), step=epoch)
       else:
-        for layer in self.model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+        for layer in compat.flatten_layers(self.model, include_self=False):
           if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense,
                                 keras.layers.DepthwiseConv2D)):
             tf.summary.histogram(f"kernels/{layer.name}", layer.weights[0],

@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 
 import lilnetx_tf  # Before tensorflow: quiets TF's start-up noise.
+from lilnetx_tf import compat
 from lilnetx_tf import data
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import fileformat
@@ -139,8 +140,8 @@ def main(argv):
   print(f"{path}: {len(content):,} bytes; zero channels removed: parameters "
         f"{report.params_before:,} -> {report.params_after:,}, MACs "
         f"{report.macs_before:,} -> {report.macs_after:,}; max |logit "
-        f"difference| {np.abs(tflite_logits - logits).max():.2e}; same "
-        f"predictions: {tflite_ok}")
+        f"difference| {np.abs(tflite_logits - logits).max():.2e} (run in "
+        f"{compat.lite_runtime_name()}); same predictions: {tflite_ok}")
   print(f"\ndone in {time.time() - start:.0f} s")
   if not (file_ok and tflite_ok):
     raise SystemExit("The exported models do not reproduce the trained "

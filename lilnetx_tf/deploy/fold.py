@@ -11,6 +11,7 @@ visibly dead, which `lilnetx_tf.deploy.prune` relies on.
 """
 
 from lilnetx_tf.deploy import graph as graph_lib
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 __all__ = ["fold_batch_norm"]
@@ -50,8 +51,10 @@ def fold_batch_norm(model):
     A new functional `keras.Model` with new layer instances (same names).
 
   Raises:
+    TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
     ValueError: If `model` is subclassed, nests models or shares layers.
   """
+  compat.check_keras_model(model)
   graph = graph_lib.Graph(model)
   fold_into = {}  # Producer op -> the batch norm layer folded into it.
   folded = set()  # Batch norm ops that disappear.

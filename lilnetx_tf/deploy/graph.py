@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.compressed.floats import batch_norm_scale_offset
@@ -44,8 +45,7 @@ class Graph:
   def __init__(self, model):
     if not isinstance(model, keras.Model):
       raise ValueError(f"Expected a keras.Model, got {type(model).__name__}.")
-    # pylint: disable=protected-access
-    if not getattr(model, "_is_graph_network", False) or not model.inputs:
+    if not compat.is_graph_network(model) or not model.inputs:
       raise ValueError(
           f"Model {model.name!r} must be functional, or a Sequential model "
           "built with a known input shape; subclassed models are not "
@@ -56,8 +56,9 @@ class Graph:
     self.producer = {}
     self.consumers = collections.defaultdict(list)
     seen = set()
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-      for node in model._nodes_by_depth[depth]:
+    nodes_by_depth = compat.nodes_by_depth(model)
+    for depth in sorted(nodes_by_depth, reverse=True):
+      for node in nodes_by_depth[depth]:
         if node.is_input:
           continue
         layer = node.layer
@@ -78,7 +79,6 @@ class Graph:
         for t in op.inputs:
           self.consumers[t].append(op)
         self.ops.append(op)
-    # pylint: enable=protected-access
     self.inputs = [id(t) for t in model.inputs]
     self.outputs = [id(t) for t in model.outputs]
 
@@ -98,7 +98,7 @@ class Graph:
     new_inputs = []
     for t in self.model.inputs:
       x = keras.Input(batch_shape=t.shape, dtype=t.dtype,
-                         name=t._keras_history.layer.name)  # pylint: disable=protected-access
+                      name=compat.keras_history_layer(t).name)
       tensors[id(t)] = x
       new_inputs.append(x)
     replace = lambda v: tensors.get(id(v), v) if tf.is_tensor(v) else v

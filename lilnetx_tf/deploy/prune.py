@@ -41,6 +41,7 @@ import numbers
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.deploy import graph as graph_lib
@@ -350,9 +351,11 @@ def remove_zero_channels(model, *, atol=0.0):
     `PruneReport`.
 
   Raises:
+    TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
     ValueError: If `atol` is negative, or `model` is subclassed, nests models
       or shares layers.
   """
+  compat.check_keras_model(model)
   if isinstance(atol, bool) or not isinstance(atol, numbers.Real) or atol < 0:
     raise ValueError(f"atol must be a non-negative number, got {atol!r}.")
   graph = graph_lib.Graph(model)

@@ -26,6 +26,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf._quiet import filtered_stderr
@@ -86,13 +87,11 @@ def plain_model(model):
     A plain Keras model whose inference outputs equal `model`'s.
 
   Raises:
-    TypeError: If `model` is not a Keras model.
+    TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
   """
+  compat.check_keras_model(model)
   if isinstance(model, LilNetXModel):
     return decompressed_model(model)
-  if not isinstance(model, keras.Model):
-    raise TypeError(f"Expected a LilNetXModel or a Keras model, got "
-                    f"{type(model).__name__}.")
   return model
 
 
@@ -153,7 +152,11 @@ def prepare_for_export(model, *, atol=0.0):
   Returns:
     `ExportModels` with the dense and the pruned Keras model, whose outputs
     equal `model`'s in inference mode to float32 rounding (with `atol=0`).
+
+  Raises:
+    TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
   """
+  compat.check_keras_model(model)
   dense = fold.fold_batch_norm(plain_model(model))
   silenced = _silence_dead_channels(dense)
   pruned, report = prune.remove_zero_channels(dense, atol=atol)
@@ -187,9 +190,11 @@ def convert(model, quantize="none", *, sparse=False, representative_data=None,
     The flatbuffer, `bytes`.
 
   Raises:
+    TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
     ValueError: For an unknown `quantize`, missing representative data, or
       `int8_io` without "int8".
   """
+  compat.check_keras_model(model)
   if quantize not in QUANTIZATIONS:
     raise ValueError(f"Unknown quantize {quantize!r}; valid: "
                      f"{', '.join(QUANTIZATIONS)}.")
@@ -346,8 +351,10 @@ def quantization_aware_finetune(model, x, y, *, epochs, batch_size=64,
     `convert(qat_model, "int8", representative_data=...)`.
 
   Raises:
+    TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
     ValueError: If `epochs` < 1.
   """
+  compat.check_keras_model(model)
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
   if epochs < 1:
     raise ValueError(f"epochs must be >= 1, got {epochs}.")

@@ -1,7 +1,10 @@
 """Checks of exported TFLite models: outputs and latency.
 
-* `TFLiteRunner` runs a flatbuffer with `tf.lite.Interpreter` (XNNPACK is its
-  default CPU backend) on float inputs, quantizing and dequantizing int8 I/O.
+* `TFLiteRunner` runs a flatbuffer with the TFLite interpreter (XNNPACK is
+  its default CPU backend) on float inputs, quantizing and dequantizing int8
+  I/O: LiteRT's (`ai-edge-litert`) where installed, else `tf.lite`'s, which
+  TensorFlow 2.18+ deprecates (`lilnetx_tf.compat.lite_interpreter`;
+  `lilnetx_tf.compat.lite_runtime_name()` says which one runs).
 * `verify` compares an exported model's logits with the trained model's: top-1
   agreement, both accuracies and max |delta logit|, judged as float32 parity
   or as a bounded accuracy loss for quantized models.
@@ -17,7 +20,7 @@ import dataclasses
 import time
 
 import numpy as np
-import tensorflow as tf
+from lilnetx_tf import compat
 
 __all__ = [
     "TFLiteRunner",
@@ -35,9 +38,19 @@ class TFLiteRunner:
   first allocated: re-allocating after a resize crashes TF 2.14's XNNPACK
   delegate on sparse float16 models.
 
+  Where the XNNPACK delegate fails to prepare the model, it runs on the
+  builtin kernels alone, and `xnnpack` becomes False: LiteRT 2.3's delegate
+  takes the int8 fully connected layers stored sparse (`--quantize=int8
+  --sparse`) and then fails on them, where `tf.lite`'s (TensorFlow 2.14 and
+  2.21) runs the same file.
+
   Args:
     content: The flatbuffer (`bytes`).
     num_threads: Interpreter threads.
+
+  Attributes:
+    interpreter: The interpreter of the last batch size.
+    xnnpack: Whether every interpreter so far runs with the XNNPACK delegate.
   """
 
   def __init__(self, content, num_threads=1):
@@ -45,16 +58,29 @@ class TFLiteRunner:
     self._num_threads = num_threads
     self._interpreters = {}
     self.interpreter = None
+    self.xnnpack = True
+
+  def _new_interpreter(self, batch, **options):
+    interpreter = compat.lite_interpreter(model_content=self._content,
+                                          num_threads=self._num_threads,
+                                          **options)
+    details = interpreter.get_input_details()[0]
+    if batch != details["shape"][0]:
+      interpreter.resize_tensor_input(
+          details["index"], [batch] + list(details["shape"][1:]))
+    interpreter.allocate_tensors()
+    return interpreter
 
   def _use(self, batch):
     if batch not in self._interpreters:
-      interpreter = tf.lite.Interpreter(model_content=self._content,
-                                        num_threads=self._num_threads)
-      details = interpreter.get_input_details()[0]
-      if batch != details["shape"][0]:
-        interpreter.resize_tensor_input(
-            details["index"], [batch] + list(details["shape"][1:]))
-      interpreter.allocate_tensors()
+      try:
+        interpreter = self._new_interpreter(batch)
+      except RuntimeError as error:
+        if "XNNPack" not in str(error):
+          raise
+        interpreter = self._new_interpreter(
+            batch, experimental_op_resolver_type=compat.lite_builtin_kernels())
+        self.xnnpack = False
       self._interpreters[batch] = interpreter
     self.interpreter = self._interpreters[batch]
 
@@ -196,7 +222,9 @@ def measure_latency(models, sample, *, threads=(1, 2), rounds=50,
       least 3 rounds are kept).
 
   Returns:
-    `{threads: {"rounds": n, name: median milliseconds, ...}}`.
+    `{threads: {"rounds": n, name: median milliseconds, ...}}`, plus
+    `"without_xnnpack": [name, ...]` in a row where a model ran on the
+    builtin kernels alone (see `TFLiteRunner`).
   """
   results = {}
   names = list(models)
@@ -219,4 +247,7 @@ def measure_latency(models, sample, *, threads=(1, 2), rounds=50,
       done += 1
     results[num_threads] = {"rounds": done, **{
         name: 1e3 * float(np.median(times[name])) for name in names}}
+    slow = [name for name in names if not runners[name].xnnpack]
+    if slow:
+      results[num_threads]["without_xnnpack"] = slow
   return results

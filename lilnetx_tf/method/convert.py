@@ -9,6 +9,7 @@ import dataclasses
 
 from absl import logging
 import tensorflow as tf
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method.layers import LATENT_LAYERS
@@ -51,8 +52,7 @@ def _to_latent_class(layer):
 
 def _clone(model, clone_function):
   if not isinstance(model, (keras.Sequential, keras.Model)) or not (
-      isinstance(model, keras.Sequential) or
-      getattr(model, "_is_graph_network", False)):
+      isinstance(model, keras.Sequential) or compat.is_graph_network(model)):
     raise ValueError(
         f"Model {model.name!r} is a subclassed Keras model; LilNetX converts "
         "Sequential and functional models (build yours with the functional "
@@ -84,13 +84,15 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
     A `LilNetXModel`; its `conversion` attribute is a `ConversionReport`.
 
   Raises:
+    TypeError: if `model` is not a Keras 2 model (a Keras 3 one, say).
     ValueError: if the model is subclassed, unbuilt, or has no layer to
       convert.
   """
+  compat.check_keras_model(model)
   if not model.built:
     raise ValueError(f"Model {model.name!r} must be built before conversion.")
   skip = set(skip)
-  unknown = skip - {l.name for l in model._flatten_layers()}  # pylint: disable=protected-access
+  unknown = skip - {l.name for l in compat.flatten_layers(model)}
   if unknown:
     raise ValueError(f"Layers to skip not in the model: {sorted(unknown)}.")
   report = ConversionReport(converted=[], skipped={}, dropped={})

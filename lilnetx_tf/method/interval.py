@@ -9,6 +9,8 @@ a `tf.cond` in one graph would be simpler, but distribution strategies refuse
 the priors' optimizer step (an all-reduce) inside control flow.
 """
 
+from lilnetx_tf import compat
+
 __all__ = ["IntervalTraining"]
 
 
@@ -59,9 +61,8 @@ class IntervalTraining:
     interval = self.compression_interval
     if interval == 1:
       return super().make_train_function(force=force)
-    if self._cluster_coordinator or (
-        self._steps_per_execution is not None
-        and self._steps_per_execution.numpy().item() != 1):
+    steps = compat.steps_per_execution(self)
+    if compat.cluster_coordinator(self) or (steps is not None and steps != 1):
       raise ValueError(
           f"compression_interval {interval} needs steps_per_execution 1 and "
           "no parameter servers (each step's function is chosen in Python).")

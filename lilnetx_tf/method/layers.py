@@ -207,8 +207,10 @@ class LatentDense(LatentKernel, keras.layers.Dense):
     if (not training or decoder is None or decoder.positions != 1 or
         isinstance(inputs, (tf.RaggedTensor, tf.SparseTensor))):
       return super().call(inputs)
-    if inputs.dtype.base_dtype != self._compute_dtype_object.base_dtype:
-      inputs = tf.cast(inputs, self._compute_dtype_object)
+    # Keras's Dense casts the same way, through its private dtype object.
+    compute_dtype = tf.as_dtype(self.compute_dtype)
+    if inputs.dtype.base_dtype != compute_dtype.base_dtype:
+      inputs = tf.cast(inputs, compute_dtype)
     rounded = round_ste(self.latent)
     rank = inputs.shape.rank
     if rank == 2 or rank is None:

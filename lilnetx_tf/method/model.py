@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method import distillation as distillation_lib
@@ -48,7 +49,7 @@ def latent_layers(network):
   """The distinct latent layers of a network (nested models included)."""
   if isinstance(network, LatentKernel):
     return [network]
-  return [l for l in network._flatten_layers(include_self=False)  # pylint: disable=protected-access
+  return [l for l in compat.flatten_layers(network, include_self=False)
           if isinstance(l, LatentKernel)]
 
 

@@ -28,6 +28,7 @@ called once and have fully defined output shapes.
 
 import numpy as np
 import tensorflow as tf
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.compressed import codec
@@ -190,7 +191,7 @@ def _separable_kernel_macs(network):
   output shape gives their output positions.
   """
   macs = {}
-  for layer in network._flatten_layers(include_self=False):  # pylint: disable=protected-access
+  for layer in compat.flatten_layers(network, include_self=False):
     if isinstance(layer, LatentSeparableConv2D):
       out_shape = _shape(layer, "output_shape")
       for sub in (layer.depthwise_layer, layer.pointwise_layer):
@@ -282,7 +283,7 @@ def plain_stats(model):
     float32 bytes), plus `params`, all of the model's parameters.
   """
   layers = {}
-  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+  for layer in compat.flatten_layers(model, include_self=False):
     if isinstance(layer, keras.Model) or not layer_macs(layer):
       continue
     out_shape = _shape(layer, "output_shape")
