@@ -27,7 +27,7 @@ from lilnetx_tf.compat import keras
 import lilnetx_tf
 from lilnetx_tf.atomic import atomic_path
 from lilnetx_tf.atomic import atomic_write
-from train import faults
+from . import faults
 
 __all__ = ["BEST_METRIC", "EpochRandomness", "EpochSummary",
            "EpochTensorBoard", "LatentHistograms", "LearningRateLogger",
