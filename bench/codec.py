@@ -18,9 +18,15 @@ Times are the median and the best of `--runs` runs after one warm-up run
   float weights, checks, atomic write) and `fileformat.load_compressed`
   (checks, range decoding, kernel decoding, building the Keras model).
 
-  python bench/codec.py [--runs=5] [--output=/tmp/resnet50.lnx]
+`--coder` picks the range coder (`lilnetx_tf.compressed.coders`; default:
+the stack's default coder); run it once per coder to compare them. The
+table is printed, and with `--json` also written with the sizes.
+
+  python bench/codec.py [--runs=5] [--coder=constriction]
+      [--output=/tmp/resnet50.lnx] [--json=/tmp/codec.json]
 """
 
+import json
 import os
 import pathlib
 import statistics
@@ -35,7 +41,9 @@ from absl import flags
 import numpy as np
 
 import lilnetx_tf
+from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.method import groups
 from lilnetx_tf.models import build_model
@@ -51,6 +59,9 @@ _OTHER_ZERO = flags.DEFINE_float(
 _FIT_STEPS = flags.DEFINE_integer("fit_steps", 300, "Prior fitting steps.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the file "
                               "(default: a temporary directory).")
+_CODER = flags.DEFINE_enum("coder", None, list(coders.CODERS),
+                           "Range coder; default: the stack's default.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 
 
 def _set_sparse_latents(model, rng):
@@ -80,6 +91,8 @@ def _timed(function, runs):
 
 def main(argv):
   del argv
+  coder = _CODER.value or coders.default_coder()
+  coders.require(coder)  # Before the minutes of set-up.
   keras.utils.set_random_seed(0)
   rng = np.random.default_rng(0)
   print("Building LilNetX ResNet-50 ...", flush=True)
@@ -100,21 +113,24 @@ def main(argv):
              for g, ls in model.group_layers.items()}
   tables = _timed(lambda: {g: codec.histogram_tables(s)[:2]
                            for g, s in symbols.items()}, runs)
-  coding = _timed(lambda: [codec.encode_symbols(symbols[g], *tables[-1][g])
-                           for g in symbols], runs)
-  encode = _timed(lambda: codec.compress_latents(model), runs)
+  coding = _timed(lambda: [codec.encode_symbols(symbols[g], *tables[-1][g],
+                                                coder) for g in symbols], runs)
+  encode = _timed(lambda: codec.compress_latents(model, coder), runs)
   decode = _timed(lambda: codec.decompress_latents(encode[-1]), runs)
   assert all(np.array_equal(decode[-1][k], v) for k, v in latents.items())
 
   with tempfile.TemporaryDirectory() as tmp:
     path = _OUTPUT.value or os.path.join(tmp, "resnet50.lnx")
-    save = _timed(lambda: fileformat.save_compressed(model, path), runs)
+    save = _timed(lambda: fileformat.save_compressed(model, path,
+                                                     coder=coder), runs)
     load = _timed(lambda: fileformat.load_compressed(path), runs)
   sizes = save[-1]
 
-  print(f"\nResNet-50, {n:,} latents; {runs} runs after a warm-up run\n")
+  print(f"\nResNet-50, {n:,} latents, range coder {coder}; {runs} runs "
+        "after a warm-up run\n")
   print(f"{'step':<42}{'warm-up s':>10}{'median s':>10}{'best s':>8}"
         f"{'latents/s':>13}")
+  steps = {}
   for name, (warmup, median, best, _) in (
       ("encode: coding tables (histograms)", tables),
       ("encode: range coding", coding),
@@ -124,17 +140,25 @@ def main(argv):
       ("file: load_compressed", load)):
     print(f"{name:<42}{warmup:>10.2f}{median:>10.2f}{best:>8.2f}"
           f"{n / median:>13,.0f}")
+    steps[name] = dict(warmup_s=warmup, median_s=median, best_s=best,
+                       latents_per_s=n / median)
   print(f"\n{'size':<44}{'bytes':>14}{'vs float32':>12}")
-  for name, value in (
-      ("latents (model size)", sizes["latent_bytes"]),
-      ("  prior estimate", round(estimate)),
-      ("  empirical entropy", round(sum(
-          codec.empirical_entropy_bits(s) for s in symbols.values()) / 8)),
-      ("whole file", sizes["file_bytes"]),
-      ("float32 weights", sizes["float32_bytes"])):
+  size_rows = {
+      "latents (model size)": sizes["latent_bytes"],
+      "  prior estimate": round(estimate),
+      "  empirical entropy": round(sum(
+          codec.empirical_entropy_bits(s) for s in symbols.values()) / 8),
+      "whole file": sizes["file_bytes"],
+      "float32 weights": sizes["float32_bytes"]}
+  for name, value in size_rows.items():
     print(f"{name:<44}{value:>14,}"
           f"{sizes['float32_bytes'] / value:>11.2f}x")
   print(f"\nbits per latent: {sizes['bits_per_latent']:.3f}")
+  if _JSON.value:
+    atomic_write(_JSON.value, json.dumps(dict(
+        model="resnet50", num_latents=n, coder=coder, runs=runs,
+        steps=steps, sizes={k.strip(): v for k, v in size_rows.items()},
+        bits_per_latent=sizes["bits_per_latent"]), indent=2))
 
 
 if __name__ == "__main__":

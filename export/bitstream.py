@@ -1,9 +1,10 @@
 """Writes a trained LilNetX model as a compressed model file, or inspects one.
 
   python -m export.bitstream --workdir=RUN [--output=RUN/model.lnx] [--float16]
-      [--fold_batch_norm [--batch_norm_bits=B]]
+      [--fold_batch_norm [--batch_norm_bits=B]] [--coder=NAME]
   python -m export.bitstream --checkpoint=PATH.keras --output=model.lnx
   python -m export.bitstream --inspect model.lnx
+  python -m export.bitstream --recode=IN.lnx --coder=NAME --output=OUT.lnx
 
 `--workdir` means RUN/model.keras, the latest model of a training run. The
 file holds the range-coded latents, coding tables, decoders, float weights
@@ -11,6 +12,14 @@ and architecture (`lilnetx_tf.compressed.fileformat`); load it with
 `lilnetx_tf.compressed.fileformat.load_compressed`. Two sizes are printed and never
 mixed up: the latents alone (the paper's model size) and the whole file, each
 also as a ratio against the float32 weights.
+
+`--coder` names the range coder of the latents, which the file records:
+`tensorflow-compression` (the default where it is installed) or
+`constriction` (the default elsewhere, e.g. on TensorFlow 2.16+); both
+decode to the same weights. A file needs its coder to load: `--recode`
+writes an existing file's latents again with `--coder` (same tables and
+weights, current format version), e.g. a tensorflow-compression file for a
+stack without it; run it where the file's own coder is installed.
 """
 
 import os
@@ -21,6 +30,7 @@ from absl import flags
 from absl import logging
 
 import lilnetx_tf
+from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import fileformat
 import tensorflow as tf  # pylint: disable=g-bad-import-order  # After lilnetx_tf: quiet.
 from lilnetx_tf.compat import keras
@@ -49,6 +59,13 @@ _BN_BITS = flags.DEFINE_integer(
 _INSPECT = flags.DEFINE_string(
     "inspect", None, "Check a compressed file and print its size breakdown "
     "instead of exporting.")
+_CODER = flags.DEFINE_string(
+    "coder", None, f"Range coder of the latents: {' or '.join(coders.CODERS)}"
+    "; default: tensorflow-compression where it is installed, else "
+    "constriction.")
+_RECODE = flags.DEFINE_string(
+    "recode", None, "Write this compressed file again with its latents coded "
+    "by --coder, to --output (the same weights), instead of exporting.")
 
 
 def _size_table(sizes):
@@ -66,6 +83,7 @@ def _size_table(sizes):
   lines = [f"{'':<22}{'bytes':>14}  {'vs float32':>10}"]
   lines += [f"{name:<22}{n:>14,}  {ratio:>10}  {note}"
             for name, n, ratio, note in rows]
+  lines.append(f"latents coded by the range coder {sizes['coder']}")
   return "\n".join(lines)
 
 
@@ -101,28 +119,48 @@ def _export():
   if not isinstance(model, lilnetx_tf.LilNetXModel):
     sys.exit(f"error: {checkpoint} holds a {type(model).__name__}, not a "
              "LilNetXModel")
-  logging.info("Range coding %d latents in %d groups, writing %s",
-               model.num_latents, len(model.group_layers), output)
   try:
+    coder = _CODER.value or coders.default_coder()
+    logging.info("Range coding %d latents in %d groups with %s, writing %s",
+                 model.num_latents, len(model.group_layers), coder, output)
     sizes = fileformat.save_compressed(
         model, output, float16=_FLOAT16.value, fold_batch_norm=_FOLD.value,
-        batch_norm_bits=_BN_BITS.value)
-  except ValueError as e:
+        batch_norm_bits=_BN_BITS.value, coder=coder)
+  except (ValueError, coders.CoderUnavailableError) as e:
     sys.exit(f"error: {e}")
   logging.info("Wrote %s (%d bytes)", output, sizes["file_bytes"])
   print(f"wrote {output}")
   print(_size_table(sizes))
 
 
+def _recode():
+  if _OUTPUT.value is None:
+    raise app.UsageError("--recode needs --output (the file to write).")
+  if _WORKDIR.value or _CHECKPOINT.value or _INSPECT.value:
+    raise app.UsageError("--recode takes no --workdir, --checkpoint or "
+                         "--inspect.")
+  try:
+    sizes = fileformat.recode_compressed(_RECODE.value, _OUTPUT.value,
+                                         _CODER.value)
+  except (fileformat.CorruptFileError, coders.CoderUnavailableError,
+          ValueError, OSError) as e:
+    sys.exit(f"error: {e}")
+  print(f"wrote {_OUTPUT.value}")
+  print(_size_table(sizes))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+  if _RECODE.value is not None:
+    _recode()
+    return
   if _INSPECT.value is None:
     _export()
     return
-  if _WORKDIR.value or _CHECKPOINT.value or _OUTPUT.value:
-    raise app.UsageError("--inspect takes no --workdir, --checkpoint or "
-                         "--output.")
+  if _WORKDIR.value or _CHECKPOINT.value or _OUTPUT.value or _CODER.value:
+    raise app.UsageError("--inspect takes no --workdir, --checkpoint, "
+                         "--output or --coder.")
   try:
     info = fileformat.inspect_compressed(_INSPECT.value)
   except (fileformat.CorruptFileError, OSError) as e:

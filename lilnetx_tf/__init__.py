@@ -27,9 +27,11 @@ from lilnetx_tf.method.convert import compressible
 from lilnetx_tf.method.convert import decompressed_model
 from lilnetx_tf.method.decoders import KernelDecoder
 from lilnetx_tf.method.distillation import Distillation
+from lilnetx_tf.compressed.fileformat import CoderUnavailableError
 from lilnetx_tf.compressed.fileformat import CorruptFileError
 from lilnetx_tf.compressed.fileformat import inspect_compressed
 from lilnetx_tf.compressed.fileformat import load_compressed
+from lilnetx_tf.compressed.fileformat import recode_compressed
 from lilnetx_tf.compressed.fileformat import save_compressed
 from lilnetx_tf.method.layers import LatentConv1D
 from lilnetx_tf.method.layers import LatentConv2D
@@ -44,6 +46,7 @@ from lilnetx_tf.method.stats import compression_stats
 __version__ = "0.1.0"
 
 __all__ = [
+    "CoderUnavailableError",
     "CompressionLogger",
     "CorruptFileError",
     "Distillation",
@@ -65,5 +68,6 @@ __all__ = [
     "decompressed_model",
     "inspect_compressed",
     "load_compressed",
+    "recode_compressed",
     "save_compressed",
 ]

@@ -30,6 +30,7 @@ import lilnetx_tf
 from lilnetx_tf import atomic
 from lilnetx_tf.compressed import architecture
 from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import dictionary
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.compressed import sections
@@ -40,6 +41,7 @@ from lilnetx_tf.models import build_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CorruptFileError = fileformat.CorruptFileError
+TFC, CONSTRICTION = coders.TENSORFLOW_COMPRESSION, coders.CONSTRICTION
 
 
 def _mnist(data_dir, split, limit):
@@ -167,6 +169,7 @@ def _as_old_version(model, data, version):
   """
   header = _header(data)
   header["format_version"] = version
+  del header["coder"]  # Version 7's: before, always tensorflow-compression.
   architecture.with_layer_names(header["architecture"])  # Version 6's.
   parts = [None]  # The header, once the groups' cdf_length are set.
   symbols = codec.group_symbols(model)
@@ -190,7 +193,7 @@ def _as_old_version(model, data, version):
     matrix = model.decoders[group["name"]].matrix.numpy()
     parts += [(b"TABL", tables), (b"DECO", np.asarray(matrix, "<f4").tobytes()),
               (b"LATS", codec.encode_symbols(
-                  symbols[group["name"]], cdf, offsets))]
+                  symbols[group["name"]], cdf, offsets, TFC))]
   head = json.dumps(header).encode()
   parts[0] = (b"HEAD", head if version == 1 else zlib.compress(head))
   parts.append((b"FLTS", floats))
@@ -198,6 +201,7 @@ def _as_old_version(model, data, version):
       sections.pack_section(tag, payload) + payload for tag, payload in parts)
 
 
+@pytest.mark.needs_tfc
 @pytest.mark.parametrize("version", [1, 2])
 def test_reads_older_format_versions(trained, saved, tmp_path, version):
   """Version 1 (plain JSON header) and 2 (int32 tables) files still load."""
@@ -522,6 +526,9 @@ def _header_edits():
           module="keras.mixed_precision", class_name="Policy",
           config=dict(name="mixed_float16"), registered_name=None)),
       "header list": lambda h: h.clear(),
+      "coder unknown": _set(["coder"], "range"),
+      "coder a number": _set(["coder"], 1),
+      "coder missing": lambda h: h.pop("coder"),
       # Version 6 entries take their config's name; without one, none.
       "layer config without a name": lambda h: _layers(h)[2]["config"].pop(
           "name"),
@@ -706,6 +713,10 @@ def test_mutations_raise_or_load_the_original(trained, saved):
 
 _GOLDEN_V4 = ROOT / "tests" / "data" / "golden_v4.lnx"
 _GOLDEN_V5 = ROOT / "tests" / "data" / "golden_v5.lnx"
+# Version 7, the same network as version 6's, one file per range coder.
+_GOLDEN_V7 = {TFC: ROOT / "tests" / "data" / "golden_v7_tfc.lnx",
+              CONSTRICTION: ROOT / "tests" / "data" /
+                            "golden_v7_constriction.lnx"}
 # Kinds of edit that always make a legal file.
 _LEGAL_KINDS = ("DECO values", "FLTS values", "sections consistent")
 
@@ -1047,7 +1058,8 @@ def _read_by_hand(data):
   weights = {}
   for g, group in enumerate(groups):
     weights.update(_group_by_hand(*payloads[1 + 3 * g:4 + 3 * g],
-                                  json.dumps(group)))
+                                  json.dumps(group),
+                                  header.get("coder", TFC)))
   dtype = np.dtype({"float32": "<f4", "float16": "<f2"}[header["float_dtype"]])
   start, floats = 0, payloads[-1]
   for p, size in zip(header["float_params"], _float_sizes(header)):
@@ -1078,8 +1090,8 @@ def _grid_by_hand(data, count, exponent, k):
 
 
 @functools.lru_cache(maxsize=64)
-def _group_by_hand(tables, matrix, latents, group):
-  """The kernels of one group (its TABL, DECO, LATS and header entry)."""
+def _group_by_hand(tables, matrix, latents, group, coder):
+  """The kernels of one group (its TABL, DECO, LATS, header entry, coder)."""
   group, weights = json.loads(group), {}
   raw = zlib.decompress(tables)
   assert raw and raw[-1] < 0x80  # Complete LEB128 numbers.
@@ -1096,7 +1108,8 @@ def _group_by_hand(tables, matrix, latents, group):
   assert all(len(s) in (2, 3, 4) and np.prod(s[:-2]) == positions
              for s in group["shapes"])
   rows = [int(np.prod(shape)) // positions for shape in group["shapes"]]
-  symbols = codec.decode_symbols(bytes(latents), sum(rows), cdf, offsets)
+  symbols = codec.decode_symbols(bytes(latents), sum(rows), cdf, offsets,
+                                 coder)
   if "decoder" in group:  # scale * unit, the unit matrix on its grid.
     exponent, k = group["decoder"]
     matrix = np.frombuffer(matrix[:4], "<f4") * _grid_by_hand(
@@ -1148,6 +1161,7 @@ def _check_loaded(model, variant, original, may_change):
   return None
 
 
+@pytest.mark.needs_tfc  # The version 5 golden file is tfc-coded.
 def test_deliberate_edits_raise_or_load_what_the_file_says():
   """Thousands of edited files with consistent CRCs, refused or read right.
 
@@ -1296,8 +1310,8 @@ def test_reader_bugs_are_not_disguised_as_corrupt_files(monkeypatch, module,
                                                         name, error):
   """A bug of the reader surfaces as itself, never as a CorruptFileError."""
   monkeypatch.setattr(module, name, _raise(error))
-  with pytest.raises(error) as raised:
-    fileformat.load_compressed(_GOLDEN_V4)
+  with pytest.raises(error) as raised:  # constriction: on every stack.
+    fileformat.load_compressed(_GOLDEN_V7[CONSTRICTION])
   assert type(raised.value) is error  # pylint: disable=unidiomatic-typecheck
   assert raised.value.args == ("planted bug",)
 
@@ -1307,9 +1321,28 @@ def test_what_the_range_coder_reports_is_a_corrupt_file(monkeypatch):
   monkeypatch.setattr(codec, "decode_symbols", _raise(
       lambda message: tf.errors.InvalidArgumentError(None, None, message)))
   with pytest.raises(CorruptFileError) as raised:
-    fileformat.load_compressed(_GOLDEN_V4)
+    fileformat.load_compressed(_GOLDEN_V7[CONSTRICTION])
   assert raised.value.section == "latents[conv1x1]"
   assert "planted bug" in raised.value.reason
+  assert isinstance(raised.value.__cause__, codec.DecodeError)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda latents: latents + b"\0", "not whole 32-bit words"),
+    (lambda latents: latents + bytes(range(12)), "does not end where"),
+    (lambda latents: b"\xff" * len(latents), "invalid for the employed"),
+])
+def test_what_constriction_finds_in_bad_latents_is_a_corrupt_file(edit,
+                                                                   reason):
+  """Latents constriction did not write (consistent CRCs) are refused."""
+  data = _GOLDEN_V7[CONSTRICTION].read_bytes()
+  _, _, body, length = _layout(data)[3]  # conv1x1's LATS.
+  variant = _with_payload(data, 3, edit(data[body:body + length]))
+  sections.parse(variant)  # Well formed: only decoding finds the fault.
+  with pytest.raises(CorruptFileError) as raised:
+    fileformat.load_compressed_bytes(variant)
+  assert raised.value.section == "latents[conv1x1]"
+  assert reason in raised.value.reason, raised.value
   assert isinstance(raised.value.__cause__, codec.DecodeError)
 
 
@@ -1373,8 +1406,17 @@ def test_a_grid_offset_is_added_to_its_integers(saved, tmp_path):
 def test_specific_refusals(saved, tmp_path):
   data = saved[0].read_bytes()
   cases = {
-      "newer.lnx": (_with_version(data, 7), "preamble",
-                    "reads versions up to 6"),
+      "newer.lnx": (_with_version(data, 8), "preamble",
+                    "reads versions up to 7"),
+      "coder unknown.lnx": (_with_header(data, _set(["coder"], "zstd")),
+                            "header", "unknown range coder zstd; known: "
+                            "tensorflow-compression, constriction"),
+      "coder missing.lnx": (_with_header(data, lambda h: h.pop("coder")),
+                            "header", "unknown range coder None"),
+      "coder in v6.lnx": (_with_header(
+          (ROOT / "tests" / "data" / "golden_v6.lnx").read_bytes(),
+          _set(["coder"], CONSTRICTION)), "header",
+                          "a coder in a version 6 file"),
       "empty.lnx": (b"", "preamble", "empty"),
       "png.lnx": (b"\x89PNG\r\n\x1a\n" + bytes(40), "preamble",
                   "not a LilNetX file"),
@@ -1542,11 +1584,28 @@ def test_cli_exports_and_inspects(trained, tmp_path):
   assert not (tmp_path / "refused.lnx").exists()
 
 
+def _golden_entries():
+  return json.loads((ROOT / "tests" / "data" / "golden.json").read_text())[
+      "files"]
+
+
+def _weights_sha256(model):
+  digest = hashlib.sha256()
+  for w in model.weights:
+    digest.update(np.ascontiguousarray(w.numpy(), "<f4").tobytes())
+  return digest.hexdigest()
+
+
+def _golden_input():
+  return np.random.default_rng(7).random((2, 8, 8, 3), dtype=np.float32)
+
+
+@pytest.mark.needs_tfc  # Versions 1 to 6 are all coded with it.
 def test_golden_files_of_every_format_version_load_exactly():
   """Files written by past releases keep decoding to the same weights."""
-  golden = json.loads((ROOT / "tests" / "data" / "golden.json").read_text())
-  assert [f["format_version"] for f in golden["files"]] == [1, 2, 3, 3, 4, 5, 6]
-  assert sections.FORMAT_VERSION == 6  # A new version needs a golden file.
+  golden = _golden_entries()
+  assert [f["format_version"] for f in golden] == [1, 2, 3, 3, 4, 5, 6, 7, 7]
+  assert sections.FORMAT_VERSION == 7  # A new version needs a golden file.
   # Version 6's feature is in its golden file: fills.
   v6 = _header((ROOT / "tests" / "data" / "golden_v6.lnx").read_bytes())
   assert sum("fill" in p for p in v6["float_params"]) == 4
@@ -1554,16 +1613,139 @@ def test_golden_files_of_every_format_version_load_exactly():
   # golden_v3_channelpad.lnx names ChannelPad's module of its day, which is
   # gone: the class is found by its registered name.
   assert importlib.util.find_spec("lilnetx_tf.models.layers") is None
-  x = np.random.default_rng(7).random((2, 8, 8, 3), dtype=np.float32)
-  for entry in golden["files"]:
+  x = _golden_input()
+  old = [entry for entry in golden if entry["format_version"] < 7]
+  assert len(old) == 7
+  for entry in old:
     path = ROOT / "tests" / "data" / entry["file"]
     loaded = fileformat.load_compressed(path)
-    assert fileformat.inspect_compressed(path)["sizes"]["format_version"] == (
-        entry["format_version"])
-    digest = hashlib.sha256()
-    for w in loaded.weights:
-      digest.update(np.ascontiguousarray(w.numpy(), "<f4").tobytes())
+    sizes = fileformat.inspect_compressed(path)["sizes"]
+    assert sizes["format_version"] == entry["format_version"]
+    assert sizes["coder"] == TFC  # What the versions before 7 mean.
     assert len(loaded.weights) == entry["num_weights"], entry["file"]
-    assert digest.hexdigest() == entry["weights_sha256"], entry["file"]
+    assert _weights_sha256(loaded) == entry["weights_sha256"], entry["file"]
     np.testing.assert_allclose(loaded(x).numpy(), entry["outputs"],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_round_trip_with_constriction_is_exact(trained, saved, tmp_path):
+  """A constriction file decodes to the trained model's weights exactly."""
+  model, x = trained
+  path = tmp_path / "constriction.lnx"
+  sizes = fileformat.save_compressed(model, path, coder=CONSTRICTION)
+  assert sizes["coder"] == CONSTRICTION
+  assert _header(path.read_bytes())["coder"] == CONSTRICTION
+  _assert_round_trip(model, fileformat.load_compressed(path), x)
+  # Within a few bytes a group of the latents' factorized entropy.
+  entropy_bits = by_hand.group_entropy_bits(model)
+  for group in fileformat.inspect_compressed(path)["groups"]:
+    entropy = entropy_bits[group["name"]] / 8
+    assert entropy - 8 <= group["latent_bytes"] <= 1.03 * entropy + 16
+  if saved[1]["coder"] == CONSTRICTION:  # The default where tfc is missing.
+    assert path.read_bytes() == saved[0].read_bytes()
+
+
+@pytest.mark.needs_tfc
+def test_both_coders_code_a_trained_model_alike(trained, saved, tmp_path):
+  """The same latents from either coder; sizes within 0.5%."""
+  model, x = trained
+  assert saved[1]["coder"] == TFC  # The default where it is installed.
+  path = tmp_path / "constriction.lnx"
+  sizes = fileformat.save_compressed(model, path, coder=CONSTRICTION)
+  tfc_sizes = saved[1]
+  for key in ("latent_bytes", "file_bytes"):
+    assert abs(sizes[key] - tfc_sizes[key]) <= 0.005 * tfc_sizes[key], key
+  tfc_model = fileformat.load_compressed(saved[0])
+  constriction_model = fileformat.load_compressed(path)
+  assert _weights_sha256(tfc_model) == _weights_sha256(constriction_model)
+  np.testing.assert_array_equal(tfc_model(x).numpy(),
+                                constriction_model(x).numpy())
+  # Only the LATS sections differ.
+  a, b = saved[0].read_bytes(), path.read_bytes()
+  for (tag, _, body_a, len_a), (_, _, body_b, len_b) in zip(_layout(a),
+                                                            _layout(b)):
+    if tag in (b"TABL", b"DECO", b"FLTS"):
+      assert a[body_a:body_a + len_a] == b[body_b:body_b + len_b], tag
+    elif tag == b"LATS":
+      assert a[body_a:body_a + len_a] != b[body_b:body_b + len_b]
+
+
+def test_recoding_keeps_the_weights(saved, tmp_path, monkeypatch):
+  """Recoded to every coder and back: the same weights, then the same bytes."""
+  source = saved[0]
+  original = fileformat.load_compressed(source)
+  own = saved[1]["coder"]
+  for coder in coders.available_coders():
+    path = tmp_path / f"{coder}.lnx"
+    sizes = fileformat.recode_compressed(source, path, coder)
+    assert sizes["coder"] == coder == _header(path.read_bytes())["coder"]
+    assert sizes["num_latents"] == saved[1]["num_latents"]
+    assert _weights_sha256(fileformat.load_compressed(path)) == (
+        _weights_sha256(original))
+    back = tmp_path / f"{coder}_back.lnx"
+    fileformat.recode_compressed(path, back, own)
+    assert back.read_bytes() == source.read_bytes()
+  with pytest.raises(ValueError, match="Unknown range coder 'zstd'; known: "
+                     "tensorflow-compression, constriction"):
+    fileformat.recode_compressed(source, tmp_path / "x.lnx", "zstd")
+  # Recoding needs the file's coder (really missing where tfc is).
+  real = coders.coder_module
+  monkeypatch.setattr(coders, "coder_module",
+                      lambda coder: None if coder == TFC else real(coder))
+  with pytest.raises(coders.CoderUnavailableError) as raised:
+    fileformat.recode_compressed(_GOLDEN_V7[TFC], tmp_path / "y.lnx",
+                                 CONSTRICTION)
+  assert raised.value.coder == TFC
+  assert raised.value.file == _GOLDEN_V7[TFC]
+  assert not (tmp_path / "x.lnx").exists() and not (tmp_path / "y.lnx").exists()
+
+
+@pytest.mark.needs_tfc  # Decoding versions 1 to 6 (and golden_v7_tfc).
+def test_every_golden_file_recodes_to_constriction_exactly(tmp_path):
+  """Old files convert for a stack without tfc: the same weights, version 7."""
+  for entry in _golden_entries():
+    source = ROOT / "tests" / "data" / entry["file"]
+    path = tmp_path / entry["file"]
+    target = TFC if entry.get("coder") == CONSTRICTION else CONSTRICTION
+    sizes = fileformat.recode_compressed(source, path, target)
+    assert sizes["format_version"] == 7 and sizes["coder"] == target
+    header = _header(path.read_bytes())
+    assert header["coder"] == target and header["format_version"] == 7
+    loaded = fileformat.load_compressed(path)
+    assert _weights_sha256(loaded) == entry["weights_sha256"], entry["file"]
+    np.testing.assert_allclose(loaded(_golden_input()).numpy(),
+                               entry["outputs"], rtol=1e-5, atol=1e-6)
+
+
+def test_cli_exports_and_recodes_with_a_coder(trained, tmp_path):
+  """--coder for an export, --recode to convert a file."""
+  model, x = trained
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  checkpoint = tmp_path / "model.keras"
+  model.save(checkpoint)
+
+  def run(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "export.bitstream", *flags], cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+
+  result = run(f"--checkpoint={checkpoint}", f"--coder={CONSTRICTION}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  exported = tmp_path / "model.lnx"
+  assert fileformat.inspect_compressed(exported)["sizes"]["coder"] == (
+      CONSTRICTION)
+  assert f"range coder {CONSTRICTION}" in result.stdout
+  _assert_round_trip(model, fileformat.load_compressed(exported), x)
+  recoded = tmp_path / "recoded.lnx"
+  result = run(f"--recode={_GOLDEN_V7[CONSTRICTION]}",
+               f"--coder={CONSTRICTION}", f"--output={recoded}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"wrote {recoded}" in result.stdout
+  assert recoded.read_bytes() == _GOLDEN_V7[CONSTRICTION].read_bytes()
+  result = run(f"--recode={recoded}", "--coder=zstd",
+               f"--output={tmp_path / 'refused.lnx'}")
+  assert result.returncode != 0
+  assert "error: Unknown range coder 'zstd'" in result.stderr
+  result = run(f"--recode={recoded}")  # Where to?
+  assert result.returncode != 0 and "--recode needs --output" in result.stderr
+  assert not (tmp_path / "refused.lnx").exists()

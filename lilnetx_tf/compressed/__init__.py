@@ -1,7 +1,9 @@
 """The compressed form: integer latents range coded into a `.lnx` file.
 
 * `codec`: range coding of the latents with per-position tables fitted to
-  them (tensorflow-compression's range coder);
+  them;
+* `coders`: the range coders by name (tensorflow-compression's,
+  constriction's), which the file header records;
 * `sections`: the file's sections and header, each packed and unpacked side
   by side, and the checks a reader makes before it allocates;
 * `tables`: the coding tables' section (TABL), packed and unpacked;
@@ -11,5 +13,7 @@
 * `errors`: `CorruptFileError`, and which exceptions a reader may turn into
   it;
 * `architecture`: the allow-list of what a file's architecture may name;
-* `fileformat`: `save_compressed`, `load_compressed`, `inspect_compressed`.
+* `writing`: a file's bytes, from a model or recoded with another coder;
+* `fileformat`: `save_compressed`, `load_compressed`, `inspect_compressed`,
+  `recode_compressed`.
 """

@@ -7,15 +7,19 @@ of the latents coded (`histogram_tables`), so that the coded size is within a
 fraction of a percent of their factorized empirical entropy (the learned
 priors drive training; they need not match the final latents exactly).
 `compress_latents` and `decompress_latents` are exact inverses; the file
-format (`lilnetx_tf.compressed.fileformat`) stores what they produce.
+format (`lilnetx_tf.compressed.fileformat`) stores what they produce. The
+range coder is chosen by name (`coders`: tensorflow-compression's or
+constriction's, the default being `coders.default_coder()`); both decode the
+same tables to the same latents.
 """
 
 import dataclasses
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_compression as tfc
 
+from lilnetx_tf.compressed import coders
+from lilnetx_tf.compressed.coders import DecodeError
 from lilnetx_tf.method import groups
 
 __all__ = [
@@ -34,10 +38,6 @@ __all__ = [
 ]
 
 
-class DecodeError(ValueError):
-  """A range-coded bit string does not decode with its tables."""
-
-
 @dataclasses.dataclass
 class CodedGroup:
   """One group's range-coded latents.
@@ -49,6 +49,7 @@ class CodedGroup:
     cdf: int32 range-coding table (tfc layout; embeds the precision).
     cdf_offset: int32 offsets, one per kernel position.
     data: The range-coded bit string.
+    coder: The range coder that made `data` (a name in `coders.CODERS`).
   """
   group: str
   layers: list
@@ -56,6 +57,7 @@ class CodedGroup:
   cdf: np.ndarray
   cdf_offset: np.ndarray
   data: bytes
+  coder: str
 
   @property
   def positions(self):
@@ -195,35 +197,35 @@ def histogram_tables(symbols):
   return cdf, cdf_offset, frequencies
 
 
-def _coder(cdf, cdf_offset):
-  cdf_offset = np.asarray(cdf_offset, np.int32)
-  return tfc.ContinuousBatchedEntropyModel(
-      prior_shape=cdf_offset.shape, coding_rank=2, compression=True,
-      stateless=True, cdf=tf.constant(cdf, tf.int32),
-      cdf_offset=tf.constant(cdf_offset), offset_heuristic=False)
+def _coder_name(coder):
+  """`coder`, or the default coder for None; checked."""
+  if coder is None:
+    return coders.default_coder()
+  coders.check_coder(coder)
+  return coder
 
 
-def encode_symbols(symbols, cdf, cdf_offset):
-  """Range codes an integer `(rows, positions)` matrix into bytes."""
-  symbols = np.asarray(symbols)
-  if symbols.ndim != 2 or symbols.shape[1] != len(cdf_offset):
-    raise ValueError(f"Expected symbols of shape (rows, {len(cdf_offset)}), "
-                     f"got {symbols.shape}.")
-  if not symbols.size:
-    return b""
-  strings = _coder(cdf, cdf_offset).compress(
-      tf.constant(symbols, tf.float32))
-  return bytes(strings.numpy())
+def encode_symbols(symbols, cdf, cdf_offset, coder=None):
+  """Range codes an integer `(rows, positions)` matrix into bytes.
+
+  Args:
+    symbols: The matrix; every symbol must have a nonzero frequency in its
+      position's table (`coders.encode`).
+    cdf: int32 tables, tfc layout.
+    cdf_offset: int32 offsets, one per position.
+    coder: The range coder's name; None: `coders.default_coder()`.
+
+  Raises:
+    ValueError: for symbols of the wrong shape, or that their tables do not
+      code, or an unknown coder.
+    coders.CoderUnavailableError: if the coder is not installed.
+  """
+  return coders.encode(_coder_name(coder), symbols, cdf, cdf_offset)
 
 
-def decode_symbols(data, rows, cdf, cdf_offset):
+def decode_symbols(data, rows, cdf, cdf_offset, coder=None):
   """Inverse of `encode_symbols`: an int32 `(rows, positions)` matrix."""
-  positions = len(cdf_offset)
-  if rows == 0:
-    return np.zeros((0, positions), np.int32)
-  values = _coder(cdf, cdf_offset).decompress(
-      tf.constant(data, tf.string), [rows])
-  return np.asarray(values.numpy(), np.int32).reshape(rows, positions)
+  return coders.decode(_coder_name(coder), data, rows, cdf, cdf_offset)
 
 
 def empirical_entropy_bits(symbols):
@@ -254,7 +256,7 @@ def rounded_latents(model):
   return {l.name: np.round(l.latent.numpy()) for l in model.latent_layers}
 
 
-def compress_latents(model):
+def compress_latents(model, coder=None):
   """Range codes every group of a `LilNetXModel`.
 
   Each kernel position's table is the quantized histogram of the latents
@@ -263,10 +265,16 @@ def compress_latents(model):
 
   Args:
     model: A `LilNetXModel`.
+    coder: The range coder's name; None: `coders.default_coder()`.
 
   Returns:
     A list of `CodedGroup`, one per group, in sorted group order.
+
+  Raises:
+    coders.CoderUnavailableError: if the coder is not installed.
   """
+  coder = _coder_name(coder)
+  coders.require(coder)  # Before the histograms, which take a while.
   symbols = group_symbols(model)
   coded = []
   for group in sorted(model.group_layers):
@@ -276,25 +284,38 @@ def compress_latents(model):
         group=group, layers=[l.name for l in layers],
         shapes=[tuple(int(d) for d in l.latent.shape) for l in layers],
         cdf=cdf, cdf_offset=cdf_offset,
-        data=encode_symbols(symbols[group], cdf, cdf_offset)))
+        data=encode_symbols(symbols[group], cdf, cdf_offset, coder),
+        coder=coder))
   return coded
 
 
-def decompress_latents(coded_groups):
+def decompress_latents(coded_groups, coder=None):
   """Decodes `CodedGroup`s into layer name -> integer latent kernel (float32).
+
+  Args:
+    coded_groups: `CodedGroup`s, each decoded with its own `coder`.
+    coder: Where given, the coder every group must have been coded with
+      (a `ValueError` otherwise); None: any.
 
   Raises:
     DecodeError: if a bit string does not decode to the declared shapes.
+    coders.CoderUnavailableError: if a group's coder is not installed.
   """
   latents = {}
   for coded in coded_groups:
+    if coder is not None and coded.coder != coder:
+      raise ValueError(f"Group {coded.group!r} is coded with {coded.coder!r}, "
+                       f"not {coder!r}.")
     rows = [int(np.prod(s)) // groups.num_positions(s) for s in coded.shapes]
     try:
       symbols = decode_symbols(coded.data, sum(rows), coded.cdf,
-                               coded.cdf_offset)
-    except tf.errors.InvalidArgumentError as e:  # What the coder reports.
+                               coded.cdf_offset, coded.coder)
+    except tf.errors.InvalidArgumentError as e:  # What tfc reports.
       raise DecodeError(f"Group {coded.group!r}: the range-coded latents do "
                         f"not decode ({e.message}).") from None
+    except DecodeError as e:  # What `coders` finds with constriction.
+      raise DecodeError(f"Group {coded.group!r}: the range-coded latents do "
+                        f"not decode ({e}).") from None
     start = 0
     for name, shape, n in zip(coded.layers, coded.shapes, rows):
       latents[name] = groups.from_slices(

@@ -10,7 +10,9 @@ code; the architecture may name only stock Keras classes and the library's
 own layers by their registered Keras name (`lilnetx_tf>ChannelPad`; see
 `architecture`). Reading checks every field before it allocates (see
 `sections`), and any problem is a `CorruptFileError`; any other exception is
-a bug of the reader.
+a bug of the reader. The header names the latents' range coder (`coders`); a
+file whose coder is missing raises `CoderUnavailableError` on loading (it
+still inspects), and `recode_compressed` converts it to another coder.
 
 Byte layout, all integers little-endian:
 
@@ -42,9 +44,12 @@ The sections, in this order, with nothing after the last one:
           its float32 scale s, then the Rice code (`rice`, parameter k) of
           the integers q of the unit matrix, which is `q * 2**e`; the matrix
           is the float32 product `s * float32(q * 2**e)`.
-    LATS  the range-coded integer latents (`codec.encode_symbols`): the
-          group's layers in header order, each as its slice matrix
-          (`groups.to_slices`: rows of `positions` symbols), concatenated.
+    LATS  the range-coded integer latents (`codec.encode_symbols`, with
+          the header's `coder`): the group's layers in header order, each
+          as its slice matrix (`groups.to_slices`: rows of `positions`
+          symbols), concatenated. tensorflow-compression's bytes are its
+          range coder's string; constriction's are its RangeEncoder's
+          32-bit words, little-endian, position by position (`coders`).
   FLTS    every other weight, in header order, C order, concatenated: as
           `float_dtype`, or, if its header entry has `grid: [e, k, n]`
           (version 5), as n bytes of the Rice code of integers q, the
@@ -57,6 +62,9 @@ The header:
   format_version  equal to the preamble's.
   float_dtype     "float32" or "float16": how FLTS stores the float weights
                   that are on no grid.
+  coder           (version 7) "tensorflow-compression" or "constriction":
+                  the range coder of every LATS section. Versions 1 to 6
+                  have none and mean tensorflow-compression.
   groups          [{name, positions, cdf_length, layers, weights, shapes[,
                   decoder]}]: per kernel group its layers in coding order,
                   the weight index of each one's kernel (0, or 1 for the
@@ -88,30 +96,25 @@ A reader refuses a newer format version and reads every older one; a new
 version number is due whenever a reader of the old one would misread the file.
 """
 
-import json
-
 import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import codec
-from lilnetx_tf.compressed import floats as floats_lib
+from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import sections
-from lilnetx_tf.compressed import tables
-from lilnetx_tf.compressed.architecture import architecture_problem
-from lilnetx_tf.compressed.architecture import compact_architecture
+from lilnetx_tf.compressed import writing
 from lilnetx_tf.compressed.architecture import without_custom_modules
-from lilnetx_tf.compressed.architecture import without_layer_names
 from lilnetx_tf.compressed.sections import CorruptFileError
 from lilnetx_tf.compressed.sections import FORMAT_VERSION
 from lilnetx_tf.compressed.sections import MAGIC
 from lilnetx_tf.compressed.sections import MAX_HEADER_BYTES
 from lilnetx_tf.method import grid
-from lilnetx_tf.method.convert import decompressed_model
 from lilnetx_tf.method.decoders import decode_kernel
 from lilnetx_tf.method.model import LilNetXModel
 
 __all__ = [
+    "CoderUnavailableError",
     "CorruptFileError",
     "FORMAT_VERSION",
     "MAGIC",
@@ -119,8 +122,11 @@ __all__ = [
     "inspect_compressed",
     "load_compressed",
     "load_compressed_bytes",
+    "recode_compressed",
     "save_compressed",
 ]
+
+CoderUnavailableError = coders.CoderUnavailableError
 
 # The weight indices of the kernels of each layer class a file may code.
 _KERNEL_WEIGHTS = {keras.layers.Conv1D: (0,), keras.layers.Conv2D: (0,),
@@ -137,70 +143,11 @@ _KERAS_CONFIG_ERRORS = (ValueError, TypeError, IndexError, AttributeError,
                         OverflowError)
 
 
-def _weighted_layers(model):
-  """The distinct layers holding weights, nested models flattened."""
-  layers, seen = [], set()
-  stack = list(reversed(model.layers))
-  while stack:
-    layer = stack.pop()
-    if isinstance(layer, keras.Model):
-      stack.extend(reversed(layer.layers))
-    elif layer.weights and id(layer) not in seen:
-      seen.add(id(layer))
-      layers.append(layer)
-  return layers
-
-
-# -- Writing -------------------------------------------------------------------
-
-
-def _file_chunks(model, float_dtype, fold_batch_norm, batch_norm_bits):
-  """The file's bytes, in pieces (see the module docstring)."""
-  plain = decompressed_model(model)
-  if fold_batch_norm:
-    floats_lib.fold_batch_norm_statistics(_weighted_layers(plain),
-                                          batch_norm_bits)
-  architecture = without_custom_modules(json.loads(plain.to_json()))
-  problem = architecture_problem(architecture)
-  if problem:
-    raise ValueError(f"Cannot store model {model.name!r}: {problem}.")
-  names = [l.name for l in _weighted_layers(plain)]
-  if len(set(names)) != len(names):
-    raise ValueError(f"Model {model.name!r} has several layers of the same "
-                     "name (in nested models); rename them to store it.")
-  coded = codec.compress_latents(model)
-  refs = {l.name: l.kernel_ref for l in model.latent_layers}
-  entries, floats = floats_lib.pack_floats(
-      _weighted_layers(plain),
-      {refs[name] for c in coded for name in c.layers}, float_dtype)
-  decoders = [floats_lib.pack_decoder(model.decoders[c.group])
-              for c in coded]
-  groups = []
-  for c, (decoder, _) in zip(coded, decoders):
-    groups.append(dict(name=c.group, positions=c.positions,
-                       cdf_length=int(c.cdf.shape[0]),
-                       layers=[refs[name][0] for name in c.layers],
-                       weights=[refs[name][1] for name in c.layers],
-                       shapes=[list(s) for s in c.shapes]))
-    if decoder:
-      groups[-1]["decoder"] = decoder
-  header = dict(format_version=FORMAT_VERSION, float_dtype=float_dtype,
-                groups=groups, float_params=entries,
-                architecture=without_layer_names(
-                    compact_architecture(architecture)))
-  parts = [(b"HEAD", sections.pack_header(header))]
-  for c, (_, deco) in zip(coded, decoders):
-    parts += [(b"TABL", tables.pack_tables(c.cdf, c.cdf_offset)),
-              (b"DECO", deco), (b"LATS", c.data)]
-  parts.append((b"FLTS", floats))
-  chunks = [sections.PREAMBLE.pack(MAGIC, FORMAT_VERSION)]
-  for tag, payload in parts:
-    chunks += [sections.pack_section(tag, payload), payload]
-  return chunks
+# -- Writing (the bytes: `writing`) -------------------------------------------
 
 
 def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
-                    batch_norm_bits=None):
+                    batch_norm_bits=None, coder=None):
   """Writes a `LilNetXModel` as a compressed model file, atomically.
 
   Args:
@@ -219,6 +166,8 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
       16) below its largest magnitude, stored in about that many bits plus
       two a value: lossy (check the accuracy, e.g. with `python -m
       export.tflite --compressed=... --check-samples=N`). None: exact.
+    coder: The range coder of the latents (`coders.CODERS`); None:
+      `coders.default_coder()`. Either decodes to the same weights.
 
   Returns:
     The file's sizes (`inspect_compressed(path)["sizes"]`): `latent_bytes`,
@@ -226,12 +175,14 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
     whole file; `float32_bytes`, all weights of the decompressed model in
     float32; `latent_ratio` and `file_ratio`, float32_bytes over each; and
     `num_latents`, `num_float_params`, `bits_per_latent`, `float_dtype`,
-    `format_version`.
+    `format_version`, `coder`.
 
   Raises:
     TypeError: if `model` is not a `LilNetXModel`.
     ValueError: if the model cannot be stored (e.g. it has a `Lambda` layer),
-      or for `batch_norm_bits` out of range or without `fold_batch_norm`.
+      for `batch_norm_bits` out of range or without `fold_batch_norm`, or an
+      unknown coder.
+    CoderUnavailableError: if the coder is not installed.
   """
   if not isinstance(model, LilNetXModel):
     raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
@@ -244,8 +195,10 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
         not 1 <= batch_norm_bits <= grid.MAX_GRID_BITS):
       raise ValueError(f"batch_norm_bits must be an integer in [1, "
                        f"{grid.MAX_GRID_BITS}], got {batch_norm_bits!r}.")
-  chunks = _file_chunks(model, "float16" if float16 else "float32",
-                        fold_batch_norm, batch_norm_bits)
+  coder = coders.default_coder() if coder is None else coder
+  coders.require(coder)  # Before the work, and ValueError if unknown.
+  chunks = writing.model_chunks(model, "float16" if float16 else "float32",
+                                fold_batch_norm, batch_norm_bits, coder)
   atomic_write(path, chunks)
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
 
@@ -287,7 +240,7 @@ def _weight_budget(num_weights, refusals):
 
 def _assign(model, values, kernels):
   """Sets every weight of `model` from `values`, using each value once."""
-  layers = _weighted_layers(model)
+  layers = writing.weighted_layers(model)
   names = [l.name for l in layers]
   if len(set(names)) != len(names):
     _refuse("the architecture has several layers of the same name")
@@ -330,6 +283,7 @@ def _refuse(reason):
 def _build(parsed):
   """The plain Keras model of a parsed file, with its decoded weights."""
   header, groups = parsed["header"], parsed["groups"]
+  coders.require(header["coder"])  # Before Keras builds anything.
   num_weights = (sum(g["coded"].num_latents for g in groups) +
                  sum(a.size for a in parsed["floats"]))
   config, refusals = without_custom_modules(header["architecture"]), []
@@ -366,6 +320,8 @@ def _read(path, function):
     return function(data)
   except CorruptFileError as e:
     raise CorruptFileError(e.section, e.reason, path=path) from e.__cause__
+  except CoderUnavailableError as e:  # The message names the file to recode.
+    raise CoderUnavailableError(e.coder, file=path) from None
 
 
 def load_compressed(path):
@@ -384,6 +340,9 @@ def load_compressed(path):
       (truncated, damaged, foreign, of a newer format version, or with an
       architecture that is not allowed); `section` and `reason` say where and
       why.
+    CoderUnavailableError: if the file's range coder is not installed (an
+      ImportError; the message says what to install, or how to recode the
+      file on a stack that has it).
     OSError: if the file cannot be read.
   """
   return _read(path, load_compressed_bytes)
@@ -400,6 +359,7 @@ def load_compressed_bytes(data):
 
   Raises:
     CorruptFileError: as `load_compressed`.
+    CoderUnavailableError: as `load_compressed`.
   """
   return _build(sections.parse(data))
 
@@ -413,7 +373,8 @@ def _describe(parsed):
   float32_bytes = 4 * (num_latents + num_floats)
   sizes = dict(
       format_version=header["format_version"],
-      float_dtype=header["float_dtype"], num_latents=num_latents,
+      float_dtype=header["float_dtype"], coder=header["coder"],
+      num_latents=num_latents,
       num_float_params=num_floats, latent_bytes=latent_bytes,
       file_bytes=parsed["file_bytes"], float32_bytes=float32_bytes,
       latent_ratio=float32_bytes / max(latent_bytes, 1),
@@ -437,7 +398,8 @@ def inspect_compressed(path):
   """Checks a compressed model file and breaks its size down.
 
   Everything but range decoding and building the model is checked (CRCs,
-  lengths, header, tables), so a file that passes is well formed.
+  lengths, header, tables), so a file that passes is well formed; the file's
+  range coder need not be installed.
 
   Args:
     path: A file written by `save_compressed`.
@@ -457,3 +419,32 @@ def inspect_compressed(path):
     OSError: if the file cannot be read.
   """
   return _read(path, lambda data: _describe(sections.parse(data)))
+
+
+def recode_compressed(src_path, dst_path, coder=None):
+  """Writes a compressed file's latents again with another range coder.
+
+  The tables, decoders, float weights and architecture are kept; the latents
+  are decoded with the file's coder and coded again with `coder` on the same
+  tables: the new file (format version `FORMAT_VERSION`) loads to the same
+  weights bit for bit. For a stack that lacks the file's coder, e.g. a
+  tensorflow-compression file for TensorFlow 2.16+.
+
+  Args:
+    src_path: A file written by `save_compressed` (any readable version).
+    dst_path: The file to write, atomically (may be `src_path`).
+    coder: The new coder (`coders.CODERS`); None: `coders.default_coder()`.
+
+  Returns:
+    The new file's sizes (as `save_compressed`'s).
+
+  Raises:
+    CorruptFileError: as `load_compressed`, for the source file.
+    CoderUnavailableError: if the source's or the new coder is not installed.
+    ValueError: for an unknown coder.
+  """
+  coder = coders.default_coder() if coder is None else coder
+  coders.require(coder)
+  chunks = _read(src_path, lambda data: writing.recoded_chunks(data, coder))
+  atomic_write(dst_path, chunks)
+  return _describe(sections.parse(b"".join(chunks)))["sizes"]

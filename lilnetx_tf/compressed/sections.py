@@ -6,7 +6,8 @@
 allocated or handed to Keras or the range coder: lengths against the bytes
 left, each section's CRC before its contents are used, types and ranges of
 the header fields, element counts against the bytes that must hold them,
-coding tables against tensorflow-compression's invariants, and the
+coding tables against tensorflow-compression's invariants (the layout both
+range coders read, `coders`), the coder's name, and the
 architecture against an allow-list of classes (stock Keras only, plus
 `lilnetx_tf>ChannelPad`) and a replay of how Keras rebuilds its layer graph,
 so that deserialising it cannot run code, import modules, read files or loop
@@ -27,6 +28,7 @@ import zlib
 import numpy as np
 
 from lilnetx_tf.compressed import codec
+from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import floats as floats_lib
 from lilnetx_tf.compressed import rice
 from lilnetx_tf.compressed.architecture import MAX_LAYERS
@@ -50,6 +52,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "PREAMBLE",
     "READABLE_VERSIONS",
+    "SECTION_HEADER_BYTES",
     "pack_section",
     "pack_header",
     "parse",
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 MAGIC = b"\x89LNX\r\n\x1a\n"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 # Version 1 stored the header as plain JSON; version 2 deflates it; version 3
 # stores the coding tables as frequencies (`pack_tables`), which may be 0 for
 # values that do not occur, instead of int32 CDFs; version 4 names each
@@ -68,14 +71,17 @@ FORMAT_VERSION = 6
 # version 6 stores a float parameter whose elements are all one value as that
 # value (`fill` entries), with no bytes, a grid's integers less an offset
 # (a fourth `grid` entry), and a functional model's layer
-# entries without the name their config repeats (`without_layer_names`).
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+# entries without the name their config repeats (`without_layer_names`);
+# version 7 names the range coder of the latents (`coder`, `coders.CODERS`),
+# which before was always tensorflow-compression.
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 # The weight indices a kernel may have (a separable convolution's pointwise
 # kernel is its weight 1).
 _MAX_KERNEL_INDEX = 1
 MAX_HEADER_BYTES = 16 * 2**20
 PREAMBLE = struct.Struct("<8sI")  # Magic, format version.
 _SECTION = struct.Struct("<4sQI")  # Tag, payload length, CRC-32.
+SECTION_HEADER_BYTES = _SECTION.size
 
 # Limits far above any real model that keep a hostile header from making the
 # reader loop or allocate without end.
@@ -222,6 +228,16 @@ def _check_header(header, version):
           header["float_dtype"] in floats_lib.FLOAT_DTYPES):
     fail("header", f"invalid float_dtype {str(header.get('float_dtype'))[:20]}"
           f"; valid: {', '.join(floats_lib.FLOAT_DTYPES)}")
+  if version >= 7:
+    if not (isinstance(header.get("coder"), str) and
+            header["coder"] in coders.CODERS):
+      fail("header", f"unknown range coder {str(header.get('coder'))[:40]}; "
+            f"known: {', '.join(coders.CODERS)}")
+  elif "coder" in header:
+    fail("header", f"a coder in a version {version} file, which is always "
+          f"coded with {coders.TENSORFLOW_COMPRESSION}")
+  else:  # What the file means.
+    header["coder"] = coders.TENSORFLOW_COMPRESSION
   kernels = _check_groups(header.get("groups"), version)
   _check_float_params(header.get("float_params"), kernels, version)
   problem = architecture_problem(header.get("architecture"))
@@ -318,7 +334,7 @@ def _unpack_header(payload, version):
   return header
 
 
-def _read_group(reader, group, version):
+def _read_group(reader, group, version, coder):
   """Reads and checks one group's TABL, DECO and LATS sections."""
   name, positions = group["name"], group["positions"]
   section = f"tables[{name}]"
@@ -326,6 +342,8 @@ def _read_group(reader, group, version):
   cdf, cdf_offset = unpack_tables(tables, group["cdf_length"], positions,
                                    section, version)
   min_bits = check_tables(cdf, cdf_offset, section, version)
+  if coder != coders.TENSORFLOW_COMPRESSION:  # `check_tables` counts tfc's.
+    min_bits = coders.fewest_bits(coder, cdf, cdf_offset)
   section = f"decoder[{name}]"
   deco = reader.read(b"DECO", section,
                      None if "decoder" in group else 4 * positions**2)
@@ -342,7 +360,7 @@ def _read_group(reader, group, version):
       coded=codec.CodedGroup(
           group=name, layers=list(group["layers"]),
           shapes=[tuple(s) for s in group["shapes"]], cdf=cdf,
-          cdf_offset=cdf_offset, data=bytes(latents)),
+          cdf_offset=cdf_offset, data=bytes(latents), coder=coder),
       weights=list(group["weights"]),
       matrix=matrix,
       table_bytes=len(tables), decoder_bytes=len(deco))
@@ -362,9 +380,11 @@ def parse(data):
     data: The file's bytes.
 
   Returns:
-    A dict: `header` (the checked header JSON), `groups` (per group a dict of
-    `coded` (a `codec.CodedGroup`), `weights` (the weight index of each of its
-    layers' kernels), `matrix` (float32), `table_bytes` and `decoder_bytes`),
+    A dict: `header` (the checked header JSON, with the fields an older
+    version implies: `coder`, and `weights` before version 4), `groups` (per
+    group a dict of `coded` (a `codec.CodedGroup`), `weights` (the weight
+    index of each of its layers' kernels), `matrix` (float32), `table_bytes`
+    and `decoder_bytes`),
     `floats` (float32 arrays in header order), `sections` (per section its
     `tag`, `name`, `offset` and `bytes`) and `file_bytes`.
 
@@ -384,7 +404,8 @@ def parse(data):
   if latents + filled > allowance:
     fail("header", f"declares {latents} latents and {filled} filled values, "
           f"more than a file of {len(data)} bytes may hold ({allowance})")
-  groups = [_read_group(reader, g, version) for g in header["groups"]]
+  groups = [_read_group(reader, g, version, header["coder"])
+            for g in header["groups"]]
   floats = _read_floats(reader, header)
   if reader.pos != len(data):
     fail("end", f"{len(data) - reader.pos} unexpected bytes after the last "
