@@ -30,6 +30,15 @@ sys.path.insert(0, str(ROOT))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import numpy as np
+
+# At import, not inside main: Keras 2.14 imported inside absl's app.run
+# builds functional models on graph tensors and fails.
+import lilnetx_tf
+from lilnetx_tf.compat import keras
+from lilnetx_tf.compat import tfc
+from lilnetx_tf.models import build_model
+import tensorflow as tf
 
 _MODEL = flags.DEFINE_enum("model", "lenet5", ["lenet5", "lenet_300_100"],
                            "Network, from the model zoo.")
@@ -56,14 +65,6 @@ def _config():
 
 def _worker():
   """Builds the model, then times `run N` requests read from stdin."""
-  # pylint: disable=g-import-not-at-top
-  import numpy as np
-  import lilnetx_tf
-  from lilnetx_tf.compat import keras
-  from lilnetx_tf.compat import tfc
-  from lilnetx_tf.models import build_model
-  import tensorflow as tf
-
   config = _config()
   keras.utils.set_random_seed(0)
   model = lilnetx_tf.compressible(
@@ -83,7 +84,8 @@ def _worker():
   for _ in range(3 * cycle):  # Trace and warm up.
     step(data)
   print(json.dumps({"ready": True, "tensorflow": tf.__version__,
-                    "keras": keras.__name__ + " " + keras.__version__,
+                    "keras": keras.__name__ + " " + getattr(
+                        keras, "__version__", tf.__version__),
                     "tensorflow_compression": getattr(tfc, "__version__",
                                                       None),
                     "python": platform.python_version()}), flush=True)
