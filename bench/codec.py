@@ -26,7 +26,6 @@ table is printed, and with `--json` also written with the sizes.
       [--output=/tmp/resnet50.lnx] [--json=/tmp/codec.json]
 """
 
-import json
 import os
 import pathlib
 import statistics
@@ -37,17 +36,16 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app  # pylint: disable=g-import-not-at-top
+from bench import provenance
 from absl import flags
 import numpy as np
 
 import lilnetx_tf
-from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import codec
 from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.method import groups
 from lilnetx_tf.models import build_model
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 _RUNS = flags.DEFINE_integer("runs", 5, "Timed runs per measurement.")
@@ -155,10 +153,10 @@ def main(argv):
           f"{sizes['float32_bytes'] / value:>11.2f}x")
   print(f"\nbits per latent: {sizes['bits_per_latent']:.3f}")
   if _JSON.value:
-    atomic_write(_JSON.value, json.dumps(dict(
+    provenance.write_results(_JSON.value, dict(
         model="resnet50", num_latents=n, coder=coder, runs=runs,
         steps=steps, sizes={k.strip(): v for k, v in size_rows.items()},
-        bits_per_latent=sizes["bits_per_latent"]), indent=2))
+        bits_per_latent=sizes["bits_per_latent"]))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from lilnetx_tf import models as zoo
 from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.deploy import tflite
 from lilnetx_tf.deploy import tflite_check
-import tensorflow as tf  # pylint: disable=g-bad-import-order
 from lilnetx_tf.compat import keras
 
 _DATA_DIR = flags.DEFINE_string(

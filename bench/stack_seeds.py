@@ -14,9 +14,7 @@ JSON.
 """
 
 import json
-import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +23,9 @@ from absl import app
 from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import provenance  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _ROOT = flags.DEFINE_string("root", None, "Folder of the runs.", required=True)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
@@ -39,15 +40,9 @@ _JSON = flags.DEFINE_string("json", None, "Where to write the results.")
 
 
 def _versions(python):
-  code = ("import json, platform, importlib.metadata as m\n"
-          "def v(name):\n"
-          "  try:\n"
-          "    return m.version(name)\n"
-          "  except m.PackageNotFoundError:\n"
-          "    return None\n"
-          "print(json.dumps({'python': platform.python_version(), **{n: v(n) "
-          "for n in ('tensorflow', 'tf-keras', 'tensorflow-compression', "
-          "'constriction', 'numpy')}}))")
+  code = ("import json, sys; sys.path.insert(0, '.'); "
+          "from bench import provenance; "
+          "print(json.dumps(provenance.stack_versions()))")
   out = subprocess.run([python, "-c", code], cwd=REPO, capture_output=True,
                        text=True, check=True).stdout
   return json.loads(out.strip().splitlines()[-1])
@@ -96,18 +91,10 @@ def main(argv):
   print(f"median coded latents, current / pinned: {ratio:.4f} "
         "(target within 3%)")
   if _JSON.value:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
-    result = {
-        "benchmark": "bench/stack_seeds.py",
+    provenance.write_results(_JSON.value, {
         "config": "train/configs/mnist_lenet5.py", "runs": runs,
         "medians": summary, "coded_ratio_current_to_pinned": ratio,
-        "stacks": {s: _versions(_PYTHONS[s].value) for s in _PYTHONS},
-        "commit": commit, "machine": {"cpus": os.cpu_count(),
-                                      "processor": platform.machine()},
-        "command": "python bench/stack_seeds.py " + " ".join(sys.argv[1:])}
-    pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {_JSON.value}")
+        "stacks": {s: _versions(_PYTHONS[s].value) for s in _PYTHONS}})
 
 
 if __name__ == "__main__":

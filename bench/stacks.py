@@ -32,6 +32,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+from bench import provenance
+
 # At import, not inside main: Keras 2.14 imported inside absl's app.run
 # builds functional models on graph tensors and fails.
 import lilnetx_tf
@@ -117,14 +119,6 @@ def _ask(process, count):
   return json.loads(process.stdout.readline())
 
 
-def _commit():
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
-                          capture_output=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return None
-
-
 def main(argv):
   del argv
   if _WORKER.value:
@@ -169,16 +163,11 @@ def main(argv):
   print(f"{'ratio':<9}{'':>11}{ratio:>11.3f}{cpu_ratio:>10.3f}   "
         "(current / pinned; target <= 1.10)")
   if _JSON.value:
-    result = {"benchmark": "bench/stacks.py", "model": _MODEL.value,
-              "batch_size": _BATCH.value, "rounds": _ROUNDS.value,
-              "steps": _STEPS.value, "stacks": rows,
-              "ratio_step": ratio, "ratio_cpu": cpu_ratio,
-              "commit": _commit(),
-              "machine": {"cpus": os.cpu_count(),
-                          "processor": platform.machine()},
-              "command": "python bench/stacks.py " + " ".join(sys.argv[1:])}
-    pathlib.Path(_JSON.value).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {_JSON.value}")
+    # The driver's own stack is not what was measured: each row has its own.
+    provenance.write_results(_JSON.value, {
+        "model": _MODEL.value, "batch_size": _BATCH.value,
+        "rounds": _ROUNDS.value, "steps": _STEPS.value, "stacks": rows,
+        "ratio_step": ratio, "ratio_cpu": cpu_ratio})
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from absl import logging
 import lilnetx_tf
 from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import fileformat
-import tensorflow as tf  # pylint: disable=g-bad-import-order  # After lilnetx_tf: quiet.
 from lilnetx_tf.compat import keras
 
 _WORKDIR = flags.DEFINE_string(

@@ -52,7 +52,6 @@ import matplotlib  # pylint: disable=g-bad-import-order
 matplotlib.use("Agg")  # Files only.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lilnetx_tf.compat import keras
 
 _WORKDIR = flags.DEFINE_string(

@@ -25,7 +25,6 @@ from lilnetx_tf.atomic import atomic_write
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.deploy import tflite
 from lilnetx_tf.deploy import tflite_check
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Where the files go.")

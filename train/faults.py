@@ -24,7 +24,6 @@ import os
 import signal
 
 from absl import logging
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 __all__ = ["ENV", "MidEpochKill", "kill_point", "mid_epoch_kill"]

@@ -10,7 +10,6 @@ resumed run continues on the curve.
 
 import math
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 __all__ = ["warmup_cosine_decay"]

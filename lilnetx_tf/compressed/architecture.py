@@ -21,7 +21,6 @@ import collections
 import copy
 import functools
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf import channel_pad

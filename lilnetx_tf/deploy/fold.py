@@ -12,7 +12,6 @@ visibly dead, which `lilnetx_tf.deploy.prune` relies on.
 
 from lilnetx_tf.deploy import graph as graph_lib
 from lilnetx_tf import compat
-from lilnetx_tf.compat import keras
 
 __all__ = ["fold_batch_norm"]
 

@@ -42,7 +42,6 @@ import numbers
 import numpy as np
 import tensorflow as tf
 from lilnetx_tf import compat
-from lilnetx_tf.compat import keras
 
 from lilnetx_tf.deploy import graph as graph_lib
 from lilnetx_tf.method.stats import kernel_macs

@@ -8,7 +8,6 @@ model whose kernels are the decoded integer latents (decompressed form).
 import dataclasses
 
 from absl import logging
-import tensorflow as tf
 from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 

@@ -22,7 +22,6 @@ inputs too. Example:
 import inspect
 
 from lilnetx_tf.channel_pad import ChannelPad
-from lilnetx_tf.compat import keras
 from lilnetx_tf.method.stats import count_macs
 from lilnetx_tf.models.cifar_resnet import resnet110
 from lilnetx_tf.models.cifar_resnet import resnet20

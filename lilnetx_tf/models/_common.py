@@ -17,7 +17,6 @@ Dense layers for latent ones. Conventions kept here, once for all models:
 
 import numbers
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 __all__ = [

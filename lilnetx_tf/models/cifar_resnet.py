@@ -18,7 +18,6 @@ moving statistics), the "0.27M" of the paper; width 4 is the main CIFAR model
 of LilNetX.
 """
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.channel_pad import ChannelPad

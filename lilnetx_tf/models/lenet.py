@@ -6,7 +6,6 @@ inputs and 10 classes: 266,610 and 431,080. Inputs are expected already
 scaled (e.g. to [0, 1]); the models contain no preprocessing.
 """
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common

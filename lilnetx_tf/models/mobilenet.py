@@ -12,7 +12,6 @@ The networks downsample by 32, mapping a size `n` to `ceil(n / 32)`, so small
 inputs (32x32, 64x64) work too.
 """
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common

@@ -13,7 +13,6 @@ All strided layers map a size `n` to `ceil(n / 2)`, so any input size works;
 32x32 inputs leave a 1x1 map for the last stage.
 """
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common

@@ -11,7 +11,6 @@ reference's 14,728,266 less the 4,224 conv biases, dropped here because every
 conv feeds batch norm.
 """
 
-import tensorflow as tf
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.models import _common
