@@ -8,6 +8,7 @@ import pytest
 import lilnetx_tf  # pylint: disable=unused-import  (quiet TensorFlow import)
 import tensorflow as tf
 
+from lilnetx_tf import compat
 from lilnetx_tf import models
 from lilnetx_tf.models import ChannelPad
 from lilnetx_tf.models import build_model
@@ -54,7 +55,9 @@ def test_builds_plain_model_with_logits(name):
   for layer in model.layers:
     assert not isinstance(layer, tf.keras.layers.Lambda), layer.name
     assert (isinstance(layer, ChannelPad)
-            or type(layer).__module__.startswith("keras.")), layer.name
+            # The stack's Keras 2 package: keras (2.14) or tf_keras.
+            or type(layer).__module__.split(".")[0]
+            == compat.keras.__name__.split(".")[0]), layer.name
   x = np.random.default_rng(0).normal(size=(2,) + input_shape)
   logits = model(x.astype(np.float32), training=False).numpy()
   assert logits.shape == (2, num_classes)
