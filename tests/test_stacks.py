@@ -1,11 +1,14 @@
 """A model saved on one stack loads on the other with the same values.
 
 Training checkpoints (what the training CLI resumes from) travel both ways.
-A training model's `.keras` file loads on the stack that wrote it only:
-Keras 2.14 and tf-keras 2.21 lay out the weights file by different attribute
-walks (`_latent_layers/...` against `network/layers/...`), and 2.14 refuses
-2.21's `InputLayer` config; the cross-stack case is an expected failure
-below, so that a fix shows. `.lnx` files travel (tests/test_coders.py).
+A training model's `.keras` file loads on the stack that wrote it only, as
+any Keras model's: Keras 2.14 and tf-keras 2.21 file a model's weights under
+different paths (their walks of the model's attributes differ: 2.14 reaches
+a functional model's layers through `_layer_checkpoint_dependencies`, which
+2.21 skips) and 2.14 refuses 2.21's classes and `InputLayer` config, so even
+a plain two-layer functional model's `.keras` does not travel either way.
+The cross-stack case is an expected failure below, so that a fix shows.
+`.lnx` files travel (tests/test_coders.py).
 
 `tests/data/stack_<pinned|current>.keras` (a `.keras` file) and
 `stack_<...>_ckpt.*` (a `tf.train.Checkpoint` of the model and its
@@ -13,7 +16,7 @@ optimizer, as the training CLI writes) were written by `python
 tests/test_stacks.py` on each stack from the same small LilNetX model
 trained a few steps; `stack_goldens.json` records, per file, the SHA-256 of
 every weight (priors included) and the prior's bits on fixed values. Every
-stack loads every file to those figures.
+stack restores both checkpoints, and its own `.keras` file, to those figures.
 """
 
 import hashlib
