@@ -180,6 +180,56 @@ _MODES = [("none", False, False), ("none", True, False),
           ("int8", False, True)]  # int8 + sparse: in the CLI test.
 
 
+def _nested_classifier():
+  """A classifier around a functional base that holds a Sequential stem.
+
+  The base's ReLU is named like the classifier's Dense, so inlining must
+  rename one of them.
+  """
+  inputs = L.Input((28, 28, 1))
+  stem = tf.keras.Sequential([L.Input((28, 28, 1)), L.Conv2D(8, 3),
+                              L.BatchNormalization(), L.ReLU()], name="stem")
+  h = L.Conv2D(12, 3, strides=2)(stem(inputs))
+  h = L.ReLU(name="logits")(L.BatchNormalization()(h))
+  base = tf.keras.Model(inputs, L.Conv2D(16, 3)(h), name="base")
+  outer = L.Input((28, 28, 1))
+  h = L.GlobalAveragePooling2D()(base(outer, training=False))
+  return tf.keras.Model(outer, L.Dense(10, name="logits")(h))
+
+
+def test_nested_models_export_exactly(mnist):
+  """The transfer-learning pattern: a base model inside a classifier."""
+  rng = np.random.default_rng(2)
+  model = lilnetx_tf.compressible(_nested_classifier(), seed=0)
+  assert len(model.latent_layers) == 4  # The nested models' kernels too.
+  for network in (model.network.get_layer("base"),
+                  model.network.get_layer("base").get_layer("stem")):
+    _randomise_weights(network, rng)
+  _zero_channels(model, rng, fraction=0.5)
+  x = mnist[2][:64]
+  reference = tflite_check.keras_logits(model, x)
+  exported = tflite.prepare_for_export(model)
+  # One flat graph: every layer of every level, the clash renamed.
+  names = [l.name for l in exported.pruned.layers]
+  assert not any(isinstance(l, tf.keras.Model) for l in exported.pruned.layers)
+  assert len(names) == len(set(names)) and "logits" in names
+  assert sum(isinstance(l, L.Conv2D) for l in exported.pruned.layers) == 3
+  report = exported.prune_report
+  assert report.params_after < report.params_before
+  assert exported.pruned.count_params() == report.params_after
+  for keras_model in (exported.dense, exported.pruned):
+    assert _relative(tflite_check.keras_logits(keras_model, x),
+                     reference) <= 1e-5
+  outputs = tflite_check.TFLiteRunner(tflite.convert(exported.pruned))(x)
+  result = tflite_check.verify(reference, outputs, np.argmax(reference, 1),
+                               float_parity=True)
+  assert result.passed and result.agreement == 1.0
+  # The user's model is untouched: still nested, still the same outputs.
+  assert isinstance(model.network.get_layer("base"), tf.keras.Model)
+  np.testing.assert_array_equal(tflite_check.keras_logits(model, x),
+                                reference)
+
+
 @pytest.mark.parametrize("quantize,sparse,int8_io", _MODES)
 def test_every_quantization_mode_runs_on_real_data(mnist, small, quantize,
                                                    sparse, int8_io):

@@ -22,7 +22,7 @@ from lilnetx_tf.compat import keras
 from lilnetx_tf.compressed.floats import batch_norm_scale_offset
 
 __all__ = ["Graph", "Op", "batch_norm_scale_offset", "call_clone",
-           "clone_layer", "kernel_and_bias", "linear_kind",
+           "clone_layer", "flattened", "kernel_and_bias", "linear_kind",
            "normalizes_last_axis", "with_kernel_and_bias"]
 
 
@@ -64,8 +64,8 @@ class Graph:
         layer = node.layer
         if isinstance(layer, keras.Model):
           raise ValueError(
-              f"Nested model {layer.name!r} is not supported; build the "
-              "model from layers only.")
+              f"Nested model {layer.name!r}: inline it first with "
+              "`flattened(model)`.")
         if id(layer) in seen:
           raise ValueError(f"Layer {layer.name!r} is called more than once; "
                            "shared layers are not supported.")
@@ -111,6 +111,82 @@ class Graph:
     return keras.Model(
         new_inputs if len(new_inputs) > 1 else new_inputs[0],
         outputs if len(outputs) > 1 else outputs[0], name=self.model.name)
+
+
+def _is_nested(layer):
+  return isinstance(layer, keras.Model) and compat.is_graph_network(layer)
+
+
+def flattened(model):
+  """`model` with its nested functional and Sequential models inlined.
+
+  The export's rewrites walk one graph of layers; a nested model (a
+  `keras.applications` base inside a classifier, a Sequential stem) is
+  replaced by clones of its layers, with its weights, called on the outer
+  tensors, at any depth. A layer whose name an earlier one took gets its
+  model's name as a prefix. The outputs equal `model`'s in inference mode.
+
+  Args:
+    model: A functional or Sequential Keras model; not modified.
+
+  Returns:
+    `model` itself when nothing is nested, else a new functional model.
+
+  Raises:
+    ValueError: for a nested subclassed model, or a nested model called on
+      a number of tensors other than its inputs.
+  """
+  nbd = compat.nodes_by_depth(model)
+  if not any(isinstance(n.layer, keras.Model) for d in nbd for n in nbd[d]):
+    return model
+  taken = set()
+
+  def unique(name, prefix):
+    candidate, i = name, 0
+    while candidate in taken:
+      i += 1
+      candidate = f"{prefix}_{name}" if i == 1 else f"{prefix}_{name}_{i}"
+    taken.add(candidate)
+    return candidate
+
+  def replay(net, inputs, prefix):
+    tensors = {id(t): x for t, x in zip(net.inputs, inputs)}
+    replace = lambda v: tensors.get(id(v), v) if tf.is_tensor(v) else v
+    nodes = compat.nodes_by_depth(net)
+    for depth in sorted(nodes, reverse=True):
+      for node in nodes[depth]:
+        if node.is_input:
+          continue
+        args, kwargs = tf.nest.map_structure(
+            replace, (node.call_args, node.call_kwargs))
+        layer = node.layer
+        if _is_nested(layer):
+          inner = tf.nest.flatten(args[0] if args else kwargs["inputs"])
+          if len(inner) != len(layer.inputs):
+            raise ValueError(
+                f"Nested model {layer.name!r} is called on {len(inner)} "
+                f"tensors but has {len(layer.inputs)} inputs.")
+          outputs = replay(layer, inner, layer.name)
+        elif isinstance(layer, keras.Model):
+          raise ValueError(
+              f"Nested model {layer.name!r} is subclassed: its layer calls "
+              "are not recorded, so it cannot be exported; build it as a "
+              "functional model.")
+        else:
+          outputs = call_clone(layer, args, kwargs, layer.get_weights(),
+                               name=unique(layer.name, prefix))
+        tensors.update(zip([id(t) for t in tf.nest.flatten(node.outputs)],
+                           tf.nest.flatten(outputs)))
+    return [tensors[id(t)] for t in net.outputs]
+
+  new_inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
+                            name=unique(compat.keras_history_layer(t).name,
+                                        model.name))
+                for t in model.inputs]
+  outputs = replay(model, new_inputs, model.name)
+  return keras.Model(new_inputs if len(new_inputs) > 1 else new_inputs[0],
+                     outputs if len(outputs) > 1 else outputs[0],
+                     name=model.name)
 
 
 def clone_layer(layer, **config_updates):

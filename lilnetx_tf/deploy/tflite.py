@@ -144,7 +144,9 @@ def prepare_for_export(model, *, atol=0.0):
 
   Args:
     model: A `LilNetXModel` or a plain functional/Sequential Keras model made
-      of stock layers (and `ChannelPad`), each called once. Not modified.
+      of stock layers (and `ChannelPad`), each called once; functional and
+      Sequential models nested in it, at any depth, are inlined
+      (`graph.flattened`). Not modified.
     atol: Opt-in approximation: folded weights and biases of magnitude up to
       `atol` count as zero when removing channels (see
       `remove_zero_channels`); verify the outputs when using it.
@@ -157,7 +159,7 @@ def prepare_for_export(model, *, atol=0.0):
     TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
   """
   compat.check_keras_model(model)
-  dense = fold.fold_batch_norm(plain_model(model))
+  dense = fold.fold_batch_norm(graph_lib.flattened(plain_model(model)))
   silenced = _silence_dead_channels(dense)
   pruned, report = prune.remove_zero_channels(dense, atol=atol)
   return ExportModels(dense=dense, pruned=pruned, prune_report=report,
