@@ -307,10 +307,12 @@ def architecture_problem(config):
 
 
 def without_custom_modules(config):
-  """A copy of a model config whose library classes name no module.
+  """A copy of a model config whose library classes and models name no module.
 
-  Keras finds those classes by their registered name; the module path, which
-  changes when code moves, is neither stored nor read.
+  Keras finds those classes by their registered name, and nested models by
+  their class name; the module path, which changes when code moves (Keras
+  2.14's `keras.src.engine.functional` is tf-keras' `tf_keras.src...`), is
+  neither stored nor read.
   """
   config = copy.deepcopy(config)
   stack = [config]
@@ -318,7 +320,9 @@ def without_custom_modules(config):
     obj = stack.pop()
     if isinstance(obj, dict):
       if isinstance(obj.get("registered_name"), str) and (
-          obj["registered_name"] in _CUSTOM):
+          obj["registered_name"] in _CUSTOM or
+          obj.get("class_name") in _MODELS and
+          obj["registered_name"] == obj["class_name"]):
         obj.pop("module", None)
       stack.extend(obj.values())
     elif isinstance(obj, list):
