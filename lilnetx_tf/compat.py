@@ -51,7 +51,13 @@ def _keras_2():
   tensorflow-model-optimization's compat module does).
   """
   if TF_VERSION >= (2, 16):
-    import tf_keras  # pylint: disable=g-import-not-at-top
+    try:
+      import tf_keras  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ImportError(
+          f"lilnetx_tf needs tf-keras (Keras 2) with TensorFlow "
+          f"{tf.__version__}: pip install "
+          f"'tf-keras=={TF_VERSION[0]}.{TF_VERSION[1]}.*'") from None
     return tf_keras
   return tf.keras
 
