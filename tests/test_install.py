@@ -13,7 +13,10 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("lilnetx-train", "lilnetx-export-tflite", "lilnetx-export-bitstream")
+# Console script -> the module whose flags it defines.
+SCRIPTS = {"lilnetx-train": "lilnetx_tf_cli.train.__main__",
+           "lilnetx-export-tflite": "lilnetx_tf_cli.export.tflite",
+           "lilnetx-export-bitstream": "lilnetx_tf_cli.export.bitstream"}
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +49,13 @@ def test_installs_no_generic_top_level_packages(installed):
 
 
 def test_console_scripts_run_outside_the_checkout(installed, tmp_path):
-  for script in SCRIPTS:
+  for script, module in SCRIPTS.items():
     path = installed / "bin" / script
     assert path.exists(), script
     result = _run(installed, [str(path), "--helpfull"], tmp_path)
     # absl exits 1 after printing help; the flags come from the installed
     # module, and nothing failed to import.
     assert "Traceback" not in result.stderr, (script, result.stderr[-2000:])
-    module = "lilnetx_tf_cli." + script[len("lilnetx-"):].replace(
-        "export-", "export.").replace("train", "train.__main__")
     assert module + ":" in result.stdout, (script, module,
                                            result.stdout[-500:])
   # The checkout's packages are not what ran: `train` is not importable.

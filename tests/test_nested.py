@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import lilnetx_tf
+from lilnetx_tf import compat
 from lilnetx_tf.data import load_arrays
 from lilnetx_tf.data import normalize
 from lilnetx_tf.deploy import tflite
@@ -65,8 +66,9 @@ def test_nested_models_train_store_load_and_export(form, digits, tmp_path):
   assert len(got) == len(want) == len(model.network.get_weights())
   for a, b in zip(got, want):
     np.testing.assert_array_equal(a, b)
+  by_name = {l.name: l for l in compat.flatten_layers(loaded)}
   for layer in model.latent_layers:  # Each kernel where the user put it.
-    np.testing.assert_array_equal(_find(loaded, layer.name).kernel.numpy(),
+    np.testing.assert_array_equal(by_name[layer.name].kernel.numpy(),
                                   layer.decoded_kernel().numpy())
   # The user's structure: the base and its stem are models with their layers.
   base = loaded.get_layer("base")
@@ -84,14 +86,3 @@ def test_nested_models_train_store_load_and_export(form, digits, tmp_path):
   result = tflite_check.verify(reference, outputs, y[:64], float_parity=True)
   assert result.passed and result.agreement == 1.0
 
-
-def _find(model, name):
-  """The layer called `name` at any depth of `model`."""
-  for layer in model.layers:
-    if layer.name == name:
-      return layer
-    if isinstance(layer, tf.keras.Model):
-      found = _find(layer, name)
-      if found is not None:
-        return found
-  return None

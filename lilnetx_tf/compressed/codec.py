@@ -197,14 +197,6 @@ def histogram_tables(symbols):
   return cdf, cdf_offset, frequencies
 
 
-def _coder_name(coder):
-  """`coder`, or the default coder for None; checked."""
-  if coder is None:
-    return coders.default_coder()
-  coders.check_coder(coder)
-  return coder
-
-
 def encode_symbols(symbols, cdf, cdf_offset, coder=None):
   """Range codes an integer `(rows, positions)` matrix into bytes.
 
@@ -220,12 +212,12 @@ def encode_symbols(symbols, cdf, cdf_offset, coder=None):
       code, or an unknown coder.
     coders.CoderUnavailableError: if the coder is not installed.
   """
-  return coders.encode(_coder_name(coder), symbols, cdf, cdf_offset)
+  return coders.encode(coders.resolve(coder), symbols, cdf, cdf_offset)
 
 
 def decode_symbols(data, rows, cdf, cdf_offset, coder=None):
   """Inverse of `encode_symbols`: an int32 `(rows, positions)` matrix."""
-  return coders.decode(_coder_name(coder), data, rows, cdf, cdf_offset)
+  return coders.decode(coders.resolve(coder), data, rows, cdf, cdf_offset)
 
 
 def empirical_entropy_bits(symbols):
@@ -273,8 +265,7 @@ def compress_latents(model, coder=None):
   Raises:
     coders.CoderUnavailableError: if the coder is not installed.
   """
-  coder = _coder_name(coder)
-  coders.require(coder)  # Before the histograms, which take a while.
+  coder = coders.resolve(coder)  # Before the histograms, which take a while.
   symbols = group_symbols(model)
   coded = []
   for group in sorted(model.group_layers):

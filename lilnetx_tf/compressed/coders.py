@@ -52,6 +52,7 @@ __all__ = [
     "fewest_bits",
     "position_frequencies",
     "require",
+    "resolve",
 ]
 
 TENSORFLOW_COMPRESSION = "tensorflow-compression"
@@ -156,6 +157,18 @@ def require(coder):
   if module is None:
     raise CoderUnavailableError(coder)
   return module
+
+
+def resolve(coder):
+  """The name of `coder`, or of the default coder for None; installed.
+
+  Raises:
+    ValueError: for an unknown coder name.
+    CoderUnavailableError: if the coder is not installed.
+  """
+  coder = default_coder() if coder is None else coder
+  require(coder)
+  return coder
 
 
 def position_frequencies(cdf, cdf_offset):

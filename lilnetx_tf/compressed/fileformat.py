@@ -195,8 +195,7 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
         not 1 <= batch_norm_bits <= grid.MAX_GRID_BITS):
       raise ValueError(f"batch_norm_bits must be an integer in [1, "
                        f"{grid.MAX_GRID_BITS}], got {batch_norm_bits!r}.")
-  coder = coders.default_coder() if coder is None else coder
-  coders.require(coder)  # Before the work, and ValueError if unknown.
+  coder = coders.resolve(coder)  # Before the work.
   chunks = writing.model_chunks(model, "float16" if float16 else "float32",
                                 fold_batch_norm, batch_norm_bits, coder)
   atomic_write(path, chunks)
@@ -443,8 +442,7 @@ def recode_compressed(src_path, dst_path, coder=None):
     CoderUnavailableError: if the source's or the new coder is not installed.
     ValueError: for an unknown coder.
   """
-  coder = coders.default_coder() if coder is None else coder
-  coders.require(coder)
+  coder = coders.resolve(coder)
   chunks = _read(src_path, lambda data: writing.recoded_chunks(data, coder))
   atomic_write(dst_path, chunks)
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
