@@ -8,7 +8,8 @@
   by side, and the checks a reader makes before it allocates;
 * `tables`: the coding tables' section (TABL), packed and unpacked;
 * `floats`: the decoders (DECO) and the other float weights (FLTS), as
-  float32 or, on power-of-two grids, as Rice codes (`rice`);
+  float32 or, on power-of-two grids, as Rice codes;
+* `rice`: the Rice code of small integers (grid weights, decoders);
 * `dictionary`: the preset dictionary the header is deflated with;
 * `errors`: `CorruptFileError`, and which exceptions a reader may turn into
   it;

@@ -13,6 +13,16 @@ Datasets.
 `build_dataset(..., validation_fraction=0.1)` holds a seed-chosen share of the
 training examples out as a "validation" split, for choosing models without
 looking at the test split.
+
+* `registry`: the supported datasets: names, shapes, classes, normalisation;
+* `sources`: where a dataset comes from; small ones loaded into memory;
+* `idx`: the IDX files of MNIST and Fashion-MNIST;
+* `image_folder`: image trees (`train/<class>/<image>`) and archives of them;
+* `tfds_source`: TensorFlow Datasets, failing fast and clearly offline;
+* `cache`: the on-disk cache of decoded arrays;
+* `holdout`: the validation split;
+* `augment`: per-image preprocessing and augmentation ops;
+* `pipeline`: the tf.data pipelines (`build_dataset`).
 """
 
 from lilnetx_tf.data.holdout import validation_indices

@@ -157,6 +157,12 @@ def prepare_for_export(model, *, atol=0.0):
 
   Raises:
     TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
+
+  Usage:
+
+    exported = prepare_for_export(lilnetx_model)   # or a loaded .lnx model
+    print(exported.prune_report.to_dict())          # what was removed
+    tflite_bytes = convert(exported.pruned)
   """
   compat.check_keras_model(model)
   dense = fold.fold_batch_norm(graph_lib.flattened(plain_model(model)))
@@ -195,6 +201,13 @@ def convert(model, quantize="none", *, sparse=False, representative_data=None,
     TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
     ValueError: For an unknown `quantize`, missing representative data, or
       `int8_io` without "int8".
+
+  Usage:
+
+    pruned = prepare_for_export(lilnetx_model).pruned
+    with open("model.tflite", "wb") as f:
+      f.write(convert(pruned))
+    int8 = convert(pruned, "int8", representative_data=x_train[:100])
   """
   compat.check_keras_model(model)
   if quantize not in QUANTIZATIONS:

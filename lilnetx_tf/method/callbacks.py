@@ -38,6 +38,10 @@ class RateWarmup(keras.callbacks.Callback):
     epochs: Warm-up length in epochs; 0 disables the warm-up.
     target: Final lambda_I; defaults to the model's `lambda_rate_target`.
     formula: `"linear"` or `"reference"`.
+
+  Usage:
+
+    model.fit(x, y, epochs=10, callbacks=[lilnetx_tf.RateWarmup(2)])
   """
 
   def __init__(self, epochs, target=None, formula="linear"):
@@ -82,6 +86,12 @@ class CompressionLogger(keras.callbacks.Callback):
   Args:
     coded: Also log `coded_bytes`, the real range-coded size (slower), and
       `coded_to_entropy`.
+
+  Usage:
+
+    model.fit(x, y, epochs=10, callbacks=[
+        lilnetx_tf.CompressionLogger(),
+        keras.callbacks.CSVLogger("log.csv")])  # Records the figures too.
   """
 
   def __init__(self, coded=False):
@@ -135,6 +145,13 @@ class StopOnNonFinite(keras.callbacks.Callback):
   non-finite mid-epoch makes the next steps' loss or bound so; checking the
   weights after every step instead took a pass over all of them, a tenth of
   a LeNet-300-100 step.
+
+  Usage:
+
+    model.fit(x, y, epochs=10, callbacks=[
+        lilnetx_tf.StopOnNonFinite(),  # First: before any checkpoint saves.
+        keras.callbacks.ModelCheckpoint("ckpt/{epoch}.weights.h5",
+                                        save_weights_only=True)])
   """
 
   def __init__(self):
