@@ -5,6 +5,28 @@ labels. `normalize` is the exact same normalisation for numpy or tf inputs, so
 that other code (TFLite checks, representative datasets) can feed a model
 precisely what it was trained on. The pipelines are plain tf.data and work on
 CPU and inside tf.distribute strategies.
+
+Training pipelines shuffle every epoch and (with `augment`) apply the
+dataset's standard augmentation: CIFAR 4-pixel pad, random 32x32 crop and
+horizontal flip; ImageNet random resized crop to 224 and flip. MNIST and
+digits get none. ImageNet evaluation (or `augment=False`) uses the resize
+256 / centre crop 224 view. Everything random derives from `seed`.
+
+Validation: with `validation_fraction`, the training split (its first `limit`
+examples) is divided: `validation_size(n, validation_fraction,
+max_validation_examples)` examples, chosen by `seed` (see `holdout`), form
+the "validation" split and "train" is the rest. Streamed TFDS data holds out
+its first examples instead (TFDS order is already shuffled). Build both
+splits with the same arguments.
+
+Epochs: without `epochs`, a dataset is one epoch, reshuffled each time it is
+iterated (the n-th iteration's order depends on n, not on an epoch number).
+With `epochs` (training only), it is epochs `initial_epoch`..`epochs - 1` in
+a row, each batched on its own, for `model.fit(steps_per_epoch=
+num_examples // batch_size, initial_epoch=initial_epoch)`: each epoch's order
+and augmentation are a function of (seed, epoch) alone, so resuming at epoch
+k replays exactly epoch k. (Streamed TFDS data, whose file order TFDS chooses
+per iteration, is reshuffled per epoch without that.)
 """
 
 import dataclasses
@@ -255,6 +277,51 @@ def _keyed_epochs(examples: _Examples, preprocess, seed: int,
   return tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch)
 
 
+def _check_arguments(split, limit, batch_size, training, validation_fraction,
+                     max_validation_examples, epochs, initial_epoch):
+  """Refuses bad arguments before any data is read."""
+  if split not in _SPLITS:
+    raise ValueError(f"Unknown split {split!r}; valid splits: "
+                     f"{', '.join(_SPLITS)}.")
+  sources.check_limit(limit)
+  if isinstance(batch_size, bool) or not isinstance(
+      batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+  holdout.validation_size(0, validation_fraction, max_validation_examples)
+  if epochs is not None:
+    if not training:
+      raise ValueError("epochs is for training pipelines (training=True).")
+    if not (isinstance(epochs, (int, np.integer))
+            and isinstance(initial_epoch, (int, np.integer))
+            and 0 <= initial_epoch <= epochs):
+      raise ValueError(f"Need ints 0 <= initial_epoch <= epochs, got "
+                       f"{initial_epoch!r} and {epochs!r}.")
+
+
+def _batched(examples: _Examples, preprocess, training: bool, seed: int,
+             batch_size: int, drop_remainder: bool, epochs: Optional[int],
+             initial_epoch: int) -> tf.data.Dataset:
+  """One epoch, or the keyed epochs of a run (see the module docstring)."""
+  if epochs is None:
+    return _one_pass(examples, preprocess, training, seed, batch_size,
+                     drop_remainder)
+  if examples.stream is None:
+    return _keyed_epochs(examples, preprocess, seed, batch_size,
+                         drop_remainder, int(epochs), int(initial_epoch))
+  return _one_pass(examples, preprocess, training, seed, batch_size,
+                   drop_remainder).repeat(int(epochs) - int(initial_epoch))
+
+
+def _normalized(ds: tf.data.Dataset, info: DatasetInfo) -> tf.data.Dataset:
+  ds = ds.map(lambda images, y: (normalize(images, info), tf.cast(y, tf.int32)),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  # In-memory and file-list datasets cannot be sharded by file.
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
 def build_dataset(name: str, split: str, *, batch_size: int, training: bool,
                   data_dir: Optional[str] = None, limit: Optional[int] = None,
                   cache_dir: Optional[str] = None, seed: int = 0,
@@ -265,81 +332,41 @@ def build_dataset(name: str, split: str, *, batch_size: int, training: bool,
                   ) -> Tuple[tf.data.Dataset, DatasetInfo]:
   """Builds the input pipeline of one split of a registered dataset.
 
-  Training pipelines shuffle every epoch and (with `augment`) apply the
-  dataset's standard augmentation: CIFAR 4-pixel pad, random 32x32 crop and
-  horizontal flip; ImageNet random resized crop to 224 and flip. MNIST and
-  digits get none. ImageNet evaluation (or `augment=False`) uses the resize
-  256 / centre crop 224 view. Everything random derives from `seed`.
-
-  With `validation_fraction`, the training split (its first `limit` examples)
-  is divided: `validation_size(n, validation_fraction,
-  max_validation_examples)` examples, chosen by `seed` (see `holdout`), form
-  the "validation" split and "train" is the rest. Streamed TFDS data holds out
-  its first examples instead (TFDS order is already shuffled). Call it with
-  the same arguments for both splits.
-
-  Without `epochs`, the dataset is one epoch, reshuffled each time it is
-  iterated (the n-th iteration's order depends on n, not on an epoch number).
-  With `epochs` (training only), it is epochs `initial_epoch`..`epochs - 1`
-  in a row, each batched on its own, for `model.fit(steps_per_epoch=
-  num_examples // batch_size, initial_epoch=initial_epoch)`: each epoch's
-  order and augmentation are a function of (seed, epoch) alone, so resuming
-  at epoch k replays exactly epoch k. (Streamed TFDS data, whose file order
-  TFDS chooses per iteration, is reshuffled per epoch without that.)
-
   Args:
     name: A name from `dataset_names()`.
     split: "train", "validation" (needs `validation_fraction`) or "test".
     batch_size: Examples per batch.
     training: Shuffle and augment (evaluation pipelines keep the fixed order).
-    data_dir: Local files or TFDS directory, as in `load_arrays`.
-    limit: Use only the first `limit` examples of the official split (train
-      for "validation").
-    cache_dir: Where decoded image trees are cached, as in `load_arrays`.
+    data_dir, cache_dir, source: Where the data comes from, as in
+      `load_arrays`.
+    limit: Use only the first `limit` examples of the official split.
     seed: Seed of the shuffle order, augmentation and validation examples.
     augment: Apply training augmentation (only when `training`).
-    drop_remainder: Drop the last partial batch (of each epoch); default:
-      `training`.
-    source: "auto", "local" or "tfds", as in `load_arrays`.
-    validation_fraction: Share of the training examples held out, in [0, 1).
-    max_validation_examples: At most this many held out; None: no bound.
-    epochs: Number of epochs of a training run, or None (see above).
-    initial_epoch: The first of them that the dataset yields.
+    drop_remainder: Drop each epoch's last partial batch; default `training`.
+    validation_fraction, max_validation_examples: The held-out share of the
+      training examples, in [0, 1), and a bound on their number (None: none).
+    epochs, initial_epoch: The epochs of a training run the dataset yields
+      (module docstring); None: one epoch.
 
   Returns:
-    `(dataset, info)`: a dataset of (float32 [B, H, W, C] images normalised
-    by `normalize`, int32 [B] labels), and the `DatasetInfo` whose
-    `num_examples[split]` counts the examples the pipeline reads per epoch;
-    with validation examples, `num_examples` has "train" (the examples
-    fitted) and "validation" counts.
+    `(dataset, info)`: (float32 [B, H, W, C] images normalised by
+    `normalize`, int32 [B] labels) batches, and the `DatasetInfo` whose
+    `num_examples` counts the examples of each split read per epoch.
 
   Raises:
     ValueError: For an unknown name, split, source, limit, batch size,
-      validation size or epochs, a "validation" split without examples, or
-      local data not matching the dataset.
+      validation size or epochs, or local data not matching the dataset.
     FileNotFoundError: If `source` is "local" and no files are found.
     DataUnavailableError: If TFDS is needed but cannot provide the data.
+
+  Usage:
+
+    ds, info = build_dataset("mnist", "train", batch_size=128, training=True,
+                             data_dir="../shared/data/mnist")
   """
   spec = registry.get_spec(name)
-  if split not in _SPLITS:
-    raise ValueError(f"Unknown split {split!r}; valid splits: "
-                     f"{', '.join(_SPLITS)}.")
-  sources.check_limit(limit)
-  if isinstance(batch_size, bool) or not isinstance(
-      batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-  # Checks the validation arguments before any data is read.
-  holdout.validation_size(0, validation_fraction, max_validation_examples)
-  if epochs is not None:
-    if not training:
-      raise ValueError("epochs is for training pipelines (training=True).")
-    if not (isinstance(epochs, (int, np.integer))
-            and isinstance(initial_epoch, (int, np.integer))
-            and 0 <= initial_epoch <= epochs):
-      raise ValueError(f"Need ints 0 <= initial_epoch <= epochs, got "
-                       f"{initial_epoch!r} and {epochs!r}.")
-  if drop_remainder is None:
-    drop_remainder = training
+  _check_arguments(split, limit, batch_size, training, validation_fraction,
+                   max_validation_examples, epochs, initial_epoch)
   hold = _Holdout(validation_fraction, max_validation_examples, seed)
   if spec.streamed:
     examples = _streamed_examples(spec, split, data_dir, limit, source,
@@ -347,21 +374,8 @@ def build_dataset(name: str, split: str, *, batch_size: int, training: bool,
   else:
     examples = _in_memory_examples(name, split, data_dir, limit, cache_dir,
                                    source, hold)
-  info = examples.info
-  preprocess = _preprocess(spec, training, augment)
-  if epochs is None:
-    ds = _one_pass(examples, preprocess, training, seed, batch_size,
-                   drop_remainder)
-  elif examples.stream is None:
-    ds = _keyed_epochs(examples, preprocess, seed, batch_size, drop_remainder,
-                       int(epochs), int(initial_epoch))
-  else:
-    ds = _one_pass(examples, preprocess, training, seed, batch_size,
-                   drop_remainder).repeat(int(epochs) - int(initial_epoch))
-  ds = ds.map(lambda images, y: (normalize(images, info), tf.cast(y, tf.int32)),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  options = tf.data.Options()
-  # In-memory and file-list datasets cannot be sharded by file.
-  options.experimental_distribute.auto_shard_policy = (
-      tf.data.experimental.AutoShardPolicy.DATA)
-  return ds.with_options(options).prefetch(tf.data.AUTOTUNE), info
+  ds = _batched(examples, _preprocess(spec, training, augment), training,
+                seed, batch_size,
+                training if drop_remainder is None else drop_remainder,
+                epochs, initial_epoch)
+  return _normalized(ds, examples.info), examples.info
