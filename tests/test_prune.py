@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import lilnetx_tf
+from lilnetx_tf.deploy import tflite
+from lilnetx_tf.deploy import tflite_check
 from lilnetx_tf.deploy.fold import fold_batch_norm
 from lilnetx_tf.channel_pad import ChannelPad
 from lilnetx_tf.method.stats import count_macs
@@ -25,13 +28,14 @@ _KERNEL_LAYERS = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D,
 # {name}_bn and {name}_relu.
 
 
-def _conv_bn(x, filters, name, kernel=3, strides=1, relu=True, depthwise=False):
+def _conv_bn(x, filters, name, kernel=3, strides=1, relu=True, depthwise=False,
+             groups=1):
   if depthwise:
     x = L.DepthwiseConv2D(kernel, strides, "same", use_bias=False,
                           name=f"{name}_conv")(x)
   else:
     x = L.Conv2D(filters, kernel, strides, "same", use_bias=False,
-                 name=f"{name}_conv")(x)
+                 groups=groups, name=f"{name}_conv")(x)
   x = L.BatchNormalization(name=f"{name}_bn")(x)
   max_value = relu if relu not in (True, False) else None
   return L.ReLU(max_value, name=f"{name}_relu")(x) if relu else x
@@ -69,6 +73,22 @@ def _conv1d():
                name="c3_conv")(x)
   x = L.ReLU(name="c3_relu")(L.BatchNormalization(name="c3_bn")(x))
   x = L.GlobalAveragePooling1D(name="gap")(x)
+  return tf.keras.Model(inputs, L.Dense(5, name="logits")(x))
+
+
+def _regnet(groups=4):
+  """RegNetX-like blocks r1 (8 -> 8, add), r2 (stride 2): 1x1 conv a (16),
+  grouped 3x3 conv g (16 filters in `groups` groups), 1x1 conv c (8)."""
+  inputs = tf.keras.Input((16, 16, 3))
+  x = _conv_bn(inputs, 8, "stem")
+  for name, strides in (("r1", 1), ("r2", 2)):
+    out = _conv_bn(x, 16, f"{name}a", kernel=1)
+    out = _conv_bn(out, 16, f"{name}g", strides=strides, groups=groups)
+    out = _conv_bn(out, 8, f"{name}c", kernel=1, relu=False)
+    if strides == 1:
+      out = L.Add(name=f"{name}_add")([x, out])
+    x = L.ReLU(name=f"{name}_out")(out)
+  x = L.GlobalAveragePooling2D(name="gap")(x)
   return tf.keras.Model(inputs, L.Dense(5, name="logits")(x))
 
 
@@ -141,6 +161,7 @@ _ARCHITECTURES = {
     "lenet5": _lenet5,
     "separable": _separable,
     "conv1d": _conv1d,
+    "regnet": _regnet,
 }
 
 
@@ -167,6 +188,13 @@ def _next_bn(layer):
   return None
 
 
+def _zero_preserving_bn(bn, channels):
+  """Makes batch norm `bn` map 0 to 0 on `channels` (beta and mean 0)."""
+  gamma, beta, mean, var = bn.get_weights()
+  beta[channels], mean[channels] = 0, 0
+  bn.set_weights([gamma, beta, mean, var])
+
+
 def _kill_outputs(layer, channels):
   """Makes output channels zero: kernel slice, bias, and the next BN's beta
   and mean (so that the BN maps the zero to zero)."""
@@ -183,9 +211,7 @@ def _kill_outputs(layer, channels):
   layer.set_weights(weights)
   bn = _next_bn(layer)
   if bn is not None:
-    gamma, beta, mean, var = bn.get_weights()
-    beta[channels], mean[channels] = 0, 0
-    bn.set_weights([gamma, beta, mean, var])
+    _zero_preserving_bn(bn, channels)
 
 
 def _unread_inputs(layer, channels):
@@ -509,3 +535,83 @@ def test_zoo_models(name, options):
   _, report = _prune(model, fold=True)
   assert report.params_after < 0.8 * report.params_before
   assert report.macs_after < 0.8 * report.macs_before
+
+
+# Grouped convolutions: whole groups go, or nothing.
+
+
+def _assert_group_removed(model, pruned, reference, group, size):
+  """Conv g lost group `group` (`size` channels), conv a its outputs and conv
+  c its inputs there; the rest of each kernel is as in `reference`."""
+  gone = list(range(group * size, (group + 1) * size))
+  layer = pruned.get_layer("r1g_conv")
+  assert (layer.filters, layer.groups) == (16 - size, 16 // size - 1)
+  assert _out(pruned, "r1a_conv") == _in(pruned, "r1c_conv") == 16 - size
+  for name, axis in (("r1a_conv", 3), ("r1g_conv", 3), ("r1c_conv", 2)):
+    np.testing.assert_array_equal(
+        pruned.get_layer(name).get_weights()[0],
+        np.delete(reference.get_layer(name).get_weights()[0], gone, axis=axis))
+  # The second block is untouched.
+  assert (pruned.get_layer("r2g_conv").groups ==
+          model.get_layer("r2g_conv").groups)
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["bn", "folded"])
+@pytest.mark.parametrize("groups", [4, 16], ids=["groups4", "depthwise_like"])
+def test_grouped_conv_zero_group_is_removed_whole(groups, fold):
+  model = _randomize(_regnet(groups))
+  size = 16 // groups
+  _kill_outputs(model.get_layer("r1g_conv"), list(range(2 * size, 3 * size)))
+  pruned, _ = _prune(model, fold)
+  reference = fold_batch_norm(model) if fold else model
+  _assert_group_removed(model, pruned, reference, 2, size)
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["bn", "folded"])
+def test_grouped_conv_group_with_zero_inputs_is_removed_whole(fold):
+  model = _randomize(_regnet(4))
+  _kill_outputs(model.get_layer("r1a_conv"), [4, 5, 6, 7])  # Group 1's inputs.
+  # Group 1 of conv g reads only zeros, but its batch norm makes constants.
+  _, report = _prune(model, fold)
+  assert report.params_after == report.params_before
+  _zero_preserving_bn(model.get_layer("r1g_bn"), [4, 5, 6, 7])
+  pruned, _ = _prune(model, fold)
+  reference = fold_batch_norm(model) if fold else model
+  assert np.abs(reference.get_layer("r1g_conv").get_weights()[0][
+      ..., 4:8]).min() > 0  # Removed for its inputs, not for its kernel.
+  _assert_group_removed(model, pruned, reference, 1, 4)
+
+
+def test_grouped_conv_partly_zero_group_is_kept():
+  model = _randomize(_regnet(4))
+  _kill_outputs(model.get_layer("r1g_conv"), [8, 9, 10])  # 3 of group 2.
+  _kill_outputs(model.get_layer("r1a_conv"), [4, 5, 6])  # 3 of group 1's.
+  _zero_preserving_bn(model.get_layer("r1g_bn"), [4, 5, 6, 7])
+  pruned, report = _prune(model)
+  assert report.params_after == report.params_before
+  assert pruned.get_layer("r1g_conv").groups == 4
+  # One more channel makes group 2 whole again, and only it goes.
+  _kill_outputs(model.get_layer("r1g_conv"), [11])
+  pruned, _ = _prune(model)
+  _assert_group_removed(model, pruned, model, 2, 4)
+
+
+def test_grouped_conv_group_exports_through_latents_and_tflite():
+  plain = _randomize(_regnet(4))
+  _zero_preserving_bn(plain.get_layer("r1g_bn"), [12, 13, 14, 15])
+  model = lilnetx_tf.compressible(plain, init_from_weights=True, seed=0)
+  layer = model.network.get_layer("r1g_conv")
+  latent = layer.latent.numpy()
+  latent[..., 12:16] = 0  # Group 3, through the decoder.
+  layer.latent.assign(latent)
+  exported = tflite.prepare_for_export(model)
+  pruned = exported.pruned
+  assert (pruned.get_layer("r1g_conv").groups,
+          pruned.get_layer("r1g_conv").filters) == (3, 12)
+  assert _out(pruned, "r1a_conv") == _in(pruned, "r1c_conv") == 12
+  x = _inputs(model.network)
+  expected = tflite_check.keras_logits(model, x)
+  scale = max(1.0, np.abs(expected).max())
+  for outputs in (tflite_check.keras_logits(pruned, x),
+                  tflite_check.TFLiteRunner(tflite.convert(pruned))(x)):
+    assert np.abs(outputs - expected).max() <= 1e-5 * scale

@@ -14,6 +14,9 @@ because they must keep or lose them as one:
   output, which joins residual streams;
 * Concatenate and ChannelPad tie each input channel to its output position;
 * DepthwiseConv ties input channel `c` to its `multiplier` output channels;
+* a grouped convolution (`groups > 1`) ties all input and output channels of
+  each group together: it keeps or loses whole groups, so that it stays a
+  grouped convolution (fewer filters and groups, the same channels per group);
 * Flatten ties input channel `c` to output positions `s * C + c`.
 
 The connected components, called *atoms*, are what gets removed. An element
@@ -22,9 +25,11 @@ layer whose bias is zero, whose activation maps 0 to 0 and whose kernel reads
 only zero input channels (in particular, an all-zero kernel slice), a ChannelPad
 pad, or zero propagated through the layers above (batch norm only when it maps
 0 to 0, so a constant channel is kept). An element is *read* when a kernel layer
-(Conv or Dense) has a nonzero weight from it to a kept output channel. An atom
-is removed when none of its elements is a model input or output or touches a
-layer the analysis does not model, and every element that is read is zero.
+(Conv or Dense, not grouped) has a nonzero weight from it to a kept output
+channel; a grouped convolution needs its inputs exactly while their group is
+kept, which the ties already say. An atom is removed when none of its
+elements is a model input or output or touches a layer the analysis does not
+model, and every element that is read is zero.
 Then every kept value is computed from the same nonzero terms as before, so the
 outputs do not change. Removing output channels makes their input channels
 unread, so the rule is iterated to a fixed point; a tensor never loses all its
@@ -33,7 +38,11 @@ channels (one atom is kept).
 The ties are what stock layers can express, and they cost some removals: a
 zero channel that ChannelPad or Concatenate places into a wider tensor stays
 while its position there is live (e.g. a dead channel of a ResNet stage whose
-zero-padded shortcut feeds a live channel of the next stage).
+zero-padded shortcut feeds a live channel of the next stage). A grouped
+convolution loses a group only when all of it can go: its output channels
+are all zero or unread (all its input channels zero make them zero, with a
+zero bias and an activation keeping 0 at 0), and nothing else needs its input
+channels; a group only partly removable is kept whole.
 """
 
 import dataclasses
@@ -87,10 +96,11 @@ def channel_kind(graph, op):
   """How channels flow through `op`, for the channel analysis.
 
   Returns one of 'mix' (conv / dense: every output channel reads every
-  input channel), 'dw' (depthwise), 'bn', 'act' (an elementwise activation
-  layer), 'pad' (ChannelPad), 'pass' (channel c depends on channel c only),
-  'flatten', 'merge' (elementwise merge of same-width inputs), 'concat', or
-  'opaque', which pins all its channels."""
+  input channel), 'dw' (depthwise), 'group' (a grouped convolution: output
+  channels of group j read input channels of group j), 'bn', 'act' (an
+  elementwise activation layer), 'pad' (ChannelPad), 'pass' (channel c
+  depends on channel c only), 'flatten', 'merge' (elementwise merge of
+  same-width inputs), 'concat', or 'opaque', which pins all its channels."""
   layer, name = op.layer, type(op.layer).__name__
   shapes = [graph.shapes[t] for t in op.inputs + op.outputs]
   if (len(op.outputs) != 1 or not op.inputs
@@ -108,8 +118,11 @@ def channel_kind(graph, op):
   if linear in ("dense", "separable") or (
       linear == "conv" and layer.groups == 1):
     return "mix"
-  if linear == "depthwise":
-    return "opaque" if _activation_zero(layer.activation) is None else "dw"
+  if linear in ("depthwise", "conv"):
+    # A non-elementwise activation would mix the groups' outputs.
+    if _activation_zero(layer.activation) is None:
+      return "opaque"
+    return "dw" if linear == "depthwise" else "group"
   if graph_lib.normalizes_last_axis(layer, rank):
     return "bn"
   if name in _ACTIVATION_LAYERS or (
@@ -177,6 +190,13 @@ class _Analysis:
       return np.zeros(0, int), np.zeros(0, int)
     ins = [self.index[t] for t in op.inputs]
     out = self.index[op.outputs[0]]
+    if kind == "group":
+      # Every channel of group j is linked to the group's first input or
+      # first output channel, which links them all.
+      groups = op.layer.groups
+      per_in, per_out = len(ins[0]) // groups, len(out) // groups
+      return (np.concatenate([np.repeat(ins[0][::per_in], per_out), ins[0]]),
+              np.concatenate([out, np.repeat(out[::per_out], per_in)]))
     if kind == "merge":
       return np.concatenate(ins), np.tile(out, len(ins))
     if kind == "concat":
@@ -209,12 +229,21 @@ class _Analysis:
         per_input = zero[src].reshape(len(op.inputs), -1)
         zero[self.index[op.outputs[0]]] = _MERGES[
             type(layer).__name__].reduce(per_input)
-      elif kind in ("dw", "mix"):
+      elif kind in ("dw", "mix", "group"):
         kernel, bias = graph_lib.kernel_and_bias(layer)
         dead = (np.abs(bias) <= atol) & bool(_activation_zero(layer.activation))
         if kind == "dw":
           nonzero = np.abs(kernel.reshape(-1, len(dst))) > atol
           zero[dst] = dead & (zero[src] | ~nonzero.any(0))
+        elif kind == "group":
+          # Kernel (*spatial, in / groups, out): output j * per_out + k reads
+          # input j * per_in + i through kernel[..., i, j * per_out + k].
+          groups, per_in = layer.groups, kernel.shape[-2]
+          nonzero = (np.abs(kernel) > atol).reshape(
+              -1, per_in, groups, kernel.shape[-1] // groups).any(0)
+          live_in = ~zero[self.index[op.inputs[0]]].reshape(groups, per_in)
+          zero[self.index[op.outputs[0]]] = dead & ~(
+              nonzero & live_in.T[:, :, None]).any(0).reshape(-1)
         else:
           nonzero = _reads(layer, kernel, atol)
           self.readers[op] = nonzero
@@ -365,7 +394,7 @@ def remove_zero_channels(model, *, atol=0.0):
   def visit(op, args, kwargs):
     layer, kind = op.layer, analysis.kinds[op]
     weights, updates = layer.get_weights(), {}
-    if kind in ("mix", "dw", "bn"):
+    if kind in ("mix", "dw", "group", "bn"):
       keep_in, keep_out = channels(op.inputs[0]), channels(op.outputs[0])
     if kind == "mix" and graph_lib.linear_kind(layer) == "separable":
       multiplier = layer.depth_multiplier
@@ -373,12 +402,16 @@ def remove_zero_channels(model, *, atol=0.0):
       weights[1] = weights[1][..., np.repeat(keep_in, multiplier), :]
       weights[1:] = [w[..., keep_out] for w in weights[1:]]
       updates = {"filters": int(keep_out.sum())}
-    elif kind == "mix":
-      weights[0] = weights[0][..., keep_in, :][..., keep_out]
+    elif kind in ("mix", "group"):
+      if kind == "mix":
+        weights[0] = weights[0][..., keep_in, :]
+      weights[0] = weights[0][..., keep_out]
       weights[1:] = [bias[keep_out] for bias in weights[1:]]
       dense = graph_lib.linear_kind(layer) == "dense"
       updates = {"units" if dense else "filters":
                  int(keep_out.sum())}
+      if kind == "group":  # Whole groups go, so this divides exactly.
+        updates["groups"] = layer.groups * int(keep_out.sum()) // len(keep_out)
     elif kind == "dw":
       multiplier = weights[0].shape[-1]
       weights[0] = weights[0][..., keep_in, :]
