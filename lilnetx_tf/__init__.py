@@ -28,6 +28,7 @@ from lilnetx_tf.method.convert import decompressed_model
 from lilnetx_tf.method.decoders import KernelDecoder
 from lilnetx_tf.method.distillation import Distillation
 from lilnetx_tf.compressed.fileformat import CoderUnavailableError
+from lilnetx_tf.compressed.frontier import Frontier
 from lilnetx_tf.compressed.fileformat import CorruptFileError
 from lilnetx_tf.compressed.fileformat import inspect_compressed
 from lilnetx_tf.compressed.fileformat import load_compressed
@@ -50,6 +51,7 @@ __all__ = [
     "CompressionLogger",
     "CorruptFileError",
     "Distillation",
+    "Frontier",
     "GroupPrior",
     "KernelDecoder",
     "LatentConv1D",

@@ -29,6 +29,7 @@ import lilnetx_tf
 from lilnetx_tf import data as data_lib
 from lilnetx_tf.atomic import atomic_path
 from lilnetx_tf.atomic import atomic_write
+from lilnetx_tf.compressed import frontier as frontier_lib
 from . import callbacks as callbacks_lib
 from . import distribute
 from . import faults
@@ -172,12 +173,20 @@ def _verbosity(chief):
   return 1 if sys.stdout.isatty() else 2
 
 
-def _callbacks(config, state, dirs, csv_path, resumed, start):
-  """The fit callbacks; those adding figures to the logs come first."""
+def _callbacks(config, state, dirs, csv_path, resumed, start, data):
+  """The fit callbacks; those adding figures to the logs come first.
+
+  `data` is `(validation_ds or None, test_ds)`, for the frontier's rows.
+  """
   # First, so that no later callback sees a broken step.
   cbs = [lilnetx_tf.StopOnNonFinite()]
   if config.deterministic:
     cbs.append(callbacks_lib.EpochRandomness(config.seed))
+  if config.frontier:  # Before the warm-up, which ramps its lambda_I up.
+    named = dict(zip(("validation", "test"), data))
+    cbs.append(lilnetx_tf.Frontier(
+        config.frontier, dirs.path("frontier"),
+        data={k: v for k, v in named.items() if v is not None}))
   if not config.vanilla:
     cbs += [lilnetx_tf.RateWarmup(
         config.rate_warmup_epochs,
@@ -274,7 +283,20 @@ def _final_report(config, model, data, state, dirs, infos):
       100 * final["slice_sparsity"], 100 * final["weight_sparsity"],
       100 * final["macs_ratio"],
       metrics["train_wall_seconds"], dirs.workdir)
+  if config.frontier:
+    _frontier_report(config, dirs)
   return metrics
+
+
+def _frontier_report(config, dirs):
+  """The frontier's table (logged, frontier.txt) and plot (frontier.png)."""
+  with open(dirs.path("frontier", frontier_lib.ROWS_FILE)) as f:
+    rows = json.load(f)["rows"]
+  table = report.frontier_table(rows)
+  atomic_write(dirs.path("frontier", "frontier.txt"), table + "\n")
+  report.plot_frontier(dirs.path("frontier", "frontier.png"), rows,
+                       f"{config.model} on {config.dataset}: one run")
+  logging.info("Frontier (%s):\n%s", dirs.path("frontier"), table)
 
 
 def run(config, workdir, extra_callbacks=()):
@@ -343,7 +365,7 @@ def run(config, workdir, extra_callbacks=()):
               initial_epoch=epochs_done, steps_per_epoch=steps_per_epoch,
               callbacks=list(extra_callbacks) + faults.mid_epoch_kill() +
               _callbacks(config, state, dirs, csv_path, epochs_done > 0,
-                         start),
+                         start, (validation_ds, test_ds)),
               verbose=_verbosity(dirs.chief))
   elif (isinstance(model, lilnetx_tf.LilNetXModel)
         and model.initial_prior_steps):

@@ -15,6 +15,7 @@ from lilnetx_tf.compat import keras
 
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
+from lilnetx_tf.compressed import frontier as frontier_lib
 from lilnetx_tf.method import groups
 from lilnetx_tf import models
 from lilnetx_tf.method import sparsity
@@ -104,9 +105,24 @@ def check_config(config):
   if config.teacher and config.vanilla:
     raise ValueError("config.teacher needs a LilNetX run; a vanilla run "
                      "trains the plain model on its labels alone.")
+  if config.frontier:
+    _check_frontier(config)
   if config.warmup_epochs > config.epochs:
     raise ValueError(f"config.warmup_epochs ({config.warmup_epochs}) exceeds "
                      f"config.epochs ({config.epochs}).")
+
+
+def _check_frontier(config):
+  if config.vanilla:
+    raise ValueError("config.frontier needs a LilNetX run, not a vanilla one.")
+  try:
+    schedule = frontier_lib.parse_schedule(config.frontier)
+  except ValueError as e:
+    raise ValueError(f"config.frontier: {e}") from None
+  epochs = sum(e for _, e in schedule)
+  if epochs != config.epochs:
+    raise ValueError(f"config.frontier trains {epochs} epochs, config.epochs "
+                     f"is {config.epochs}: make them equal.")
 
 
 def _kernel_l2(model, weight_decay):

@@ -135,3 +135,40 @@ def plot_report(path, layers, log, title):
       fig.savefig(tmp, dpi=100)
   finally:
     plt.close(fig)
+
+
+def frontier_table(rows):
+  """The frontier's points as a text table, one row per `.lnx` file."""
+  metrics = [k for k in rows[0] if k.endswith("_accuracy")] if rows else []
+  header = (f"{'epoch':>5} {'lambda_I':>9} {'file B':>9} {'latents B':>10} " +
+            " ".join(f"{m.replace('_accuracy', ' %'):>12}" for m in metrics) +
+            "  file")
+  lines = [header, "-" * len(header)]
+  for r in rows:
+    lines.append(f"{r['epoch']:>5} {r['lambda_rate']:>9g} "
+                 f"{r['file_bytes']:>9,} {r['latent_bytes']:>10,} " +
+                 " ".join(f"{100 * r[m]:>12.2f}" for m in metrics) +
+                 f"  {r['file']}")
+  return "\n".join(lines)
+
+
+def plot_frontier(path, rows, title):
+  """Accuracy against file bytes, one marker per frontier point."""
+  metrics = [k for k in rows[0] if k.endswith("_accuracy")]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  sizes = [r["file_bytes"] for r in rows]
+  for metric in metrics:
+    ax.plot(sizes, [100 * r[metric] for r in rows], "o-",
+            label=metric.replace("_", " "))
+  for r in rows:
+    ax.annotate(f"{r['lambda_rate']:g}", (r["file_bytes"],
+                                          100 * r[metrics[-1]]),
+                textcoords="offset points", xytext=(4, 4), fontsize=8)
+  ax.set_xlabel(".lnx file bytes")
+  ax.set_ylabel("accuracy %")
+  ax.set_title(title)
+  ax.legend()
+  ax.grid(alpha=0.3)
+  with atomic_path(path, suffix=".png") as tmp:
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+  plt.close(fig)

@@ -15,6 +15,7 @@
   it;
 * `architecture`: the allow-list of what a file's architecture may name;
 * `writing`: a file's bytes, from a model or recoded with another coder;
+* `frontier`: the size / accuracy frontier from one training run;
 * `fileformat`: `save_compressed`, `load_compressed`, `inspect_compressed`,
   `recode_compressed`.
 """

@@ -65,6 +65,12 @@ def get_config():
   # slice with `reference`).
   config.lambda_rate = 1.0
   config.rate_warmup_epochs = 0  # Ramp lambda_I up from 0 over these epochs.
+  # The size / accuracy frontier from one run (lilnetx_tf.Frontier):
+  # "lambda_I:epochs,..." with lambda_I not falling, e.g. "1:6,2:2,4:2";
+  # each segment trains its epochs at its lambda_I (instead of lambda_rate)
+  # and ends with a .lnx file in RUN/frontier/ and a row of frontier.json.
+  # Its epochs add up to config.epochs. Empty: lambda_rate throughout.
+  config.frontier = ""
   config.lambda_sparsity = 1e-6  # lambda_rho, on block norms.
   config.sparsity_structure = "slice"  # "slice", "out_channel", "in_channel".
   config.sparsity_norm = "l2"  # "l2", "l1", "linf".
