@@ -4,10 +4,10 @@ Trains one task's network on the same data, with the same architecture and the
 same epoch budget, as
 
 1. the float32 Keras baseline (the plain zoo model, trained by the same
-   training loop as LilNetX, `train.loop.run` with `config.vanilla`: Adam
-   with the LilNetX config's learning-rate schedule, batch size and epochs,
-   the same tf.data training pipeline, augmentation included, and the same
-   callbacks, without weight decay);
+   training loop as LilNetX, `train.loop.run` with the config's `float`
+   recipe: `config.vanilla`, Adam with the LilNetX config's learning-rate
+   schedule, batch size and epochs, the same tf.data training pipeline,
+   augmentation included, and the same callbacks, without weight decay);
 2. the tensorflow-model-optimization (tfmot) pipelines, written as its guides
    show a user (each starts from a copy of the trained baseline):
    * int8 post-training quantization of the baseline (`TFLiteConverter` with
@@ -23,20 +23,25 @@ same epoch budget, as
      (`cluster_weights(..., preserve_sparsity=True)`, 16 clusters, k-means++
      initialisation, Adam, on each stripped pruned model),
      `strip_clustering`, int8 PTQ, gzip;
-3. LilNetX at three rate weights (lambda_I), through the training CLI's own
-   `train.loop.run` with the task's config (`train/configs/<task>.py`),
-   CIFAR ResNet-20 at width 1. Warm-ups are capped to the budget: the
-   learning-rate one at the budget, the rate one at one epoch less (a rate
-   warm-up over every epoch would leave a one-epoch run at lambda_I = 0
-   whatever the rate weight).
+3. LilNetX at three rate weights (lambda_I, the config's among them),
+   through the training CLI's own `train.loop.run` with the task's config
+   (`bench/run_configs.py`'s `TASKS`: `train/configs/mnist_lenet5.py`,
+   `mnist_lenet300.py`, `cifar10_resnet20_15ep.py`). Warm-ups are capped to
+   the budget: the learning-rate one at the budget, the rate one at one
+   epoch less (a rate warm-up over every epoch would leave a one-epoch run
+   at lambda_I = 0 whatever the rate weight).
 4. On request (`--pipelines=...,lilnetx_finetune`): LilNetX fine-tuned from
    the trained baseline (`config.init_weights`: the latents start as its
-   kernels), as the tfmot pipelines start from it, at the task's fine-tuning
-   rate weights and learning rate.
-5. On request (`--pipelines=...,lilnetx_distill`): the same fine-tune for
-   the whole budget, distilled from the trained baseline (`config.teacher`),
-   at the task's distillation rate weights and learning rate: the recipe
-   that met the CIFAR-10 target (docs/benchmarks.md).
+   kernels), as the tfmot pipelines start from it, with the config's
+   `finetune` recipe.
+5. On request (`--pipelines=...,lilnetx_distill`): the same for the whole
+   budget, distilled from the trained baseline (`config.teacher`), with the
+   config's `distill` recipe.
+
+Every LilNetX and baseline hyper-parameter comes from the task's config
+(`get_config(recipe)`, recipes `scratch`, `float`, `finetune`, `distill`);
+this script sets only the budget, the data and the seed, and holds the rate
+weights each table shows.
 
 Epoch budget, with E the task config's epochs (or --epochs):
 * baseline and LilNetX: E epochs from scratch;
@@ -80,15 +85,16 @@ rows, marked as quoted, not measured (KB taken as 1000 bytes).
 
 Usage:
 
-  python bench/compare.py --task=mnist_lenet5
-  python bench/compare.py --task=mnist_lenet300 --epochs=10
-  python bench/compare.py --task=cifar10_resnet20 \
+  python -m bench.compare --task=mnist_lenet5
+  python -m bench.compare --task=mnist_lenet300 --epochs=10
+  python -m bench.compare --task=cifar10_resnet20 \
       --data_dir=../shared/data/cifar10/cifar10-jpeg.tar.gz
-  python bench/compare.py --task=mnist_lenet5 --quick   # smoke run, minutes
+  python -m bench.compare --task=mnist_lenet5 --quick   # smoke run, minutes
 
 `--quick` trains every pipeline end to end on 512 training and 256 test
 examples for one epoch: a check that everything runs, not a result. Outputs
-in --output_dir: `compare_<task>.json` (the table), `compare_<task>.png`
+in --output_dir: `compare_<task>.json` (the table, with the commit, stack
+and machine: `bench/provenance.py`), `compare_<task>.png`
 (accuracy against bytes, log x), the .tflite and .tflite.gz files, and one
 run directory for the baseline and for each LilNetX rate weight. The table
 and plot are rewritten after each pipeline (`"complete": false` until the
@@ -107,6 +113,7 @@ LilNetX rate first).
 
 import functools
 import gzip
+import importlib.metadata
 import json
 import math
 import os
@@ -137,12 +144,10 @@ import tensorflow as tf
 from lilnetx_tf.compat import keras
 import tensorflow_model_optimization as tfmot
 
+from bench import provenance
 from bench import run_configs
 from train import loop
 from train import report
-from train.configs import cifar10_resnet20
-from train.configs import mnist_lenet300
-from train.configs import mnist_lenet5
 
 _DATA_ROOT = ROOT.parent / "shared" / "data"
 
@@ -151,36 +156,17 @@ _DATA_ROOT = ROOT.parent / "shared" / "data"
 # weights shows its KB is about 1000 bytes).
 _EPR = "EPR (Oktay et al., ICLR 2020)"
 _DC = "Deep Compression (Han et al., 2016)"
+# Each task of `run_configs.TASKS`: its data and the published rows.
 TASKS = {
     "mnist_lenet5": dict(
-        config=mnist_lenet5, rates=(1.0, 2.0, 4.0), finetune=((2.0,), 1e-2),
-        distill=((2.0,), 1e-2),
         data_dir=_DATA_ROOT / "mnist",
         quoted=((_EPR, "LeNet-5-Caffe", 2840, 0.010),
                 (_DC, "LeNet-5", 44000, 0.0074))),
     "mnist_lenet300": dict(
-        config=mnist_lenet300, rates=(0.5, 0.7, 1.0), finetune=((0.7,), 1e-2),
-        distill=((0.7,), 1e-2),
-        # The float network at the default rate; LilNetX's latents train at
-        # the config's 2e-2.
-        baseline_learning_rate=1e-2,
         data_dir=_DATA_ROOT / "mnist",
         quoted=((_EPR, "LeNet-300-100", 8560, 0.019),
                 (_DC, "LeNet-300-100", 27000, 0.0158))),
     "cifar10_resnet20": dict(
-        config=cifar10_resnet20, rates=(3e-2, 4e-2, 6e-2), width=1,
-        # From scratch at a 15-epoch budget: the official implementation's
-        # objective and initialisation (rate per kernel slice, so lambda_I
-        # is small) at a larger learning rate (docs/benchmarks.md: 82.81%
-        # at 41.4x at lambda_I 4e-2, against 80.92% at 41.9x with the
-        # default initialisation at 2e-1).
-        scratch=dict(reference=True, latent_init_bound=3.0,
-                     learning_rate=8e-2),
-        # --pipelines=lilnetx_finetune: rate weights, learning rate.
-        finetune=((10.0, 30.0), 3e-2),
-        distill=((4.5,), 2e-2),
-        # The float network at the default rate.
-        baseline_learning_rate=1e-2,
         data_dir=_DATA_ROOT / "cifar10" / "cifar10-jpeg.tar.gz",
         # EPR's network is 4x wider than the width-1 ResNet-20 measured here.
         quoted=((_EPR, "ResNet-20-4 (4x wider)", 128000, 0.088),)),
@@ -211,7 +197,7 @@ _RATES = flags.DEFINE_list(
 _RESUME = flags.DEFINE_bool(
     "resume", False, "Go on with the run in --output_dir: keep its finished "
     "pipelines and continue its interrupted training runs. Refused if that "
-    "run used another task, budget, seed or data.")
+    "run used another task, budget, seed, data or recipe.")
 
 _QUICK_TRAIN, _QUICK_TEST = 512, 256
 _REPRESENTATIVE = 100  # Calibration images of int8 PTQ, as the guides use.
@@ -229,22 +215,17 @@ class _Bench:
   """The task's data, the trained baseline and the rows measured so far.
 
   Args:
-    config: The task's LilNetX training config (data, batch size, epochs).
+    recipe: Function of a recipe's name (`run_configs.RECIPES`) giving its
+      config, set up for this benchmark; the `scratch` one sets the data,
+      batch size and epoch budget of every pipeline.
     out: Output directory.
     seed: Random seed.
-    baseline_learning_rate: Peak learning rate of the float baseline;
-      default the config's.
     resume: Reuse the rows and models of an earlier run in `out`.
-    scratch: Config fields the from-scratch LilNetX runs override (not the
-      fine-tunes).
   """
 
-  def __init__(self, config, out, seed, baseline_learning_rate=None,
-               resume=False, scratch=None):
-    self.config = config
-    self.scratch = dict(scratch or {})
-    self.baseline_learning_rate = (baseline_learning_rate
-                                   or config.learning_rate)
+  def __init__(self, recipe, out, seed, resume=False):
+    self.recipe = recipe
+    self.config = config = recipe("scratch")
     self.out = out
     self.seed = seed
     self.resume = resume
@@ -390,12 +371,10 @@ class _Bench:
     """
     if self.baseline_weights is not None:
       return
-    config = run_configs.float_baseline(self.config,
-                                        self.baseline_learning_rate)
-    metrics, workdir = self._run_loop(config, "baseline_float32")
+    metrics, workdir = self._run_loop(self.recipe("float"),
+                                      "baseline_float32")
     self.baseline_path = workdir / "model.keras"
-    trained = keras.models.load_model(self.baseline_path,
-                                         compile=False)
+    trained = keras.models.load_model(self.baseline_path, compile=False)
     self.baseline_weights = trained.get_weights()
     self.baseline_seconds = metrics["train_wall_seconds"]
 
@@ -496,29 +475,24 @@ class _Bench:
 
   def lilnetx(self, rate):
     """Trains LilNetX at rate weight `rate` with `train.loop.run`."""
-    config = self.config.copy_and_resolve_references()
-    config.update(self.scratch)
+    config = self.recipe("scratch")
     config.lambda_rate = float(rate)
     self._add_lilnetx_row(config, f"lilnetx_lambda{rate:g}",
                           f"LilNetX lambda_I={rate:g}", 0.0)
 
-  def lilnetx_finetune(self, rate, learning_rate, distill=False):
+  def lilnetx_finetune(self, rate, distill=False):
     """Fine-tunes the trained baseline with LilNetX at rate weight `rate`.
 
-    With `distill`, for the whole budget instead of a third, with the
-    baseline as teacher.
+    The config's `finetune` recipe; with `distill`, its `distill` one, with
+    the baseline as teacher.
     """
     self.train_baseline()
-    config = self.config.copy_and_resolve_references()
+    kind = "distill" if distill else "finetune"
+    config = self.recipe(kind)
     config.lambda_rate = float(rate)
-    config.learning_rate = learning_rate
     config.init_weights = str(self.baseline_path)
-    run_configs.with_budget(config, self.config.epochs if distill
-                            else finetune_epochs(self.config.epochs))
-    config.warmup_epochs = 1
     if distill:
       config.teacher = config.init_weights
-    kind = "distill" if distill else "finetune"
     self._add_lilnetx_row(
         config, f"lilnetx_{kind}_lambda{rate:g}",
         f"baseline + LilNetX {'distilled ' if distill else ''}fine-tune "
@@ -544,34 +518,27 @@ def cluster_epochs(epochs):
   return max(1, math.ceil(epochs / 10))
 
 
-def finetune_epochs(epochs):
-  """Epochs of LilNetX fine-tuning of the baseline: a third of the budget."""
-  return max(1, math.ceil(epochs / 3))
-
-
-def task_config(task, data_dir, epochs, quick):
-  """The task's LilNetX training config, set up for this benchmark.
+def recipe_config(task, recipe, data_dir, epochs, quick, seed):
+  """A recipe of the task's config, set up for this benchmark.
 
   Args:
     task: A key of `TASKS`.
+    recipe: One of `run_configs.RECIPES`.
     data_dir: The task's data.
     epochs: Epoch budget, or None for the config's (1 when `quick`).
     quick: Use a few hundred examples.
+    seed: Random seed.
 
   Returns:
     The `ml_collections.ConfigDict`.
   """
-  spec = TASKS[task]
-  config = spec["config"].get_config()
+  if quick and epochs is None:
+    epochs = 1
+  config = run_configs.recipe_config(task, recipe, epochs)
   config.data_dir = str(data_dir)
-  if "width" in spec:
-    config.model_options.width = spec["width"]
-  if epochs is None:
-    epochs = 1 if quick else config.epochs
-  run_configs.with_budget(config, epochs)
   if quick:
     config.train_limit, config.test_limit = _QUICK_TRAIN, _QUICK_TEST
-  config.seed = _SEED.value
+  config.seed = seed
   # Every pipeline fits every training example and reports its final model:
   # no validation split for best-epoch selection.
   config.validation_fraction = 0.0
@@ -642,9 +609,9 @@ def plot(result, path):
     plt.close(fig)
 
 
-def _rates(spec):
+def _rates(task):
   if _RATES.value is None:
-    return spec["rates"]
+    return run_configs.rates_of(task, "scratch")
   try:
     rates = [float(r) for r in _RATES.value]
   except ValueError as e:
@@ -654,6 +621,18 @@ def _rates(spec):
   return rates
 
 
+def _differences(saved, now, prefix=""):
+  """`key there, now` of each field (nested ones dotted) that differs."""
+  for k in sorted(set(saved) | set(now)):
+    old, new = saved.get(k), now.get(k)
+    if isinstance(old, dict) and isinstance(new, dict):
+      yield from _differences(old, new, f"{prefix}{k}.")
+    elif old != new:
+      old, new = ("{...}" if isinstance(v, dict) else repr(v)
+                  for v in (old, new))
+      yield f"{prefix}{k} {old} there, {new} now"
+
+
 def _check_resumable(out, settings):
   """Records the run's settings; on --resume, refuses other settings."""
   path = out / "rows" / "settings.json"
@@ -661,16 +640,22 @@ def _check_resumable(out, settings):
     with open(path) as f:
       saved = json.load(f)
     if saved != settings:
-      changed = "; ".join(
-          f"{k} {saved.get(k)!r} there, {settings.get(k)!r} now"
-          for k in sorted(set(saved) | set(settings))
-          if saved.get(k) != settings.get(k))
+      changed = "; ".join(_differences(saved, settings))
       raise app.UsageError(f"--resume: {out} holds a run with other "
                            f"settings ({changed}); use another --output_dir.")
   elif not _RESUME.value:
     shutil.rmtree(out / "rows", ignore_errors=True)
   path.parent.mkdir(exist_ok=True)
   report.write_json(str(path), settings)
+
+
+def _provenance():
+  """`bench/provenance.py`'s record, with tfmot's version and the GPUs."""
+  record = provenance.provenance()
+  tfmot_name = "tensorflow-model-optimization"
+  record["stack"][tfmot_name] = importlib.metadata.version(tfmot_name)
+  record["machine"]["gpus"] = len(tf.config.list_physical_devices("GPU"))
+  return record
 
 
 def _write_result(bench, spec, config, task, out, start, complete):
@@ -681,17 +666,16 @@ def _write_result(bench, spec, config, task, out, start, complete):
                  ratio=float32_bytes / size)
             for source, network, size, error in spec["quoted"]]
   result = dict(
-      task=task, model=config.model, dataset=config.dataset,
+      task=task, config=run_configs.config_path(task), model=config.model,
+      dataset=config.dataset,
       model_options=config.model_options.to_dict(), epochs=config.epochs,
       batch_size=config.batch_size, quick=_QUICK.value, seed=_SEED.value,
       train_examples=bench.train_examples,
       test_examples=int(len(bench.y_test)), parameters=bench.params,
       float32_bytes=float32_bytes,
       cluster_epochs=cluster_epochs(config.epochs),
-      machine=dict(cpus=os.cpu_count(),
-                   gpus=len(tf.config.list_physical_devices("GPU"))),
       rows=bench.rows, quoted=quoted, complete=complete,
-      total_wall_seconds=time.time() - start)
+      total_wall_seconds=time.time() - start, **_provenance())
   report.write_json(str(out / f"compare_{task}.json"), result)
   plot(result, out / f"compare_{task}.png")
   return result
@@ -708,17 +692,22 @@ def main(argv):
   if unknown or not _SELECTED.value:
     raise app.UsageError(f"--pipelines: {unknown or 'none given'}; choose "
                          f"from {', '.join(_PIPELINES)}.")
-  rates = _rates(spec)
+  rates = _rates(task)
   data_dir = _DATA_DIR.value or spec["data_dir"]
   out = pathlib.Path(_OUTPUT_DIR.value or os.path.join(
       tempfile.gettempdir(), "lilnetx_compare", task))
   out.mkdir(parents=True, exist_ok=True)
-  config = task_config(task, data_dir, _EPOCHS.value, _QUICK.value)
+  recipe = functools.partial(recipe_config, task, data_dir=data_dir,
+                             epochs=_EPOCHS.value, quick=_QUICK.value,
+                             seed=_SEED.value)
+  config = recipe("scratch")
+  # A row trained with another recipe must not be reused: the recipes are
+  # part of the settings a resumed run must share.
   settings = dict(task=task, epochs=config.epochs, quick=_QUICK.value,
-                  seed=_SEED.value, data_dir=str(data_dir))
-  if spec.get("scratch"):
-    # A row trained with another from-scratch recipe must not be reused.
-    settings["scratch"] = spec["scratch"]
+                  seed=_SEED.value, data_dir=str(data_dir),
+                  config=run_configs.config_path(task),
+                  recipes={name: run_configs.TASKS[task]["config"].get_config(
+                      name).to_dict() for name in run_configs.RECIPES})
   _check_resumable(out, settings)
   start = time.time()
   print(f"{task}: {config.model} on {config.dataset}, {config.epochs} epochs, "
@@ -726,9 +715,7 @@ def main(argv):
         f"{', --quick' if _QUICK.value else ''}; outputs in {out}",
         flush=True)
 
-  bench = _Bench(config, out, _SEED.value,
-                 spec.get("baseline_learning_rate"), resume=_RESUME.value,
-                 scratch=spec.get("scratch"))
+  bench = _Bench(recipe, out, _SEED.value, resume=_RESUME.value)
   pipelines = []
   if "baseline" in _SELECTED.value:
     pipelines.append(("baseline", bench.baseline))
@@ -739,11 +726,10 @@ def main(argv):
                    functools.partial(bench.lilnetx, rate)) for rate in rates]
   for kind in ("finetune", "distill"):
     if f"lilnetx_{kind}" in _SELECTED.value:
-      finetune_rates, learning_rate = spec[kind]
       pipelines += [(f"lilnetx_{kind}_lambda{rate:g}",
                      functools.partial(bench.lilnetx_finetune, rate,
-                                       learning_rate, kind == "distill"))
-                    for rate in finetune_rates]
+                                       kind == "distill"))
+                    for rate in run_configs.rates_of(task, kind)]
   for i, (name, function) in enumerate(pipelines):
     bench.run_pipeline(name, function)
     result = _write_result(bench, spec, config, task, out, start,

@@ -1,12 +1,14 @@
-"""End-to-end smoke test of `bench/compare.py` (LilNetX against tfmot).
+"""`bench/compare.py` (LilNetX against tfmot): its recipes and a smoke run.
 
-Runs the benchmark's `--quick` mode on MNIST LeNet-5 (512 training and 256 test
-images, one epoch, every pipeline) in a subprocess and checks the table it
-writes, then resumes it, adding LilNetX fine-tuned from the baseline.
-About three minutes on two shared CPU cores.
+The recorded tables (docs/results/compare_*.json) are what the tasks'
+configs train. The benchmark's `--quick` mode on MNIST LeNet-5 (512 training
+and 256 test images, one epoch, every pipeline) runs in a subprocess, its
+table is checked, then it resumes, adding LilNetX fine-tuned from the
+baseline. About three minutes on two shared CPU cores.
 """
 
 import gzip
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -14,12 +16,15 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from bench import run_configs
 from lilnetx_tf import data as data_lib
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.deploy import tflite_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
 
 # Every pipeline of the mnist_lenet5 task, as named in the JSON table.
 PIPELINES = (
@@ -38,11 +43,44 @@ PIPELINES = (
 
 def _compare(data_dir, out, *flags):
   result = subprocess.run(
-      [sys.executable, "bench/compare.py", "--task=mnist_lenet5", "--quick",
+      [sys.executable, "-m", "bench.compare", "--task=mnist_lenet5", "--quick",
        f"--data_dir={data_dir / 'mnist'}", f"--output_dir={out}", *flags],
       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
       capture_output=True, text=True, timeout=900, check=False)
   return result, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("task", sorted(run_configs.TASKS))
+def test_the_recorded_rows_are_the_configs_recipes(task):
+  module = run_configs.TASKS[task]["config"]
+  with open(RESULTS / f"compare_{task}.json") as f:
+    recorded = json.load(f)
+  path = run_configs.config_path(task)
+  assert recorded["config"] == path and (ROOT / path).is_file()
+  for recipe in run_configs.RECIPES:
+    config = run_configs.recipe_config(task, recipe)
+    expected = module.get_config(recipe)
+    # At the config's own budget the benchmark changes only what is logged:
+    # its epoch rules give each recipe's own epochs and warm-ups.
+    changed = {k for k in expected.keys() if config[k] != expected[k]}
+    assert changed <= {"log_histograms", "coded_size_every_epoch"}, (
+        recipe, changed)
+    assert (config.model, config.dataset, config.batch_size,
+            config.model_options.to_dict(), config.validation_fraction) == (
+                recorded["model"], recorded["dataset"],
+                recorded["batch_size"], recorded["model_options"], 0.0)
+    if recipe != "finetune":
+      assert config.epochs == recorded["epochs"], recipe
+  assert module.get_config().lambda_rate in run_configs.rates_of(task,
+                                                                 "scratch")
+  # Every recorded LilNetX row of the task's config is one of its rates.
+  names = {f"lilnetx_{prefix}lambda{rate:g}"
+           for recipe, prefix in (("scratch", ""), ("finetune", "finetune_"),
+                                  ("distill", "distill_"))
+           for rate in run_configs.rates_of(task, recipe)}
+  rows = [row["name"] for row in recorded["rows"] if row["family"] ==
+          "lilnetx" and row.get("config", path) == path]
+  assert rows and set(rows) <= names, rows
 
 
 # What a row measures, not how long it took.
@@ -88,6 +126,12 @@ def test_quick_comparison_runs_every_pipeline(data_dir, tmp_path):
     assert row["bytes"] < table["float32_bytes"], row["name"]
     assert (out / row["file"]).stat().st_size == row["bytes"]
   assert table["quick"] and table["epochs"] == 1 and table["complete"]
+  # Where the table comes from: the config, this stack, the command.
+  assert table["config"] == "train/configs/mnist_lenet5.py"
+  for package in ("tensorflow", "tensorflow-model-optimization"):
+    assert table["stack"][package] == importlib.metadata.version(package)
+  assert table["command"].startswith("python bench/compare.py "
+                                     "--task=mnist_lenet5 --quick")
   assert (out / "compare_mnist_lenet5.png").stat().st_size > 0
 
   # Resumed: finished pipelines are kept. A tfmot pipeline whose rows are

@@ -7,7 +7,8 @@ Offline, from the JPEG tree (decoded once, then cached):
       --config.data_dir=../shared/data/cifar10/cifar10-jpeg.tar.gz
 
 The standard ResNet-20 (0.27M weights) is width 1:
-`--config.model_options.width=1`. Without data_dir, TFDS's cifar10 is used.
+`--config.model_options.width=1`; `cifar10_resnet20_15ep` is its recipe for a
+15-epoch budget. Without data_dir, TFDS's cifar10 is used.
 """
 
 import ml_collections
@@ -24,9 +25,7 @@ def get_config():
   config.epochs = 200
   # Finer latents (about 9 integers across instead of 5) and a learning rate
   # that moves them as fast, relative to their spread, as Adam at 1e-2 moves
-  # a float kernel. A width-1 sweep (12,800 training images, 4 epochs,
-  # 2,000 test images, lambda_I = 1): bound 2 at 1e-2, 47.3%; bound 2 at
-  # 3e-2, 51.2%; bound 4 at 6e-2, 55.6%; the float baseline at 1e-2, 57.8%.
+  # a float kernel: the best of a short width-1 sweep (docs/benchmarks.md).
   config.latent_init_bound = 4.0
   config.learning_rate = 6e-2
   return config
