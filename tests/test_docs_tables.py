@@ -92,3 +92,10 @@ def test_a_cifar_run_of_another_recipe_is_refused(tmp_path):
   path.write_text(json.dumps(data))
   with pytest.raises(ValueError, match="no run of .*cifar10_resnet20_15ep.py"):
     tables.render("cifar10_resnet20_15ep", results)
+
+
+def test_readme_results_table_is_its_json():
+  text = tables.DOCS[1].read_text()
+  found = tables.blocks(text)
+  assert [name for name, _ in found] == ["summary"]
+  assert found[0][1] == tables.render("summary")
