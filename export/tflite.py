@@ -2,11 +2,14 @@
 
   python -m export.tflite --workdir=RUN --output=model.tflite \
       [--quantize=none|float16|dynamic|int8] [--sparse] [--int8_io] \
-      [--check-data=DIR] [--check-samples=1000] [--qat-epochs=0]
+      [--check-data=DIR] [--check-samples=1000] [--qat-epochs=0] \
+      [--custom_objects=MODULE,...]
 
 `--workdir=RUN` exports RUN/model.keras and reads the run's dataset from
 RUN/config.json; `--checkpoint=PATH.keras` or `--compressed=model.lnx` export
-a file (with the config.json beside it, if any, or `--dataset`).
+a file (with the config.json beside it, if any, or `--dataset`). A model
+made of the user's own registered layers or functions needs the modules that
+define them: `--custom_objects=myapp.layers` (`export/custom_objects.py`).
 
 Steps: decode the latents, fold batch norm, remove zero channels physically
 (exactly: outputs unchanged), convert with TFLiteConverter. Quantization:
@@ -45,9 +48,11 @@ import lilnetx_tf  # Before tensorflow: quiets TF; registers LilNetX layers.
 from lilnetx_tf import compat
 from lilnetx_tf.atomic import atomic_path
 from lilnetx_tf.atomic import atomic_write
+from lilnetx_tf.deploy import remaining_zeros
 from lilnetx_tf.deploy import tflite
 from lilnetx_tf.deploy import tflite_check
 from lilnetx_tf.deploy import tflite_sparse
+from . import custom_objects
 import matplotlib  # pylint: disable=g-bad-import-order
 matplotlib.use("Agg")  # Files only.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -130,10 +135,16 @@ def _load():
   if os.path.isfile(config_path):
     with open(config_path) as f:
       config = json.load(f)
-  if _COMPRESSED.value:
-    model = lilnetx_tf.load_compressed(path)
-  else:
-    model = keras.models.load_model(path, compile=False)
+  objects = custom_objects.custom_objects()
+  try:
+    if _COMPRESSED.value:
+      model = lilnetx_tf.load_compressed(path, objects)
+    else:
+      model = keras.models.load_model(path, compile=False,
+                                      custom_objects=objects)
+  except lilnetx_tf.MissingCustomObjectError as e:
+    sys.exit(f"error: {e} Here: --custom_objects=MODULE, the module that "
+             "registers it.")
   return model, config, path
 
 
@@ -224,6 +235,21 @@ def _plot(layers, path, title):
     plt.close(fig)
 
 
+def _layer_lines(report):
+  """Per kernel layer: the output channels removed, and the zeros left."""
+  kept = {l["name"]: l for l in _kernel_layers(report["prune"]["layers"])}
+  lines = ["  per layer (output channels kept; zeros left in them):"]
+  for row in report["remaining_zeros"]:
+    layer = kept.get(row["layer"])
+    channels = (f"{layer['out_kept']}/{layer['out_total']} kept"
+                if layer and row["kernel"] != "depthwise" else "")
+    label = row["layer"] + ("" if row["kernel"] == "kernel" else
+                            f" ({row['kernel']})")
+    lines.append(f"    {label}: {channels}{'; ' if channels else ''}"
+                 f"{row['statement']}")
+  return lines
+
+
 def _summary(report):
   """The human-readable lines of the report."""
   macs, params = report["macs"], report["params"]
@@ -239,6 +265,7 @@ def _summary(report):
       f"  params {params['before']:,} -> {params['after']:,}; MACs "
       f"{macs['before']:,} -> {macs['after']:,} ({macs['reduction']:.2f}x "
       "fewer)"]
+  lines += _layer_lines(report)
   for key, result in report["verification"].items():
     lines.append(
         f"  verify {key} on {result['samples']} samples: "
@@ -315,6 +342,7 @@ def _figures(models, exported, dense, sample):
       silenced_channels=models.silenced,
       prune=prune.to_dict(),
       weights=tflite_sparse.weight_summary(exported),
+      remaining_zeros=remaining_zeros.remaining_zeros(models.pruned),
       xnnpack_sparse=tflite_sparse.xnnpack_sparse_eligibility(exported))
   if _LATENCY_ROUNDS.value:
     timing = tflite_check.measure_latency(

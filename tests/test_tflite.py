@@ -425,6 +425,11 @@ def test_cli_exports_verifies_and_reports(small, mnist, tmp_path, data_dir):
   assert report["params"]["after"] < report["params"]["before"]
   assert report["latency_ms"]["1"]["rounds"] == 3
   assert not report["xnnpack_sparse"]["qualifies"]
+  # Per layer: what was removed, and what the zeros left in it give.
+  for row in report["remaining_zeros"]:
+    assert row["statement"] in result.stdout
+  assert "per layer (output channels kept; zeros left in them):" in (
+      result.stdout)
   content = output.read_bytes()
   assert len(content) == report["size_bytes"]["exported"]
   dense = pathlib.Path(report["files"]["dense_tflite"]).read_bytes()
