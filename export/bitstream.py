@@ -3,6 +3,7 @@
   python -m export.bitstream --workdir=RUN [--output=RUN/model.lnx] [--float16]
       [--fold_batch_norm [--batch_norm_bits=B]] [--coder=NAME]
   python -m export.bitstream --checkpoint=PATH.keras --output=model.lnx
+      [--custom_objects=MODULE,...]
   python -m export.bitstream --inspect model.lnx
   python -m export.bitstream --recode=IN.lnx --coder=NAME --output=OUT.lnx
 
@@ -12,6 +13,12 @@ and architecture (`lilnetx_tf.compressed.fileformat`); load it with
 `lilnetx_tf.compressed.fileformat.load_compressed`. Two sizes are printed and never
 mixed up: the latents alone (the paper's model size) and the whole file, each
 also as a ratio against the float32 weights.
+
+A model made of the user's own layers or functions, registered with
+`keras.utils.register_keras_serializable`, is stored with them named by their
+registered names; `--custom_objects=myapp.layers` names the modules that
+define them, for loading the checkpoint (`export/custom_objects.py`), and
+`load_compressed(path, custom_objects=...)` takes them back.
 
 `--coder` names the range coder of the latents, which the file records:
 `tensorflow-compression` (the default where it is installed) or
@@ -33,6 +40,7 @@ import lilnetx_tf
 from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.compat import keras
+from . import custom_objects
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training run directory; exports RUN/model.keras.")
@@ -114,7 +122,9 @@ def _export():
   if not os.path.isfile(checkpoint):
     sys.exit(f"error: no model at {checkpoint}")
   logging.info("Loading %s", checkpoint)
-  model = keras.models.load_model(checkpoint, compile=False)
+  objects = custom_objects.custom_objects()
+  model = keras.models.load_model(checkpoint, compile=False,
+                                  custom_objects=objects)
   if not isinstance(model, lilnetx_tf.LilNetXModel):
     sys.exit(f"error: {checkpoint} holds a {type(model).__name__}, not a "
              "LilNetXModel")
@@ -165,7 +175,10 @@ def main(argv):
   except (fileformat.CorruptFileError, OSError) as e:
     sys.exit(f"error: {e}")
   print(f"{_INSPECT.value}: LilNetX compressed model, format version "
-        f"{info['sizes']['format_version']}")
+        f"{info['sizes']['format_version']}"
+        + (", weights only (no architecture: load it into the model built "
+           "in code, load_compressed(path, into=model))"
+           if info["sizes"]["weights_only"] else ""))
   print(_breakdown(info))
   print()
   print(_size_table(info["sizes"]))

@@ -32,6 +32,7 @@ from lilnetx_tf.compressed.frontier import Frontier
 from lilnetx_tf.compressed.fileformat import CorruptFileError
 from lilnetx_tf.compressed.fileformat import inspect_compressed
 from lilnetx_tf.compressed.fileformat import load_compressed
+from lilnetx_tf.compressed.fileformat import MissingCustomObjectError
 from lilnetx_tf.compressed.fileformat import recode_compressed
 from lilnetx_tf.compressed.fileformat import save_compressed
 from lilnetx_tf.method.layers import LatentConv1D
@@ -60,6 +61,7 @@ __all__ = [
     "LatentDepthwiseConv2D",
     "LatentSeparableConv2D",
     "LilNetXModel",
+    "MissingCustomObjectError",
     "NonFiniteError",
     "RateWarmup",
     "StopOnNonFinite",

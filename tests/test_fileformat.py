@@ -33,6 +33,7 @@ from lilnetx_tf.compressed import codec
 from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import dictionary
 from lilnetx_tf.compressed import fileformat
+from lilnetx_tf.compressed import graph_replay
 from lilnetx_tf.compressed import sections
 from lilnetx_tf.method import decoders
 from lilnetx_tf.method import groups as groups_lib
@@ -1304,7 +1305,7 @@ def _raise(error):
     (fileformat, "_assign", AttributeError),
     (sections, "check_tables", ZeroDivisionError),
     (sections, "_check_float_params", KeyError),
-    (architecture, "_graph_problem", TypeError),
+    (graph_replay, "graph_problem", TypeError),
 ])
 def test_reader_bugs_are_not_disguised_as_corrupt_files(monkeypatch, module,
                                                         name, error):

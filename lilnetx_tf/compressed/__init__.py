@@ -14,6 +14,10 @@
 * `errors`: `CorruptFileError`, and which exceptions a reader may turn into
   it;
 * `architecture`: the allow-list of what a file's architecture may name;
+* `tf_ops`: the TensorFlow ops an architecture may call (op layers);
+* `custom_objects`: the user's registered classes and functions, stored by
+  name and loaded from the caller's `custom_objects`;
+* `graph_replay`: how Keras rebuilds a layer graph, replayed to check it;
 * `writing`: a file's bytes, from a model or recoded with another coder;
 * `frontier`: the size / accuracy frontier from one training run;
 * `fileformat`: `save_compressed`, `load_compressed`, `inspect_compressed`,

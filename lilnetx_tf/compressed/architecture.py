@@ -3,55 +3,59 @@
 A `.lnx` file stores its architecture as a Keras model config, which Keras
 deserialises by importing the modules and looking up the names it contains.
 Before that happens, `architecture_problem` checks that every object is a
-stock Keras class under its own module, or one of the library's own layers
-named by its registered Keras name (`lilnetx_tf>ChannelPad`), that no class
-holds code, calls functions by name or reads files, and that strings Keras
-resolves by name (activations, initializers, ...) are built-in names. It
-also replays how Keras rebuilds a functional model's layer graph, which loops
-forever on a reference to a node that is never made (`_graph_problem`).
+stock Keras class under its own module, one of the library's own layers
+named by its registered Keras name (`lilnetx_tf>ChannelPad`), a TensorFlow
+op layer calling one of the allowed ops (`tf_ops`), or a class or function
+of the user's named by its registered name and passed by the caller
+(`custom_objects`); that no class holds code or reads files; and that
+strings Keras resolves by name (activations, initializers, ...) are built-in
+names or such registered names. It also replays how Keras rebuilds a
+functional model's layer graph, which loops forever on a reference to a node
+that is never made (`graph_replay`).
 
-The library's own classes are identified by registered name only: files store
-them without a module (`without_custom_modules`), and a module stored by
-older files (`lilnetx_tf.models.layers`, where `ChannelPad` used to live) is
-ignored and dropped before Keras sees the config, so moving a class never
-breaks a shipped file and a file can never make Keras import a module.
+Classes other than stock Keras layers are identified by registered name (op
+layers by class name) only: files store them without a module
+(`without_custom_modules`), and a module stored by older files
+(`lilnetx_tf.models.layers`, where `ChannelPad` used to live) is ignored and
+dropped before Keras sees the config, so moving a class never breaks a
+shipped file and a file can never make Keras import a module.
 """
 
-import collections
+import collections.abc
 import copy
 import functools
 
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf import channel_pad
+from lilnetx_tf.compressed import custom_objects as custom_objects_lib
+from lilnetx_tf.compressed import graph_replay
+from lilnetx_tf.compressed import tf_ops
 
 __all__ = ["MAX_DEPTH", "MAX_LAYERS", "architecture_problem",
-           "compact_architecture", "with_layer_names", "without_custom_modules",
-           "without_layer_names"]
+           "compact_architecture", "keras_custom_objects", "with_layer_names",
+           "without_custom_modules", "without_layer_names"]
 
 # Far above any real model; keeps a hostile header from making readers loop.
 MAX_LAYERS = 20_000
 # Nesting of the config's JSON: a model is 8 deep, each nested model adds 4.
 # Keeps Keras's recursive deserialisation far from Python's stack limit.
 MAX_DEPTH = 64
-# What Keras writes in a node's inputs for a constant instead of a tensor.
-_CONSTANT_INPUT = "_CONSTANT_VALUE"
 
-# Classes that hold code, call TF functions by name or read files on load.
+# Classes that hold code or read files on load.
 _REFUSED = {
     "Lambda": "Lambda layers hold Python code",
-    "TFOpLambda": "TF op layers call functions by name",
-    "SlicingOpLambda": "TF op layers call functions by name",
     "StringLookup": "lookup layers may read vocabulary files",
     "IntegerLookup": "lookup layers may read vocabulary files",
     "TextVectorization": "lookup layers may read vocabulary files",
     "DenseFeatures": "feature columns may hold functions",
 }
 # Config keys whose string values Keras looks up by name, registered custom
-# objects included: only built-in names (identifiers) are allowed.
+# objects included: only built-in names (identifiers) and the custom objects
+# allowed.
 _LOOKUP_SUFFIXES = ("activation", "_initializer", "_regularizer",
                     "_constraint")
-_MODELS = ("Functional", "Sequential", "Model")
+_MODELS = graph_replay.MODELS
 _MODEL_MODULES = (None, "keras", "keras.models")
 _NON_LAYER_MODULES = ("keras.initializers", "keras.regularizers",
                       "keras.constraints", "keras.mixed_precision")
@@ -80,201 +84,104 @@ def _stock_classes():
   return allowed
 
 
-def _class_problem(obj):
+def _class_problem(obj, custom_objects, used):
+  """Why a config object with a `class_name` may not be rebuilt, or None.
+
+  Stock names always mean the stock classes; any other class, and any
+  function, is the user's and goes by its registered name
+  (`custom_objects_lib.reference_problem`, which adds it to `used`).
+  """
   name, module = obj["class_name"], obj.get("module")
   registered = obj.get("registered_name")
   if not isinstance(name, str):
     return f"class name {str(name)[:100]} is not a string"
   if name in _REFUSED:
     return f"class {name!r} is refused: {_REFUSED[name]}"
+  any_module = module is None or isinstance(module, str)  # Dropped unread.
   if isinstance(registered, str) and registered in _CUSTOM:
-    ok = name == _CUSTOM[registered].__name__ and (
-        module is None or isinstance(module, str))
+    ok = name == _CUSTOM[registered].__name__ and any_module
   elif name in _MODELS:
     ok = module in _MODEL_MODULES and registered in (None, name)
+  elif name in tf_ops.OP_LAYERS:
+    ok = any_module and registered in (None, name)
+    if ok:
+      return tf_ops.op_layer_problem(obj)
   elif name in _stock_classes():
     ok = module in (None, _stock_classes()[name]) and registered in (None, name)
+  elif name == "function":
+    function = obj.get("config")
+    ok = (isinstance(function, str) and any_module and
+          registered in (None, "function"))
+    if ok:
+      return custom_objects_lib.reference_problem(
+          "function", function, function.rpartition(">")[2], custom_objects,
+          used)
   else:
-    return (f"class {name[:100]!r} is not allowed (only stock Keras classes "
-            f"and {', '.join(sorted(_CUSTOM))})")
+    registered = name if registered is None else registered  # As Keras.
+    ok = isinstance(registered, str) and name.isidentifier() and any_module
+    if ok:
+      return custom_objects_lib.reference_problem(
+          "class", registered, name, custom_objects, used)
   if not ok:
-    return (f"class {name!r} comes with module {str(module)[:100]!r} and "
-            f"registered name {str(registered)[:100]!r}, not allowed for it")
+    return (f"class {name[:100]!r} comes with module {str(module)[:100]!r} "
+            f"and registered name {str(registered)[:100]!r}, not allowed for "
+            "it" + (" (a stock Keras class name: rename the class)"
+                    if name in _stock_classes() and isinstance(registered, str)
+                    and ">" in registered else ""))
   return None
 
 
-def _is_ref(value):
-  """Whether Keras reads `value`, in a node's data, as a tensor reference."""
-  return (isinstance(value, list) and len(value) in (3, 4) and
-          isinstance(value[0], str))
-
-
-def _is_index(value):
-  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _node_refs(node, names):
-  """The `(layer, node index)` a node's layer call waits for.
-
-  Returns:
-    `(refs, problem)`: the references, or the reason Keras could not read
-    them (then `refs` is None).
-  """
-  refs, inputs, stack = [], 0, [(node, False)]
-  while stack:
-    value, in_kwargs = stack.pop()
-    if _is_ref(value):
-      inputs += not in_kwargs
-      if len(value) == 4:
-        stack.append((value[3], True))
-      if value[0] == _CONSTANT_INPUT and not in_kwargs:
-        if value[1] != -1 or isinstance(value[1], (bool, float)):
-          return None, "a constant input is not marked as Keras marks it"
-        continue
-      if value[0] not in names or not _is_index(value[2]):
-        return None, f"a node refers to {str(value)[:100]}"
-      # A keyword argument's tensor index out of range makes Keras wait for
-      # it forever, and a layer's number of outputs is not in its config:
-      # only first outputs are passed as keyword arguments here.
-      if in_kwargs and value[2] != 0:
-        return None, (f"a node passes output {value[2]} of layer "
-                      f"{value[0][:100]!r} as a keyword argument")
-      refs.append((value[0], value[1]))
-    elif isinstance(value, (list, dict)):
-      items = value if isinstance(value, list) else value.values()
-      stack.extend((item, in_kwargs) for item in items)
-    elif not in_kwargs:  # Keras reads every other input as a reference.
-      return None, f"a node's inputs hold {str(value)[:100]}"
-  if not inputs:
-    return None, "a node calls a layer on no inputs"
-  return refs, None
-
-
-def _first_node(entry):
-  """The config index of a layer's first node, or a problem (a string).
-
-  Keras numbers the nodes of a nested model from 1 when it starts with an
-  input layer (its node 0 links its own input to its output); the config
-  alone says so only for nested models that start with one, as saved models
-  do.
-  """
-  if entry.get("class_name") not in _MODELS:
-    return 0
-  config = entry.get("config")
-  if not isinstance(config, dict):
-    config = {}
-  layers = config.get("layers")
-  functional = entry["class_name"] == "Sequential" or (
-      "input_layers" in config and "output_layers" in config)
-  if not (isinstance(layers, list) and layers and functional and
-          isinstance(layers[0], dict) and
-          layers[0].get("class_name") == "InputLayer"):
-    return (f"nested model {str(entry.get('name'))[:100]!r} does not start "
-            "with an input layer")
-  return 1
-
-
-def _sequential_problem(config):
-  """Why Keras could not rebuild a Sequential model's config, or None.
-
-  Keras reads a config without a name as the list of layers, and then fails
-  on a variable it never set.
-  """
-  if not (isinstance(config, dict) and "name" in config and
-          isinstance(config.get("layers"), list) and
-          all(isinstance(entry, dict) for entry in config["layers"])):
-    return "a Sequential model's config is not a name and a list of layers"
-  return None
-
-
-def _graph_problem(config):
-  """Why Keras could not rebuild a functional model's layer graph, or None.
-
-  Keras calls each layer once the nodes its inputs come from exist, and
-  retries the calls that cannot be made yet without end: a reference to a
-  node that is never made (a wrong node index, a cycle) makes it loop
-  forever. This replays its bookkeeping on the config: the nodes each layer
-  makes, in the order they can be made, and that every reference is made.
-  """
-  layers = config.get("layers") if isinstance(config, dict) else None
-  if not (isinstance(layers, list) and
-          all(isinstance(entry, dict) for entry in layers)):
-    return "a functional model's `layers` is not a list of layers"
-  # The config index of each layer's first node (None: an input layer, whose
-  # one node any index means).
-  first = {}
-  for entry in layers:
-    name, inner = entry.get("name"), entry.get("config")
-    if not (isinstance(name, str) and name and isinstance(inner, dict) and
-            inner.get("name") == name) or name in first:
-      return f"layer {str(name)[:100]!r} is repeated or not named as its config"
-    first[name] = None if entry.get("class_name") == "InputLayer" else (
-        _first_node(entry))
-    if isinstance(first[name], str):
-      return first[name]
-  waiting = {}  # Per layer, the references of each node still to make.
-  for entry in layers:
-    name, nodes = entry["name"], entry.get("inbound_nodes")
-    if not isinstance(nodes, list) or nodes and first[name] is None:
-      return f"layer {name[:100]!r} has invalid inbound nodes"
-    waiting[name] = collections.deque()
-    for node in nodes:
-      refs, problem = _node_refs(node, first)
-      if problem:
-        return problem
-      waiting[name].append(refs)
-  made = dict.fromkeys(first, 0)
-
-  def is_made(layer, index):
-    if first[layer] is None:
-      return True
-    return _is_index(index) and 0 <= index - first[layer] < made[layer]
-
-  # Event driven, linear in the references: a layer whose next node waits for
-  # a node is woken when that node is made, and goes on from the reference
-  # it stopped at (what is made stays made).
-  blocked, queue = {}, [name for name in waiting if waiting[name]]
-  checked = dict.fromkeys(first, 0)
-  while queue:
-    layer = queue.pop()
-    nodes = waiting[layer]
-    while nodes:
-      refs = nodes[0]
-      while checked[layer] < len(refs) and is_made(*refs[checked[layer]]):
-        checked[layer] += 1
-      if checked[layer] < len(refs):
-        missing = refs[checked[layer]]
-        if _is_index(missing[1]):  # Any other index is never made.
-          blocked.setdefault(missing, []).append(layer)
-        break
-      nodes.popleft()
-      checked[layer] = 0
-      made[layer] += 1
-      queue.extend(blocked.pop((layer, first[layer] + made[layer] - 1), ()))
-  stuck = [name for name, nodes in waiting.items() if nodes]
-  if stuck:
-    return (f"layer {stuck[0][:100]!r} is called on a node that is never "
-            "made (a cycle, or a wrong node index)")
-  for key in ("input_layers", "output_layers"):
-    stack = [config.get(key)]
-    while stack:
-      value = stack.pop()
-      if isinstance(value, list) and not _is_ref(value):
-        stack.extend(value)
-      elif not (_is_ref(value) and len(value) == 3 and value[0] in first and
-                is_made(value[0], value[1]) and _is_index(value[2])):
-        return f"{key} holds {str(value)[:100]}, not a node that is made"
-  return None
-
-
-def architecture_problem(config):
+def architecture_problem(config, custom_objects=None):
   """Why a Keras model config may not be deserialised, or None if it may.
 
   Every object with a `class_name` must be an allowed class under its own
   module (Keras imports the module an object names), objects named by a
-  string (activations, initializers, ...) must be built-in names, and the
-  layer graph of every functional model must be one Keras can rebuild.
+  string (activations, initializers, ...) must be built-in names, the
+  user's classes and functions must be named by their registered names and
+  be among `custom_objects`, and the layer graph of every functional model
+  must be one Keras can rebuild.
+
+  Args:
+    config: The model config, as parsed JSON.
+    custom_objects: The user's classes and functions allowed, a dict as
+      Keras takes it (name or registered name -> object). None: only their
+      names are checked, for a file that is parsed but not built
+      (`sections.parse`); loading checks them again with the caller's
+      (`keras_custom_objects`).
   """
+  return _problem(config, custom_objects, {})
+
+
+def keras_custom_objects(config, custom_objects):
+  """The custom objects Keras is to deserialise `config` with.
+
+  Args:
+    config: A model config that passes `architecture_problem(config)` (every
+      file does: `sections.parse` checks it), so that what `custom_objects`
+      lacks is all that can be wrong with it.
+    custom_objects: The caller's dict, or None.
+
+  Returns:
+    Each registered name `config` uses -> the caller's object for it (keyed
+    as the config names it, whichever key the caller used).
+
+  Raises:
+    MissingCustomObjectError: if `config` names a class or function that
+      `custom_objects` lacks, or that Keras's registry holds as another one.
+    TypeError: if `custom_objects` is not a dict.
+  """
+  if not isinstance(custom_objects, (collections.abc.Mapping, type(None))):
+    raise TypeError("custom_objects must be a dict from name to class or "
+                    f"function, got {type(custom_objects).__name__}.")
+  used = {}
+  problem = _problem(config, custom_objects or {}, used)
+  if problem:
+    raise custom_objects_lib.MissingCustomObjectError(
+        f"Cannot load the model: {problem}.")
+  return used
+
+
+def _problem(config, custom_objects, used):
   if not (isinstance(config, dict) and config.get("class_name") in _MODELS):
     return "the architecture is not a Keras model config"
   stack, layers = [(config, 0)], 0
@@ -283,23 +190,26 @@ def architecture_problem(config):
     if depth > MAX_DEPTH:
       return f"nested more than {MAX_DEPTH} deep"
     if isinstance(obj, dict):
-      if "class_name" in obj:
-        problem = _class_problem(obj)
+      if "class_name" in obj and obj != tf_ops.ELLIPSIS:
+        problem = _class_problem(obj, custom_objects, used)
         if problem:
           return problem
         layers += obj.get("module") not in _NON_LAYER_MODULES
         if layers > MAX_LAYERS:
           return f"more than {MAX_LAYERS} layers"
         if obj["class_name"] in ("Functional", "Model"):
-          problem = _graph_problem(obj.get("config"))
+          problem = graph_replay.graph_problem(obj.get("config"))
         elif obj["class_name"] == "Sequential":
-          problem = _sequential_problem(obj.get("config"))
+          problem = graph_replay.sequential_problem(obj.get("config"))
         if problem:
           return problem
       for key, value in obj.items():
         if (isinstance(value, str) and isinstance(key, str) and
             key.endswith(_LOOKUP_SUFFIXES) and not value.isidentifier()):
-          return f"{key} {value[:100]!r} is not a built-in name"
+          problem = custom_objects_lib.reference_problem(
+              "object", value, value.rpartition(">")[2], custom_objects, used)
+          if problem:
+            return f"{key} {problem}"
       stack.extend((value, depth + 1) for value in obj.values())
     elif isinstance(obj, list):
       stack.extend((value, depth + 1) for value in obj)
@@ -307,22 +217,26 @@ def architecture_problem(config):
 
 
 def without_custom_modules(config):
-  """A copy of a model config whose library classes and models name no module.
+  """A copy of a model config where only stock Keras classes name a module.
 
-  Keras finds those classes by their registered name, and nested models by
-  their class name; the module path, which changes when code moves (Keras
-  2.14's `keras.src.engine.functional` is tf-keras' `tf_keras.src...`), is
-  neither stored nor read.
+  Keras finds the library's and the user's classes and functions by their
+  registered name, op layers and nested models by their class name; the
+  module path, which changes when code moves (Keras 2.14's
+  `keras.src.engine.functional` is tf-keras' `tf_keras.src...`), is neither
+  stored nor read. A function's is "builtins", as Keras writes it: Keras
+  takes a function without one for an old format's.
   """
   config = copy.deepcopy(config)
   stack = [config]
   while stack:
     obj = stack.pop()
     if isinstance(obj, dict):
-      if isinstance(obj.get("registered_name"), str) and (
-          obj["registered_name"] in _CUSTOM or
-          obj.get("class_name") in _MODELS and
-          obj["registered_name"] == obj["class_name"]):
+      name = obj.get("class_name")
+      if name == "function":
+        obj["module"] = "builtins"
+      elif isinstance(name, str) and (
+          name not in _MODELS and name not in _stock_classes() or
+          name in _MODELS and obj.get("registered_name") == name):
         obj.pop("module", None)
       stack.extend(obj.values())
     elif isinstance(obj, list):
@@ -331,10 +245,13 @@ def without_custom_modules(config):
 
 
 def _layer_class(entry):
-  registered = entry.get("registered_name")
+  """The class of a layer entry, or None for the user's classes."""
+  registered, name = entry.get("registered_name"), entry["class_name"]
   if isinstance(registered, str) and registered in _CUSTOM:
     return _CUSTOM[registered]
-  return getattr(keras.layers, entry["class_name"])
+  if name in tf_ops.OP_LAYERS:
+    return tf_ops.op_layer_class(name)
+  return getattr(keras.layers, name, None) if name in _stock_classes() else None
 
 
 def _without_initializers(layer_config):
@@ -354,6 +271,8 @@ def _compact_layer(entry, in_functional):
     entry["config"] = config
     return entry
   cls, full = _layer_class(entry), entry["config"]
+  if cls is None:
+    return _compact_entry(entry, in_functional)
   reference = _without_initializers(
       cls.from_config(copy.deepcopy(full)).get_config())
   kept = _without_initializers(full)
@@ -368,11 +287,20 @@ def _compact_layer(entry, in_functional):
     if _without_initializers(rebuilt) == reference:
       kept = trial
   entry["config"] = kept
+  return _compact_entry(entry, in_functional)
+
+
+def _compact_entry(entry, in_functional):
+  """`entry` without its stock module, default registered name, build config.
+
+  The user's classes keep their config whole: what their `from_config`
+  makes of a partial one is theirs to say.
+  """
   if "module" in entry and (
       entry["module"] == _stock_classes().get(entry["class_name"])):
     del entry["module"]
-  if "registered_name" in entry and entry["registered_name"] is None:
-    del entry["registered_name"]
+  if entry.get("registered_name", 0) in (None, entry["class_name"]):
+    del entry["registered_name"]  # What Keras reads for none.
   if in_functional:
     # Rebuilding the graph calls, and so builds, every layer.
     entry.pop("build_config", None)
@@ -388,8 +316,9 @@ def compact_architecture(config):
   regularizers, unit strides, ...; checked one argument at a time with the
   class's own `from_config` and `get_config`, so nothing is assumed about
   defaults), the initializers (the file sets every weight), a stock layer's
-  module and empty registered name, and in functional models the layers'
-  `build_config`.
+  module, a registered name that is empty or the class name (what Keras
+  reads for none), and in functional models the layers' `build_config`. The
+  user's classes keep their config.
 
   Args:
     config: A model config (`json.loads(model.to_json())`) that passes

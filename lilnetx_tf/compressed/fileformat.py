@@ -6,13 +6,22 @@ with, the decoders, and the weights that stay float. `load_compressed` returns
 a plain Keras model (stock layers) whose kernels are decoded with
 `decoders.decode_kernel`, so they equal the trained model's
 `layer.decoded_kernel()` bit for bit. The file is data only: no pickle, no
-code; the architecture may name only stock Keras classes and the library's
-own layers by their registered Keras name (`lilnetx_tf>ChannelPad`; see
-`architecture`). Reading checks every field before it allocates (see
+code; the architecture may name only stock Keras classes, the library's
+own layers by their registered Keras name (`lilnetx_tf>ChannelPad`), common
+TensorFlow ops (`tf_ops`), and the user's registered classes and functions,
+which loading takes from the caller (`custom_objects`; see `architecture`).
+Reading checks every field before it allocates (see
 `sections`), and any problem is a `CorruptFileError`; any other exception is
 a bug of the reader. The header names the latents' range coder (`coders`); a
 file whose coder is missing raises `CoderUnavailableError` on loading (it
 still inspects), and `recode_compressed` converts it to another coder.
+
+A weights-only file (`save_compressed(..., weights_only=True)`) is all of
+the above but the architecture: for a model whose architecture is code (a
+subclassed `keras.Model`, layers of the user's own classes), which the user
+builds, and `load_compressed(path, into=model)` fills by layer name
+(`lilnetx_tf.method.named_weights`). `into=` also takes the weights of a
+file with an architecture.
 
 Byte layout, all integers little-endian:
 
@@ -76,7 +85,8 @@ The header:
                   `name` and `dtype`, "float32"). The kernels named by
                   `groups` are decoded from the latents with the group's
                   matrix instead.
-  architecture    the Keras model config (`model.to_json()`) of
+  architecture    null in a weights-only file (version 7); else the Keras
+                  model config (`model.to_json()`) of
                   `decompressed_model(model)`, from version 5 on without
                   what Keras rebuilds by itself
                   (`architecture.compact_architecture`), from version 6 on
@@ -104,12 +114,16 @@ from lilnetx_tf.compressed import codec
 from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import sections
 from lilnetx_tf.compressed import writing
+from lilnetx_tf.compressed import tf_ops
+from lilnetx_tf.compressed.architecture import keras_custom_objects
 from lilnetx_tf.compressed.architecture import without_custom_modules
+from lilnetx_tf.compressed.custom_objects import MissingCustomObjectError
 from lilnetx_tf.compressed.sections import CorruptFileError
 from lilnetx_tf.compressed.sections import FORMAT_VERSION
 from lilnetx_tf.compressed.sections import MAGIC
 from lilnetx_tf.compressed.sections import MAX_HEADER_BYTES
 from lilnetx_tf.method import grid
+from lilnetx_tf.method import named_weights
 from lilnetx_tf.method.decoders import decode_kernel
 from lilnetx_tf.method.model import LilNetXModel
 
@@ -119,6 +133,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_HEADER_BYTES",
+    "MissingCustomObjectError",
     "inspect_compressed",
     "load_compressed",
     "load_compressed_bytes",
@@ -147,7 +162,7 @@ _KERAS_CONFIG_ERRORS = (ValueError, TypeError, IndexError, AttributeError,
 
 
 def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
-                    batch_norm_bits=None, coder=None):
+                    batch_norm_bits=None, coder=None, weights_only=False):
   """Writes a `LilNetXModel` as a compressed model file, atomically.
 
   Args:
@@ -168,6 +183,10 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
       export.tflite --compressed=... --check-samples=N`). None: exact.
     coder: The range coder of the latents (`coders.CODERS`); None:
       `coders.default_coder()`. Either decodes to the same weights.
+    weights_only: Leave the architecture out, for a model whose
+      architecture is code (a subclassed network, layers of the user's own
+      classes): the file's weights go into the plain model built in code,
+      `load_compressed(path, into=model)`, matched by layer name.
 
   Returns:
     The file's sizes (`inspect_compressed(path)["sizes"]`): `latent_bytes`,
@@ -175,13 +194,15 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
     whole file; `float32_bytes`, all weights of the decompressed model in
     float32; `latent_ratio` and `file_ratio`, float32_bytes over each; and
     `num_latents`, `num_float_params`, `bits_per_latent`, `float_dtype`,
-    `format_version`, `coder`.
+    `format_version`, `coder`, `weights_only`.
 
   Raises:
     TypeError: if `model` is not a `LilNetXModel`.
-    ValueError: if the model cannot be stored (e.g. it has a `Lambda` layer),
-      for `batch_norm_bits` out of range or without `fold_batch_norm`, or an
-      unknown coder.
+    ValueError: if the model cannot be stored (e.g. it has a `Lambda` layer
+      or a class of the user's not registered with Keras, or without
+      `weights_only` a subclassed network), if two of its layers have the
+      same name, for `batch_norm_bits` out of range or without
+      `fold_batch_norm`, or an unknown coder.
     CoderUnavailableError: if the coder is not installed.
   """
   if not isinstance(model, LilNetXModel):
@@ -197,7 +218,8 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
                        f"{grid.MAX_GRID_BITS}], got {batch_norm_bits!r}.")
   coder = coders.resolve(coder)  # Before the work.
   chunks = writing.model_chunks(model, "float16" if float16 else "float32",
-                                fold_batch_norm, batch_norm_bits, coder)
+                                fold_batch_norm, batch_norm_bits, coder,
+                                weights_only)
   atomic_write(path, chunks)
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
 
@@ -279,17 +301,20 @@ def _refuse(reason):
   raise CorruptFileError("weights", reason)
 
 
-def _build(parsed):
+def _build(parsed, custom_objects=None):
   """The plain Keras model of a parsed file, with its decoded weights."""
   header, groups = parsed["header"], parsed["groups"]
   coders.require(header["coder"])  # Before Keras builds anything.
+  # Only the caller's objects, under the names the file uses.
+  objects = keras_custom_objects(header["architecture"], custom_objects)
   num_weights = (sum(g["coded"].num_latents for g in groups) +
                  sum(a.size for a in parsed["floats"]))
-  config, refusals = without_custom_modules(header["architecture"]), []
+  config = tf_ops.with_ellipses(without_custom_modules(header["architecture"]))
+  refusals = []
   try:
     with tf.variable_creator_scope(_weight_budget(num_weights, refusals)):
       with sections.reading("architecture", _KERAS_CONFIG_ERRORS):
-        model = keras.layers.deserialize(config)
+        model = keras.layers.deserialize(config, custom_objects=objects)
   except Exception:  # pylint: disable=broad-except
     if refusals:  # Whatever Keras made of it.
       raise refusals[0] from None
@@ -297,18 +322,40 @@ def _build(parsed):
   if not isinstance(model, keras.Model):
     raise CorruptFileError("architecture", f"it describes a "
                            f"{type(model).__name__}, not a model")
+  _assign(model, *_decoded_weights(parsed))
+  return model
+
+
+def _decoded_weights(parsed):
+  """`(layer name, weight index) -> array` of a parsed file, and its kernels.
+
+  The kernels are the `(layer name, weight index)` decoded from latents.
+  """
   values = {}
-  for g in groups:
+  for g in parsed["groups"]:
     coded = g["coded"]
     with sections.reading(f"latents[{coded.group}]", (codec.DecodeError,)):
       latents = codec.decompress_latents([coded])
     for name, index in zip(coded.layers, g["weights"]):
       values[(name, index)] = decode_kernel(latents[name], g["matrix"]).numpy()
-  for p, value in zip(header["float_params"], parsed["floats"]):
+  for p, value in zip(parsed["header"]["float_params"], parsed["floats"]):
     values[(p["layer"], p["index"])] = value
-  _assign(model, values, {(n, i) for g in groups
-                          for n, i in zip(g["coded"].layers, g["weights"])})
-  return model
+  return values, {(n, i) for g in parsed["groups"]
+                  for n, i in zip(g["coded"].layers, g["weights"])}
+
+
+def _load(data, into, source, custom_objects=None):
+  """The model of a file's bytes, or `into` filled with its weights."""
+  parsed = sections.parse(data)
+  if into is not None:
+    coders.require(parsed["header"]["coder"])
+    return named_weights.fill(into, *_decoded_weights(parsed), source)
+  if parsed["header"]["architecture"] is None:
+    raise ValueError(
+        f"{source[0].upper()}{source[1:]} holds weights only (saved with "
+        "weights_only=True), no architecture: build the model in code and "
+        "pass it, load_compressed(path, into=model).")
+  return _build(parsed, custom_objects)
 
 
 def _read(path, function):
@@ -323,16 +370,32 @@ def _read(path, function):
     raise CoderUnavailableError(e.coder, file=path) from None
 
 
-def load_compressed(path):
+def load_compressed(path, custom_objects=None, *, into=None):
   """Loads a compressed model file as a plain Keras model.
 
   Args:
     path: A file written by `save_compressed`.
+    custom_objects: The user's classes and functions the architecture may
+      name (layers, activations, ... registered with
+      `keras.utils.register_keras_serializable`, which the file names by
+      their registered name), as for Keras: a dict from registered name
+      ("myapp>MyLayer") or plain name ("MyLayer") to the class or function.
+      Only these, stock Keras and the library's own layers are rebuilt.
+    into: Optional: a built plain Keras model to fill with the file's
+      weights instead of building the file's architecture; needed for a
+      weights-only file. The plain form of the saved model, as the user's
+      code builds it: stock `Conv2D`, `Dense`, ... layers where the saved
+      network has latent ones (a model holding latent layers is refused).
+      Weights are matched by layer name (`named_weights`: layers nested in
+      subclassed models and layers included); each layer's weight count,
+      shapes and dtypes are checked first, and nothing is set unless all
+      match.
 
   Returns:
     An uncompiled functional/Sequential `keras.Model` of stock layers,
     whose kernels are the decoded integer latents, bit for bit as in
-    training, and whose other weights are the stored float weights.
+    training, and whose other weights are the stored float weights; or
+    `into`, so filled.
 
   Raises:
     CorruptFileError: if the file is not a valid compressed model file
@@ -342,16 +405,27 @@ def load_compressed(path):
     CoderUnavailableError: if the file's range coder is not installed (an
       ImportError; the message says what to install, or how to recode the
       file on a stack that has it).
+    TypeError: if `into` is not a plain Keras model, or `custom_objects`
+      not a dict.
+    ValueError: for a weights-only file without `into`, or an `into` whose
+      layers, weight counts, shapes or dtypes differ from the file's (the
+      message names the layer and both).
+    MissingCustomObjectError: if the architecture names a class or function
+      of the user's that `custom_objects` lacks (a ValueError; the message
+      says what to pass).
     OSError: if the file cannot be read.
   """
-  return _read(path, load_compressed_bytes)
+  return _read(path, lambda data: _load(data, into, f"file {str(path)!r}",
+                                        custom_objects))
 
 
-def load_compressed_bytes(data):
+def load_compressed_bytes(data, custom_objects=None, *, into=None):
   """Loads a compressed model from the bytes of a file, e.g. downloaded.
 
   Args:
     data: The bytes of a file written by `save_compressed`.
+    custom_objects: As `load_compressed`'s.
+    into: As `load_compressed`'s.
 
   Returns:
     The model, as `load_compressed` returns it.
@@ -359,8 +433,11 @@ def load_compressed_bytes(data):
   Raises:
     CorruptFileError: as `load_compressed`.
     CoderUnavailableError: as `load_compressed`.
+    TypeError: as `load_compressed`.
+    ValueError: as `load_compressed`.
+    MissingCustomObjectError: as `load_compressed`.
   """
-  return _build(sections.parse(data))
+  return _load(data, into, "the file", custom_objects)
 
 
 def _describe(parsed):
@@ -373,7 +450,7 @@ def _describe(parsed):
   sizes = dict(
       format_version=header["format_version"],
       float_dtype=header["float_dtype"], coder=header["coder"],
-      num_latents=num_latents,
+      weights_only=header["architecture"] is None, num_latents=num_latents,
       num_float_params=num_floats, latent_bytes=latent_bytes,
       file_bytes=parsed["file_bytes"], float32_bytes=float32_bytes,
       latent_ratio=float32_bytes / max(latent_bytes, 1),

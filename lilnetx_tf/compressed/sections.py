@@ -73,7 +73,9 @@ FORMAT_VERSION = 7
 # (a fourth `grid` entry), and a functional model's layer
 # entries without the name their config repeats (`without_layer_names`);
 # version 7 names the range coder of the latents (`coder`, `coders.CODERS`),
-# which before was always tensorflow-compression.
+# which before was always tensorflow-compression, and its architecture may be
+# null (a weights-only file, which a version 7 reader that requires an
+# architecture refuses).
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 # The weight indices a kernel may have (a separable convolution's pointwise
 # kernel is its weight 1).
@@ -240,9 +242,11 @@ def _check_header(header, version):
     header["coder"] = coders.TENSORFLOW_COMPRESSION
   kernels = _check_groups(header.get("groups"), version)
   _check_float_params(header.get("float_params"), kernels, version)
-  problem = architecture_problem(header.get("architecture"))
-  if problem:
-    fail("architecture", problem)
+  # From version 7 on, a null architecture is a weights-only file's.
+  if version < 7 or header.get("architecture", {}) is not None:
+    problem = architecture_problem(header.get("architecture"))
+    if problem:
+      fail("architecture", problem)
 
 
 # -- Sections ------------------------------------------------------------------

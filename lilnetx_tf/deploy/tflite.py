@@ -157,6 +157,7 @@ def prepare_for_export(model, *, atol=0.0):
 
   Raises:
     TypeError: If `model` is not a Keras 2 model (a Keras 3 one, say).
+    ValueError: If `model` (or its network) is subclassed.
 
   Usage:
 
@@ -165,7 +166,15 @@ def prepare_for_export(model, *, atol=0.0):
     tflite_bytes = convert(exported.pruned)
   """
   compat.check_keras_model(model)
-  dense = fold.fold_batch_norm(graph_lib.flattened(plain_model(model)))
+  plain = plain_model(model)
+  if not (compat.is_graph_network(plain) or
+          isinstance(plain, keras.Sequential)):
+    raise ValueError(
+        f"Model {plain.name!r} is subclassed: folding and channel removal "
+        "need a functional graph of layer calls, which Keras does not record "
+        "for it. Convert it as it is with convert(model) (no folding or "
+        "channel removal), or build it with the functional API.")
+  dense = fold.fold_batch_norm(graph_lib.flattened(plain))
   silenced = _silence_dead_channels(dense)
   pruned, report = prune.remove_zero_channels(dense, atol=atol)
   return ExportModels(dense=dense, pruned=pruned, prune_report=report,

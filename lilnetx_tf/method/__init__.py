@@ -18,6 +18,10 @@
 * `distillation`: an optional distillation term from a float teacher;
 * `initialization`: the model's initial latents and decoders;
 * `convert`: plain Keras model <-> LilNetX model;
+* `subclassed`: a subclassed model's layers replaced in place (its
+  conversion);
+* `named_weights`: a model's weights by layer name in the plain form
+  (weights-only files, `into=`);
 * `callbacks`: Keras callbacks for LilNetX training;
 * `stats`: size, sparsity and MAC figures of LilNetX and plain models.
 """

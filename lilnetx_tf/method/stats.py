@@ -48,7 +48,16 @@ _TRANSPOSED = (_LAYERS.Conv1DTranspose, _LAYERS.Conv2DTranspose)
 
 
 def _shape(layer, attribute):
-  shape = tf.TensorShape(getattr(layer, attribute)).as_list()
+  try:
+    shape = getattr(layer, attribute)
+  except AttributeError:  # No call recorded: a layer of a subclassed model.
+    shape = (layer.get_build_config() or {}).get("input_shape")
+    if shape is None:
+      raise ValueError(f"count_macs: layer {layer.name!r} was never called; "
+                       "call the model on an input first.") from None
+    if attribute == "output_shape":
+      shape = layer.compute_output_shape(shape)
+  shape = tf.TensorShape(shape).as_list()
   if any(d is None for d in shape[1:]):
     raise ValueError(f"count_macs: layer {layer.name!r} has an undefined "
                      f"{attribute.split('_')[0]} shape {shape}; build the model "
