@@ -309,6 +309,29 @@ def _codec(results):
   return lines
 
 
+def _frontier(results):
+  name = "frontier_lenet5"
+  data = _load(results, name)
+  rows = [[run["seed"], _rate(p["lambda_rate"]), p["epoch"],
+           _int(p["file_bytes"]), _int(p["latent_bytes"]),
+           _pct(p["test_accuracy"]), f"{p['below_separate_points']:.2f}"]
+          for run in data["runs"] for p in run["points"]]
+  separate = ", ".join(f"{_int(r['file_bytes'])} B at "
+                       f"{_pct(r['test_accuracy'])}%"
+                       for r in data["separate"])
+  lines = [f"`{data['config']}`, one run per seed; each point a `.lnx` file "
+           "written during the run. Separate single-lambda runs (10 epochs, "
+           f"seed 0, compare_mnist_lenet5.json): {separate}.", ""]
+  lines += _table(["seed", "lambda_I", "epoch", "file bytes", "latents",
+                   "test acc %", "points below the separate runs"], rows)
+  lines += ["", "Per run: " + "; ".join(
+      f"seed {run['seed']}: {run['points_in_98.5_99.2']} points in "
+      f"98.5-99.2%, at most {run['worst_below_separate']:.2f} points below, "
+      f"{run['train_wall_seconds']:.0f} s of training"
+      for run in data["runs"]) + "."]
+  return lines + _source(name, data)
+
+
 TABLES = {
     "summary": _summary,
     "compare_mnist_lenet5": _compare("mnist_lenet5",
@@ -323,6 +346,7 @@ TABLES = {
         f"--pipelines=baseline,lilnetx_finetune {_CIFAR_DATA}"),
     "cifar10_resnet20_15ep": _scratch,
     "cifar10_resnet20_15ep_distill": _distill,
+    "frontier_lenet5": _frontier,
     "train_time_mnist": _train_time,
     "stacks_step_time": _stacks_step,
     "stacks_lenet5": _stacks_seeds,

@@ -131,3 +131,19 @@ def test_training_cli_writes_the_frontier_table_and_plot(tmp_path):
   config.epochs = 4
   with pytest.raises(ValueError, match="trains 3 epochs, config.epochs is 4"):
     loop.run(config, str(tmp_path / "other"))
+
+
+def test_segment_schedule_restarts_and_ends_each_segment_near_zero():
+  from train.schedule import SegmentCosineDecay  # pylint: disable=g-import-not-at-top
+  schedule = SegmentCosineDecay(1.0, [10, 4], warmup_steps=2, restart=0.5)
+  rates = [float(schedule(step)) for step in range(15)]
+  # Warm-up from peak / 2, then half a cosine over the 8 steps left.
+  assert rates[:2] == pytest.approx([0.5, 1.0])
+  assert rates[2:10] == pytest.approx(
+      [0.5 * (1 + np.cos(np.pi * k / 8)) for k in range(8)], abs=1e-6)
+  # Segment 1 restarts at half the peak and decays over its 4 steps.
+  assert rates[10:14] == pytest.approx(
+      [0.25 * (1 + np.cos(np.pi * k / 4)) for k in range(4)], abs=1e-6)
+  assert rates[14] == pytest.approx(0.0, abs=1e-7)  # After the last segment.
+  config = schedule.get_config()
+  assert type(schedule).from_config(config).get_config() == config

@@ -21,6 +21,7 @@ from lilnetx_tf import models
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.data import registry as data_registry
 from . import distribute
+from .schedule import SegmentCosineDecay
 from .schedule import warmup_cosine_decay
 
 __all__ = ["ConfigError", "build_model", "check_config", "sparsity_groups"]
@@ -87,7 +88,7 @@ def check_config(config):
   for field in ("keep_checkpoints", "compression_interval"):
     _check_number(config, field, 1, integer=True)
   _check_number(config, "grid_bits", -1, integer=True)
-  for field in ("learning_rate", "prior_learning_rate",
+  for field in ("learning_rate", "prior_learning_rate", "frontier_restart",
                 "distillation_temperature"):
     _check_number(config, field, 0, strict=True)
   for field in ("lambda_rate", "lambda_sparsity", "weight_decay",
@@ -164,9 +165,17 @@ def build_model(config, info, steps_per_epoch, resuming=False):
     teacher = _load_teacher(config.teacher, info) if config.teacher else None
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  schedule = warmup_cosine_decay(
-      config.learning_rate, total_steps=config.epochs * steps_per_epoch,
-      warmup_steps=config.warmup_epochs * steps_per_epoch)
+  warmup_steps = config.warmup_epochs * steps_per_epoch
+  if config.frontier:  # Each segment ends at a rate of zero, as a run does.
+    schedule = SegmentCosineDecay(
+        config.learning_rate,
+        [e * steps_per_epoch
+         for _, e in frontier_lib.parse_schedule(config.frontier)],
+        warmup_steps, restart=config.frontier_restart)
+  else:
+    schedule = warmup_cosine_decay(
+        config.learning_rate, total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=warmup_steps)
   return _compiled(model, config, schedule, teacher)
 
 

@@ -71,6 +71,10 @@ def get_config():
   # and ends with a .lnx file in RUN/frontier/ and a row of frontier.json.
   # Its epochs add up to config.epochs. Empty: lambda_rate throughout.
   config.frontier = ""
+  # With a frontier, the learning rate decays to zero in each segment
+  # (train.schedule.SegmentCosineDecay) and restarts at this fraction of
+  # learning_rate, so that every file is written at a rate of zero.
+  config.frontier_restart = 0.3
   config.lambda_sparsity = 1e-6  # lambda_rho, on block norms.
   config.sparsity_structure = "slice"  # "slice", "out_channel", "in_channel".
   config.sparsity_norm = "l2"  # "l2", "l1", "linf".
