@@ -34,6 +34,7 @@ from lilnetx_tf.compressed import coders
 from lilnetx_tf.compressed import dictionary
 from lilnetx_tf.compressed import fileformat
 from lilnetx_tf.compressed import graph_replay
+from lilnetx_tf.compressed import reading
 from lilnetx_tf.compressed import sections
 from lilnetx_tf.method import decoders
 from lilnetx_tf.method import groups as groups_lib
@@ -385,6 +386,12 @@ def _layout(data):
     out.append((tag, pos, pos + 16, length))
     pos += 16 + length
   return out
+
+
+def _payloads(data):
+  """[(tag, payload)] of a file's sections after the header."""
+  return [(tag, data[body:body + length])
+          for tag, _, body, length in _layout(data)[1:]]
 
 
 def _with_payload(data, index, payload):
@@ -1301,8 +1308,8 @@ def _raise(error):
     (codec, "decompress_latents", AssertionError),
     (codec, "decode_symbols", ValueError),  # Inside a block that reads.
     (codec, "tables_from_frequencies", IndexError),
-    (fileformat, "decode_kernel", TypeError),
-    (fileformat, "_assign", AttributeError),
+    (reading, "decode_kernel", TypeError),
+    (reading, "_assign", AttributeError),
     (sections, "check_tables", ZeroDivisionError),
     (sections, "_check_float_params", KeyError),
     (graph_replay, "graph_problem", TypeError),
@@ -1407,8 +1414,8 @@ def test_a_grid_offset_is_added_to_its_integers(saved, tmp_path):
 def test_specific_refusals(saved, tmp_path):
   data = saved[0].read_bytes()
   cases = {
-      "newer.lnx": (_with_version(data, 8), "preamble",
-                    "reads versions up to 7"),
+      "newer.lnx": (_with_version(data, 9), "preamble",
+                    "reads versions up to 8"),
       "coder unknown.lnx": (_with_header(data, _set(["coder"], "zstd")),
                             "header", "unknown range coder zstd; known: "
                             "tensorflow-compression, constriction"),
@@ -1605,8 +1612,9 @@ def _golden_input():
 def test_golden_files_of_every_format_version_load_exactly():
   """Files written by past releases keep decoding to the same weights."""
   golden = _golden_entries()
-  assert [f["format_version"] for f in golden] == [1, 2, 3, 3, 4, 5, 6, 7, 7]
-  assert sections.FORMAT_VERSION == 7  # A new version needs a golden file.
+  assert [f["format_version"] for f in golden] == [1, 2, 3, 3, 4, 5, 6, 7, 7,
+                                                   8]
+  assert sections.FORMAT_VERSION == 8  # A new version needs a golden file.
   # Version 6's feature is in its golden file: fills.
   v6 = _header((ROOT / "tests" / "data" / "golden_v6.lnx").read_bytes())
   assert sum("fill" in p for p in v6["float_params"]) == 4
@@ -1627,6 +1635,62 @@ def test_golden_files_of_every_format_version_load_exactly():
     assert _weights_sha256(loaded) == entry["weights_sha256"], entry["file"]
     np.testing.assert_allclose(loaded(x).numpy(), entry["outputs"],
                                rtol=1e-5, atol=1e-6)
+
+
+def _load_golden(path, entry):
+  """The model of a golden file; a weights-only one fills its `into` file's."""
+  if "into" not in entry:
+    return fileformat.load_compressed(path)
+  into = fileformat.load_compressed(ROOT / "tests" / "data" / entry["into"])
+  assert fileformat.load_compressed(path, into=into) is into
+  return into
+
+
+def test_golden_weights_only_file_of_version_8_fills_a_model_exactly(
+    monkeypatch):
+  """Version 8: a null architecture, and nothing else new; constriction."""
+  golden = {entry["file"]: entry for entry in _golden_entries()}
+  entry = golden["golden_v8_weights_only.lnx"]
+  path = ROOT / "tests" / "data" / entry["file"]
+  data = path.read_bytes()
+  assert struct.unpack_from("<I", data, 8) == (8,)  # The preamble says 8.
+  assert _header(data)["architecture"] is None
+  # Every section but the header is golden_v7_constriction.lnx's, byte for
+  # byte: the same model's file, its weights only.
+  assert _payloads(data) == _payloads(_GOLDEN_V7[CONSTRICTION].read_bytes())
+  sizes = fileformat.inspect_compressed(path)["sizes"]
+  assert sizes["weights_only"] and sizes["format_version"] == 8
+  assert sizes["coder"] == entry["coder"] == CONSTRICTION
+
+  loaded = _load_golden(path, entry)
+  assert len(loaded.weights) == entry["num_weights"]
+  assert _weights_sha256(loaded) == entry["weights_sha256"]
+  # The recipe's weights: golden_v6.lnx's, whose file has an architecture.
+  assert entry["weights_sha256"] == golden["golden_v6.lnx"]["weights_sha256"]
+  np.testing.assert_allclose(loaded(_golden_input()).numpy(),
+                             entry["outputs"], rtol=1e-5, atol=1e-6)
+  for load in (lambda: fileformat.load_compressed(path),
+               lambda: fileformat.load_compressed_bytes(data)):
+    with pytest.raises(ValueError, match=r"holds weights only \(saved with "
+                       r"weights_only=True\).*into=model") as raised:
+      load()
+    assert not isinstance(raised.value, CorruptFileError)
+
+  # The same bytes as version 7: a null architecture is a damaged file.
+  as_v7 = _with_header(_with_version(data, 7), _set(["format_version"], 7))
+  for read in (fileformat.load_compressed_bytes, sections.parse,
+               lambda d: fileformat.load_compressed_bytes(d, into=loaded)):
+    with pytest.raises(CorruptFileError) as raised:
+      read(as_v7)
+    assert raised.value.section == "architecture"
+    assert "not a Keras model config" in raised.value.reason
+  # A reader of version 7 refuses the file by its preamble, as newer.
+  monkeypatch.setattr(sections, "FORMAT_VERSION", 7)
+  with pytest.raises(CorruptFileError) as raised:
+    fileformat.load_compressed(path, into=loaded)
+  assert raised.value.section == "preamble"
+  assert ("format version 8 is newer than this reader, which reads versions "
+          "up to 7 (update lilnetx_tf)") in raised.value.reason
 
 
 def test_round_trip_with_constriction_is_exact(trained, saved, tmp_path):
@@ -1703,16 +1767,16 @@ def test_recoding_keeps_the_weights(saved, tmp_path, monkeypatch):
 
 @pytest.mark.needs_tfc  # Decoding versions 1 to 6 (and golden_v7_tfc).
 def test_every_golden_file_recodes_to_constriction_exactly(tmp_path):
-  """Old files convert for a stack without tfc: the same weights, version 7."""
+  """Old files convert for a stack without tfc: the same weights, version 8."""
   for entry in _golden_entries():
     source = ROOT / "tests" / "data" / entry["file"]
     path = tmp_path / entry["file"]
     target = TFC if entry.get("coder") == CONSTRICTION else CONSTRICTION
     sizes = fileformat.recode_compressed(source, path, target)
-    assert sizes["format_version"] == 7 and sizes["coder"] == target
+    assert sizes["format_version"] == 8 and sizes["coder"] == target
     header = _header(path.read_bytes())
-    assert header["coder"] == target and header["format_version"] == 7
-    loaded = fileformat.load_compressed(path)
+    assert header["coder"] == target and header["format_version"] == 8
+    loaded = _load_golden(path, entry)
     assert _weights_sha256(loaded) == entry["weights_sha256"], entry["file"]
     np.testing.assert_allclose(loaded(_golden_input()).numpy(),
                                entry["outputs"], rtol=1e-5, atol=1e-6)
@@ -1742,7 +1806,10 @@ def test_cli_exports_and_recodes_with_a_coder(trained, tmp_path):
                f"--coder={CONSTRICTION}", f"--output={recoded}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"wrote {recoded}" in result.stdout
-  assert recoded.read_bytes() == _GOLDEN_V7[CONSTRICTION].read_bytes()
+  # The same file in the current version: only the version differs.
+  new, old = recoded.read_bytes(), _GOLDEN_V7[CONSTRICTION].read_bytes()
+  assert _header(new) == dict(_header(old), format_version=8)
+  assert _payloads(new) == _payloads(old)
   result = run(f"--recode={recoded}", "--coder=zstd",
                f"--output={tmp_path / 'refused.lnx'}")
   assert result.returncode != 0

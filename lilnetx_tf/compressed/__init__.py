@@ -19,6 +19,8 @@
   name and loaded from the caller's `custom_objects`;
 * `graph_replay`: how Keras rebuilds a layer graph, replayed to check it;
 * `writing`: a file's bytes, from a model or recoded with another coder;
+* `reading`: the model a file's bytes describe, or a model built in code
+  filled with its weights;
 * `frontier`: the size / accuracy frontier from one training run;
 * `fileformat`: `save_compressed`, `load_compressed`, `inspect_compressed`,
   `recode_compressed`.

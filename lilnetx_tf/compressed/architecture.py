@@ -4,7 +4,9 @@ A `.lnx` file stores its architecture as a Keras model config, which Keras
 deserialises by importing the modules and looking up the names it contains.
 Before that happens, `architecture_problem` checks that every object is a
 stock Keras class under its own module, one of the library's own layers
-named by its registered Keras name (`lilnetx_tf>ChannelPad`), a TensorFlow
+named by its registered Keras name (`lilnetx_tf>ChannelPad`), one of the
+helper layers `keras.applications` models are built of (ConvNeXt's
+`LayerScale`, `compat.applications_layers`) by its class name, a TensorFlow
 op layer calling one of the allowed ops (`tf_ops`), or a class or function
 of the user's named by its registered name and passed by the caller
 (`custom_objects`); that no class holds code or reads files; and that
@@ -14,8 +16,10 @@ functional model's layer graph, which loops forever on a reference to a node
 that is never made (`graph_replay`).
 
 Classes other than stock Keras layers are identified by registered name (op
-layers by class name) only: files store them without a module
-(`without_custom_modules`), and a module stored by older files
+layers and the applications' layers by class name) only: files store them
+without a module (`without_custom_modules`), loading hands the library's and
+the applications' classes to Keras as custom objects
+(`keras_custom_objects`), and a module stored by older files
 (`lilnetx_tf.models.layers`, where `ChannelPad` used to live) is ignored and
 dropped before Keras sees the config, so moving a class never breaks a
 shipped file and a file can never make Keras import a module.
@@ -25,6 +29,7 @@ import collections.abc
 import copy
 import functools
 
+from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf import channel_pad
@@ -65,6 +70,28 @@ _CUSTOM = {keras.utils.get_registered_name(cls): cls
 
 
 @functools.lru_cache(maxsize=None)
+def _applications():
+  """Class name -> class of the `keras.applications` helper layers."""
+  return compat.applications_layers()
+
+
+def _applications_class(name, module, registered):
+  """The applications' class an entry names, or None.
+
+  It goes by its class name and Keras's registered name for it (ConvNeXt's
+  `LayerScale` is unregistered, Inception-ResNet-V2's `CustomScaleLayer` is
+  `Custom>CustomScaleLayer`): a user's class of that name registered in a
+  package of their own is theirs. A module other than the class's own
+  (files store none) is a user's class of the same name, not this one.
+  """
+  cls = _applications().get(name)
+  if cls is None or registered not in (
+      None, name, keras.utils.get_registered_name(cls)):
+    return None
+  return cls if module in (None, cls.__module__) else False
+
+
+@functools.lru_cache(maxsize=None)
 def _stock_classes():
   """Class name -> module name of the allowed stock Keras classes."""
   allowed = {"Policy": "keras.mixed_precision"}
@@ -98,8 +125,22 @@ def _class_problem(obj, custom_objects, used):
   if name in _REFUSED:
     return f"class {name!r} is refused: {_REFUSED[name]}"
   any_module = module is None or isinstance(module, str)  # Dropped unread.
+  applications = _applications_class(name, module, registered)
   if isinstance(registered, str) and registered in _CUSTOM:
     ok = name == _CUSTOM[registered].__name__ and any_module
+  elif applications is False:
+    return (f"class {name!r} comes with module {str(module)[:100]!r}: it is "
+            "the name of a keras.applications layer, which files name "
+            "without a module; rename the class, or register it with "
+            "keras.utils.register_keras_serializable(package=...)")
+  elif applications is not None:
+    key = registered or name  # What Keras looks the class up by.
+    if keras.utils.get_registered_object(key) not in (None, applications):
+      return (f"class {key!r} (a keras.applications layer) is registered in "
+              f"Keras as {keras.utils.get_registered_object(key)!r}; "
+              "register your class under a package of your own")
+    used[key] = applications
+    return None
   elif name in _MODELS:
     ok = module in _MODEL_MODULES and registered in (None, name)
   elif name in tf_ops.OP_LAYERS:
@@ -163,7 +204,8 @@ def keras_custom_objects(config, custom_objects):
 
   Returns:
     Each registered name `config` uses -> the caller's object for it (keyed
-    as the config names it, whichever key the caller used).
+    as the config names it, whichever key the caller used), and each
+    `keras.applications` helper layer it uses -> its class.
 
   Raises:
     MissingCustomObjectError: if `config` names a class or function that
@@ -235,7 +277,9 @@ def without_custom_modules(config):
       if name == "function":
         obj["module"] = "builtins"
       elif isinstance(name, str) and (
-          name not in _MODELS and name not in _stock_classes() or
+          name not in _MODELS and name not in _stock_classes() and
+          _applications_class(name, obj.get("module"),
+                              obj.get("registered_name")) is not False or
           name in _MODELS and obj.get("registered_name") == name):
         obj.pop("module", None)
       stack.extend(obj.values())
@@ -249,6 +293,8 @@ def _layer_class(entry):
   registered, name = entry.get("registered_name"), entry["class_name"]
   if isinstance(registered, str) and registered in _CUSTOM:
     return _CUSTOM[registered]
+  if _applications_class(name, entry.get("module"), registered):
+    return _applications()[name]
   if name in tf_ops.OP_LAYERS:
     return tf_ops.op_layer_class(name)
   return getattr(keras.layers, name, None) if name in _stock_classes() else None

@@ -21,7 +21,8 @@ the above but the architecture: for a model whose architecture is code (a
 subclassed `keras.Model`, layers of the user's own classes), which the user
 builds, and `load_compressed(path, into=model)` fills by layer name
 (`lilnetx_tf.method.named_weights`). `into=` also takes the weights of a
-file with an architecture.
+file with an architecture. Building or filling the model from the checked
+file is `reading`'s; writing the bytes is `writing`'s.
 
 Byte layout, all integers little-endian:
 
@@ -85,8 +86,9 @@ The header:
                   `name` and `dtype`, "float32"). The kernels named by
                   `groups` are decoded from the latents with the group's
                   matrix instead.
-  architecture    null in a weights-only file (version 7); else the Keras
-                  model config (`model.to_json()`) of
+  architecture    from version 8 on, null in a weights-only file (a version
+                  7 reader takes a null architecture for a damaged file);
+                  else the Keras model config (`model.to_json()`) of
                   `decompressed_model(model)`, from version 5 on without
                   what Keras rebuilds by itself
                   (`architecture.compact_architecture`), from version 6 on
@@ -103,28 +105,22 @@ uses it where it is shorter. A tensor whose elements are all one finite value
 where the number's JSON is shorter than the tensor's floats.
 
 A reader refuses a newer format version and reads every older one; a new
-version number is due whenever a reader of the old one would misread the file.
+version number is due whenever a reader of the old one would misread the file
+(version 8's one change is that the architecture may be null; every file is
+written as `FORMAT_VERSION`).
 """
 
-import tensorflow as tf
-from lilnetx_tf.compat import keras
-
 from lilnetx_tf.atomic import atomic_write
-from lilnetx_tf.compressed import codec
 from lilnetx_tf.compressed import coders
+from lilnetx_tf.compressed import reading
 from lilnetx_tf.compressed import sections
 from lilnetx_tf.compressed import writing
-from lilnetx_tf.compressed import tf_ops
-from lilnetx_tf.compressed.architecture import keras_custom_objects
-from lilnetx_tf.compressed.architecture import without_custom_modules
 from lilnetx_tf.compressed.custom_objects import MissingCustomObjectError
 from lilnetx_tf.compressed.sections import CorruptFileError
 from lilnetx_tf.compressed.sections import FORMAT_VERSION
 from lilnetx_tf.compressed.sections import MAGIC
 from lilnetx_tf.compressed.sections import MAX_HEADER_BYTES
 from lilnetx_tf.method import grid
-from lilnetx_tf.method import named_weights
-from lilnetx_tf.method.decoders import decode_kernel
 from lilnetx_tf.method.model import LilNetXModel
 
 __all__ = [
@@ -142,21 +138,6 @@ __all__ = [
 ]
 
 CoderUnavailableError = coders.CoderUnavailableError
-
-# The weight indices of the kernels of each layer class a file may code.
-_KERNEL_WEIGHTS = {keras.layers.Conv1D: (0,), keras.layers.Conv2D: (0,),
-                   keras.layers.DepthwiseConv2D: (0,),
-                   keras.layers.SeparableConv2D: (0, 1),
-                   keras.layers.Dense: (0,)}
-# Variables an architecture may create beyond the weights the file holds.
-_WEIGHT_SLACK = 2**16
-# What Keras raises on a config it cannot deserialise, from the layers' own
-# argument checks to its graph rebuilding: the types that fuzzing the
-# architecture (tests/test_fileformat.py) met. `architecture_problem` has
-# already refused the configs Keras would loop on or fail an assertion on.
-_KERAS_CONFIG_ERRORS = (ValueError, TypeError, IndexError, AttributeError,
-                        OverflowError)
-
 
 # -- Writing (the bytes: `writing`) -------------------------------------------
 
@@ -204,6 +185,12 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
       same name, for `batch_norm_bits` out of range or without
       `fold_batch_norm`, or an unknown coder.
     CoderUnavailableError: if the coder is not installed.
+
+  Usage:
+
+    sizes = save_compressed(lilnetx_model, "model.lnx", fold_batch_norm=True)
+    print(sizes["latent_bytes"], sizes["file_bytes"], sizes["file_ratio"])
+    save_compressed(lilnetx_model, "weights.lnx", weights_only=True)
   """
   if not isinstance(model, LilNetXModel):
     raise TypeError(f"Expected a LilNetXModel, got {type(model).__name__}.")
@@ -224,138 +211,7 @@ def save_compressed(model, path, *, float16=False, fold_batch_norm=False,
   return _describe(sections.parse(b"".join(chunks)))["sizes"]
 
 
-# -- Reading -------------------------------------------------------------------
-
-
-def _weight_budget(num_weights, refusals):
-  """A variable creator refusing weights beyond `num_weights` elements.
-
-  Each variable is checked before it is allocated, and starts as zeros
-  instead of its random initialiser: every weight is overwritten. A refusal
-  is a `CorruptFileError`, also appended to `refusals`: Keras re-raises an
-  error from inside a layer call (where e.g. MultiHeadAttention makes its
-  weights) as a RuntimeError of its own.
-  """
-  created = 0
-
-  def refuse(reason):
-    refusals.append(CorruptFileError("architecture", reason))
-    raise refusals[-1]
-
-  def creator(next_creator, **kwargs):
-    nonlocal created
-    init, dtype = kwargs.get("initial_value"), kwargs.get("dtype")
-    if callable(init):
-      shape = tf.TensorShape(kwargs.get("shape"))
-      if not shape.is_fully_defined():
-        refuse(f"it creates a weight of unknown shape {shape}")
-      created += shape.num_elements()
-      if created > num_weights + _WEIGHT_SLACK:
-        refuse(f"it creates more weights than the file holds ({num_weights})")
-      if dtype is not None:
-        kwargs["initial_value"] = lambda: tf.zeros(shape, dtype)
-    return next_creator(**kwargs)
-
-  return creator
-
-
-def _assign(model, values, kernels):
-  """Sets every weight of `model` from `values`, using each value once."""
-  layers = writing.weighted_layers(model)
-  names = [l.name for l in layers]
-  if len(set(names)) != len(names):
-    _refuse("the architecture has several layers of the same name")
-  missing = {name for name, _ in kernels} - set(names)
-  if missing:
-    _refuse(f"group layers {sorted(missing)[:5]} are not in the architecture")
-  used = 0
-  for layer in layers:
-    for name, index in kernels:
-      if name == layer.name and index not in _KERNEL_WEIGHTS.get(
-          type(layer), ()):
-        _refuse(f"group layer {layer.name!r} is a {type(layer).__name__}, "
-                f"whose weight {index} is not a kernel of a stock kernel layer")
-    weights = []
-    for index, weight in enumerate(layer.weights):
-      value = values.get((layer.name, index))
-      if value is None:
-        _refuse(f"the file holds no weight {index} ({weight.name}) of layer "
-                f"{layer.name!r}")
-      if value.shape != tuple(weight.shape):
-        _refuse(f"weight {weight.name!r} has shape {value.shape} in the file, "
-                f"{tuple(weight.shape)} in the architecture")
-      # The file holds float32 values: a weight of another type would not
-      # hold them exactly (or at all).
-      if weight.dtype != tf.float32:
-        _refuse(f"weight {weight.name!r} is {weight.dtype.name} in the "
-                "architecture, the file holds float32 weights")
-      weights.append(value)
-    layer.set_weights(weights)
-    used += len(weights)
-  if used != len(values):
-    _refuse(f"the file holds {len(values) - used} weights the architecture "
-            "does not have")
-
-
-def _refuse(reason):
-  raise CorruptFileError("weights", reason)
-
-
-def _build(parsed, custom_objects=None):
-  """The plain Keras model of a parsed file, with its decoded weights."""
-  header, groups = parsed["header"], parsed["groups"]
-  coders.require(header["coder"])  # Before Keras builds anything.
-  # Only the caller's objects, under the names the file uses.
-  objects = keras_custom_objects(header["architecture"], custom_objects)
-  num_weights = (sum(g["coded"].num_latents for g in groups) +
-                 sum(a.size for a in parsed["floats"]))
-  config = tf_ops.with_ellipses(without_custom_modules(header["architecture"]))
-  refusals = []
-  try:
-    with tf.variable_creator_scope(_weight_budget(num_weights, refusals)):
-      with sections.reading("architecture", _KERAS_CONFIG_ERRORS):
-        model = keras.layers.deserialize(config, custom_objects=objects)
-  except Exception:  # pylint: disable=broad-except
-    if refusals:  # Whatever Keras made of it.
-      raise refusals[0] from None
-    raise
-  if not isinstance(model, keras.Model):
-    raise CorruptFileError("architecture", f"it describes a "
-                           f"{type(model).__name__}, not a model")
-  _assign(model, *_decoded_weights(parsed))
-  return model
-
-
-def _decoded_weights(parsed):
-  """`(layer name, weight index) -> array` of a parsed file, and its kernels.
-
-  The kernels are the `(layer name, weight index)` decoded from latents.
-  """
-  values = {}
-  for g in parsed["groups"]:
-    coded = g["coded"]
-    with sections.reading(f"latents[{coded.group}]", (codec.DecodeError,)):
-      latents = codec.decompress_latents([coded])
-    for name, index in zip(coded.layers, g["weights"]):
-      values[(name, index)] = decode_kernel(latents[name], g["matrix"]).numpy()
-  for p, value in zip(parsed["header"]["float_params"], parsed["floats"]):
-    values[(p["layer"], p["index"])] = value
-  return values, {(n, i) for g in parsed["groups"]
-                  for n, i in zip(g["coded"].layers, g["weights"])}
-
-
-def _load(data, into, source, custom_objects=None):
-  """The model of a file's bytes, or `into` filled with its weights."""
-  parsed = sections.parse(data)
-  if into is not None:
-    coders.require(parsed["header"]["coder"])
-    return named_weights.fill(into, *_decoded_weights(parsed), source)
-  if parsed["header"]["architecture"] is None:
-    raise ValueError(
-        f"{source[0].upper()}{source[1:]} holds weights only (saved with "
-        "weights_only=True), no architecture: build the model in code and "
-        "pass it, load_compressed(path, into=model).")
-  return _build(parsed, custom_objects)
+# -- Reading (the model: `reading`) -------------------------------------------
 
 
 def _read(path, function):
@@ -414,9 +270,16 @@ def load_compressed(path, custom_objects=None, *, into=None):
       of the user's that `custom_objects` lacks (a ValueError; the message
       says what to pass).
     OSError: if the file cannot be read.
+
+  Usage:
+
+    plain = load_compressed("model.lnx")     # a stock Keras model
+    net = MyNet()                            # weights only: your model,
+    net(x_test[:1])                          # built
+    load_compressed("weights.lnx", into=net)
   """
-  return _read(path, lambda data: _load(data, into, f"file {str(path)!r}",
-                                        custom_objects))
+  return _read(path, lambda data: reading.loaded_model(
+      data, into, f"file {str(path)!r}", custom_objects))
 
 
 def load_compressed_bytes(data, custom_objects=None, *, into=None):
@@ -437,7 +300,7 @@ def load_compressed_bytes(data, custom_objects=None, *, into=None):
     ValueError: as `load_compressed`.
     MissingCustomObjectError: as `load_compressed`.
   """
-  return _load(data, into, "the file", custom_objects)
+  return reading.loaded_model(data, into, "the file", custom_objects)
 
 
 def _describe(parsed):
@@ -493,6 +356,13 @@ def inspect_compressed(path):
   Raises:
     CorruptFileError: as `load_compressed`.
     OSError: if the file cannot be read.
+
+  Usage:
+
+    info = inspect_compressed("model.lnx")
+    print(info["sizes"]["format_version"], info["sizes"]["coder"])
+    for group in info["groups"]:
+      print(group["name"], group["latent_bytes"], group["bits_per_latent"])
   """
   return _read(path, lambda data: _describe(sections.parse(data)))
 

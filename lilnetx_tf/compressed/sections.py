@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 MAGIC = b"\x89LNX\r\n\x1a\n"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 # Version 1 stored the header as plain JSON; version 2 deflates it; version 3
 # stores the coding tables as frequencies (`pack_tables`), which may be 0 for
 # values that do not occur, instead of int32 CDFs; version 4 names each
@@ -73,10 +73,10 @@ FORMAT_VERSION = 7
 # (a fourth `grid` entry), and a functional model's layer
 # entries without the name their config repeats (`without_layer_names`);
 # version 7 names the range coder of the latents (`coder`, `coders.CODERS`),
-# which before was always tensorflow-compression, and its architecture may be
-# null (a weights-only file, which a version 7 reader that requires an
-# architecture refuses).
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+# which before was always tensorflow-compression; version 8's architecture
+# may be null (a weights-only file), which readers of version 7 take for a
+# damaged file: as version 8 they refuse it as newer.
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 # The weight indices a kernel may have (a separable convolution's pointwise
 # kernel is its weight 1).
 _MAX_KERNEL_INDEX = 1
@@ -242,8 +242,8 @@ def _check_header(header, version):
     header["coder"] = coders.TENSORFLOW_COMPRESSION
   kernels = _check_groups(header.get("groups"), version)
   _check_float_params(header.get("float_params"), kernels, version)
-  # From version 7 on, a null architecture is a weights-only file's.
-  if version < 7 or header.get("architecture", {}) is not None:
+  # From version 8 on, a null architecture is a weights-only file's.
+  if version < 8 or header.get("architecture", {}) is not None:
     problem = architecture_problem(header.get("architecture"))
     if problem:
       fail("architecture", problem)
