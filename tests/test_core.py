@@ -347,6 +347,26 @@ def test_block_norms(structure, shape, axes):
   assert np.all(np.isfinite(tape.gradient(total, zero).numpy()))
 
 
+def test_combined_structures_add_both_terms_by_hand():
+  value = np.random.default_rng(3).normal(size=(3, 3, 4, 5)).astype(np.float32)
+  norms = sparsity.block_norms(tf.constant(value), "slice+out_channel").numpy()
+  slices = np.sqrt(np.sum(value ** 2, axis=(0, 1))).ravel()
+  channels = np.sqrt(np.sum(value ** 2, axis=(0, 1, 2)))
+  np.testing.assert_allclose(norms, np.concatenate([slices, channels]),
+                             rtol=1e-5)
+  model = lilnetx_tf.compressible(_small_net(), lambda_sparsity=1.0,
+                                  sparsity_structure="out_channel+slice")
+  by_hand = sum(
+      np.sum(np.sqrt(np.sum(l.latent.numpy() ** 2, axis=axes)))
+      for l in model.latent_layers if l.group in model.sparsity_groups
+      for axes in ((0, 1), (0, 1, 2)))
+  np.testing.assert_allclose(model.block_norm_sum().numpy(), by_hand,
+                             rtol=1e-4)
+  for bad in ("slice+slice", "slice+rows", "slice,out_channel"):
+    with pytest.raises(ValueError, match="joined by '\\+'"):
+      sparsity.check_structure(bad)
+
+
 def test_bad_arguments_are_clear_errors():
   with pytest.raises(ValueError, match="in_channel"):
     lilnetx_tf.compressible(_small_net(), sparsity_structure="rows")

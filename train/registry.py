@@ -16,7 +16,6 @@ from lilnetx_tf.compat import keras
 import lilnetx_tf
 from lilnetx_tf import data as data_lib
 from lilnetx_tf.compressed import frontier as frontier_lib
-from lilnetx_tf.method import groups
 from lilnetx_tf import models
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.data import registry as data_registry
@@ -67,8 +66,7 @@ def check_config(config):
   _check_choice("dataset", config.dataset, data_lib.dataset_names())
   _check_choice("data_source", config.data_source, data_registry.SOURCES)
   _check_choice("strategy", config.strategy, distribute.STRATEGIES)
-  _check_choice("sparsity_structure", config.sparsity_structure,
-                tuple(groups.SPARSITY_STRUCTURES))
+  sparsity.check_structure(config.sparsity_structure)
   _check_choice("sparsity_norm", config.sparsity_norm, sparsity.NORMS)
   builder = models.MODELS[config.model]
   valid = [p.name for p in inspect.signature(builder).parameters.values()

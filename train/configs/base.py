@@ -76,7 +76,9 @@ def get_config():
   # learning_rate, so that every file is written at a rate of zero.
   config.frontier_restart = 0.3
   config.lambda_sparsity = 1e-6  # lambda_rho, on block norms.
-  config.sparsity_structure = "slice"  # "slice", "out_channel", "in_channel".
+  # "slice", "out_channel", "in_channel", or several joined by "+" (e.g.
+  # "slice+out_channel": channels for speed, slices within kept channels).
+  config.sparsity_structure = "slice"
   config.sparsity_norm = "l2"  # "l2", "l1", "linf".
   # Comma-separated groups under the sparsity prior, e.g. "conv3x3"; empty:
   # every group with k x k kernels, k > 1.
