@@ -24,6 +24,7 @@ import tensorflow as tf
 __all__ = [
     "KERAS_3_MESSAGE",
     "TF_VERSION",
+    "applications_layers",
     "check_keras_model",
     "cluster_coordinator",
     "flatten_layers",
@@ -107,6 +108,34 @@ def check_keras_model(model, what="model"):
                     + KERAS_3_MESSAGE)
   raise TypeError(f"The {what} must be a Keras model, got "
                   f"{type(model).__name__}.")
+
+
+# The layer classes `keras.applications` models are built of that neither
+# Keras exports: public application function -> the classes its module defines.
+_APPLICATIONS_LAYERS = (("ConvNeXtTiny", ("LayerScale", "StochasticDepth")),
+                        ("InceptionResNetV2", ("CustomScaleLayer",)))
+
+
+def applications_layers():
+  """The applications' own helper layers: class name -> class.
+
+  ConvNeXt's `LayerScale` and `StochasticDepth` and Inception-ResNet-V2's
+  `CustomScaleLayer` live in the applications' private modules
+  (`keras.src.applications.convnext` in Keras 2.14,
+  `tf_keras.src.applications.convnext` in tf-keras) and are exported by
+  neither Keras; the module of the public application function is where
+  they are, whichever the stack. A Keras without one of them leaves it out:
+  models made of it are then refused as any unregistered class is.
+  """
+  found = {}
+  for function, names in _APPLICATIONS_LAYERS:
+    function = getattr(keras.applications, function, None)
+    module = sys.modules.get(getattr(function, "__module__", None))
+    for name in names:
+      cls = getattr(module, name, None)
+      if isinstance(cls, type) and issubclass(cls, keras.layers.Layer):
+        found[name] = cls
+  return found
 
 
 def flatten_layers(model, include_self=True):

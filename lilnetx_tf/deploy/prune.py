@@ -12,6 +12,9 @@ because they must keep or lose them as one:
   global pooling) tie input channel `c` to output channel `c`;
 * Add and the other merges tie channel `c` of every input to channel `c` of the
   output, which joins residual streams;
+* TensorFlow op layers tie channels as a merge (`x + skip` of two tensors)
+  or an activation (`x * 0.5`, `tf.nn.relu6(x)`) where that is exact
+  (`lilnetx_tf.deploy.tf_op_channels`);
 * Concatenate and ChannelPad tie each input channel to its output position;
 * DepthwiseConv ties input channel `c` to its `multiplier` output channels;
 * a grouped convolution (`groups > 1`) ties all input and output channels of
@@ -53,6 +56,7 @@ import tensorflow as tf
 from lilnetx_tf import compat
 
 from lilnetx_tf.deploy import graph as graph_lib
+from lilnetx_tf.deploy import tf_op_channels
 from lilnetx_tf.method.stats import kernel_macs
 
 __all__ = ["LayerPruning", "PruneReport", "channel_kind",
@@ -100,12 +104,17 @@ def channel_kind(graph, op):
   channels of group j read input channels of group j), 'bn', 'act' (an
   elementwise activation layer), 'pad' (ChannelPad), 'pass' (channel c
   depends on channel c only), 'flatten', 'merge' (elementwise merge of
-  same-width inputs), 'concat', or 'opaque', which pins all its channels."""
+  same-width inputs), 'concat', 'op_act' and 'op_merge' (TensorFlow op
+  layers acting as 'act' and 'merge', `tf_op_channels`), or 'opaque', which
+  pins all its channels."""
   layer, name = op.layer, type(op.layer).__name__
   shapes = [graph.shapes[t] for t in op.inputs + op.outputs]
   if (len(op.outputs) != 1 or not op.inputs
       or any(len(s) < 2 or s[-1] is None for s in shapes)):
     return "opaque"
+  op_kind = tf_op_channels.op_channel_kind(graph, op)
+  if op_kind is not None:
+    return op_kind
   rank, channels = len(shapes[-1]), shapes[-1][-1]
   linear = graph_lib.linear_kind(layer)
   if len(op.inputs) > 1:
@@ -197,7 +206,7 @@ class _Analysis:
       per_in, per_out = len(ins[0]) // groups, len(out) // groups
       return (np.concatenate([np.repeat(ins[0][::per_in], per_out), ins[0]]),
               np.concatenate([out, np.repeat(out[::per_out], per_in)]))
-    if kind == "merge":
+    if kind in ("merge", "op_merge"):
       return np.concatenate(ins), np.tile(out, len(ins))
     if kind == "concat":
       return np.concatenate(ins), out
@@ -220,15 +229,18 @@ class _Analysis:
       if kind in ("pass", "concat", "flatten", "pad"):
         zero[self.index[op.outputs[0]]] = kind == "pad"
         zero[dst] = zero[src]
-      elif kind == "act":
-        zero[dst] = zero[src] & _maps_zero_to_zero(layer.call)
+      elif kind in ("act", "op_act"):
+        zero[dst] = zero[src] & (
+            _maps_zero_to_zero(layer.call) if kind == "act" else
+            tf_op_channels.maps_zero_to_zero(op))
       elif kind == "bn":
         scale, offset = graph_lib.batch_norm_scale_offset(layer)
         zero[dst] = (zero[src] | (scale == 0)) & (offset == 0)
-      elif kind == "merge":
+      elif kind in ("merge", "op_merge"):
         per_input = zero[src].reshape(len(op.inputs), -1)
-        zero[self.index[op.outputs[0]]] = _MERGES[
-            type(layer).__name__].reduce(per_input)
+        rule = (_MERGES[type(layer).__name__] if kind == "merge" else
+                tf_op_channels.merge_rule(op))
+        zero[self.index[op.outputs[0]]] = rule.reduce(per_input)
       elif kind in ("dw", "mix", "group"):
         kernel, bias = graph_lib.kernel_and_bias(layer)
         dead = (np.abs(bias) <= atol) & bool(_activation_zero(layer.activation))
