@@ -27,8 +27,8 @@ import functools
 
 from lilnetx_tf.compat import keras
 
-__all__ = ["ELLIPSIS", "OP_LAYERS", "TF_OPS", "op_layer_class",
-           "op_layer_problem", "with_ellipses"]
+__all__ = ["ELEMENTWISE_OPS", "ELLIPSIS", "OP_LAYERS", "TF_OPS",
+           "op_layer_class", "op_layer_problem", "with_ellipses"]
 
 # The layer classes Keras records TensorFlow calls as.
 OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
@@ -36,17 +36,21 @@ OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
 ELLIPSIS = {"class_name": "__ellipsis__"}
 _SLICE_KEYS = {"start", "stop", "step"}
 _GETITEM = "__operators__.getitem"
-# Elementwise arithmetic, activations, shapes, joining, slicing, reductions
-# and resizing: tensor functions of their arguments alone.
-TF_OPS = frozenset([
+# Ops whose output element is a function of the same element of their
+# tensor arguments (and scalar constants): arithmetic and activations.
+ELEMENTWISE_OPS = frozenset([
     "__operators__.add", "math.add", "math.subtract", "math.multiply",
     "math.truediv", "math.divide", "math.negative", "math.pow",
     "math.square", "math.sqrt", "math.rsqrt", "math.abs", "math.exp",
     "math.log", "math.maximum", "math.minimum", "clip_by_value",
     "nn.relu", "nn.relu6", "nn.leaky_relu", "nn.elu", "nn.gelu", "nn.silu",
-    "math.sigmoid", "math.tanh", "math.softplus", "nn.softmax",
-    "reshape", "transpose", "compat.v1.transpose", "expand_dims", "squeeze",
-    "compat.v1.squeeze", "identity", "nn.depth_to_space",
+    "math.sigmoid", "math.tanh", "math.softplus", "identity",
+])
+# The elementwise ops, softmax, shapes, joining, slicing, reductions and
+# resizing: tensor functions of their arguments alone.
+TF_OPS = ELEMENTWISE_OPS | frozenset([
+    "nn.softmax", "reshape", "transpose", "compat.v1.transpose", "expand_dims", "squeeze",
+    "compat.v1.squeeze", "nn.depth_to_space",
     "nn.space_to_depth", "pad", "compat.v1.pad",
     "concat", "stack",
     _GETITEM,

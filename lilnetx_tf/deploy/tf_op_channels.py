@@ -31,7 +31,9 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ELEMENTWISE_OPS", "MERGE_OPS", "maps_zero_to_zero",
+from lilnetx_tf.compressed.tf_ops import ELEMENTWISE_OPS
+
+__all__ = ["MERGE_OPS", "maps_zero_to_zero",
            "merge_rule", "op_channel_kind"]
 
 # Ops of two tensors, by function name: whether an output element is zero
@@ -41,16 +43,6 @@ MERGE_OPS = {
     "math.subtract": np.logical_and, "math.maximum": np.logical_and,
     "math.minimum": np.logical_and, "math.multiply": np.logical_or,
 }
-# Ops whose output element is a function of the same element of their one
-# tensor argument, given scalar constants.
-ELEMENTWISE_OPS = frozenset([
-    "__operators__.add", "math.add", "math.subtract", "math.multiply",
-    "math.truediv", "math.divide", "math.negative", "math.pow",
-    "math.square", "math.sqrt", "math.rsqrt", "math.abs", "math.exp",
-    "math.log", "math.maximum", "math.minimum", "clip_by_value",
-    "nn.relu", "nn.relu6", "nn.leaky_relu", "nn.elu", "nn.gelu", "nn.silu",
-    "math.sigmoid", "math.tanh", "math.softplus", "identity",
-])
 
 
 def _function_name(layer):
