@@ -186,6 +186,13 @@ def compressible(model, *, init_from_weights=False, skip=(), **kwargs):
     TypeError: if `model` is not a Keras 2 model (a Keras 3 one, say).
     ValueError: if the model is unbuilt, or has no layer to convert; for
       a subclassed model, if a layer to convert is held in a tuple.
+
+  Usage:
+
+    model = lilnetx_tf.compressible(keras_model, lambda_rate=2.0,
+                                    lambda_sparsity=1e-4,
+                                    sparsity_structure="slice+out_channel")
+    print(model.conversion.converted, model.conversion.skipped)
   """
   compat.check_keras_model(model)
   if not model.built:
