@@ -332,6 +332,27 @@ def _frontier(results):
   return lines + _source(name, data)
 
 
+def _structures(results):
+  name = "structures_lenet5"
+  data = _load(results, name)
+  rows = []
+  for run in data["runs"]:
+    structure = ("slices (`mnist_lenet5.py`)" if run["name"] == "size" else
+                 "slices + output channels, lambda_rho " +
+                 run["overrides"][0].split("=")[1])
+    rows.append([structure, _pct(run["test_accuracy"]),
+                 _int(run["file_bytes"]),
+                 f"{run['channels_kept']} of {run['channels_total']}",
+                 f"{_int(run['params_before'])} -> {_int(run['params_after'])}",
+                 f"{run['macs_before'] / run['macs_after']:.2f}",
+                 f"{run['latency_ms']['1']['speedup']:.2f}",
+                 f"{run['latency_ms']['2']['speedup']:.2f}"])
+  lines = _table(["structure", "test acc %", "`.lnx` bytes", "channels kept",
+                  "parameters", "MACs: x fewer", "faster, 1 thread",
+                  "faster, 2 threads"], rows)
+  return lines + _source(name, data)
+
+
 TABLES = {
     "summary": _summary,
     "compare_mnist_lenet5": _compare("mnist_lenet5",
@@ -347,6 +368,7 @@ TABLES = {
     "cifar10_resnet20_15ep": _scratch,
     "cifar10_resnet20_15ep_distill": _distill,
     "frontier_lenet5": _frontier,
+    "structures_lenet5": _structures,
     "train_time_mnist": _train_time,
     "stacks_step_time": _stacks_step,
     "stacks_lenet5": _stacks_seeds,
