@@ -11,6 +11,7 @@
 * `grid`: the power-of-two grids decoders and biases train on, so the file
   stores them exactly in a few bits;
 * `model`: `LilNetXModel`, the objective and its training step;
+* `model_args`: `LilNetXModel`'s arguments, checked before anything is built;
 * `prior_fit`: the priors' own objective and steps, which keep them tracking
   the latents;
 * `interval`: `compression_interval`, the compression terms on one training

@@ -23,11 +23,8 @@ the rate term's gradient to the latents comes from a density that matches
 them.
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
-from lilnetx_tf import compat
 from lilnetx_tf.compat import keras
 
 from lilnetx_tf.method import distillation as distillation_lib
@@ -35,22 +32,15 @@ from lilnetx_tf.method import grid
 from lilnetx_tf.method import groups
 from lilnetx_tf.method import initialization
 from lilnetx_tf.method import interval
+from lilnetx_tf.method import model_args
 from lilnetx_tf.method import prior_fit
 from lilnetx_tf.method import sparsity
 from lilnetx_tf.method.decoders import KernelDecoder
 from lilnetx_tf.method.initialization import kernel_shape
-from lilnetx_tf.method.layers import LatentKernel
+from lilnetx_tf.method.model_args import latent_layers
 from lilnetx_tf.method.priors import GroupPrior
 
 __all__ = ["LilNetXModel", "latent_layers"]
-
-
-def latent_layers(network):
-  """The distinct latent layers of a network (nested models included)."""
-  if isinstance(network, LatentKernel):
-    return [network]
-  return [l for l in compat.flatten_layers(network, include_self=False)
-          if isinstance(l, LatentKernel)]
 
 
 @keras.utils.register_keras_serializable(package="lilnetx_tf")
@@ -68,7 +58,9 @@ class LilNetXModel(interval.IntervalTraining, keras.Model):
     lambda_sparsity: lambda_rho, weight of the sum of latent block norms.
       Raising it creates more zero slices / channels (less computation).
     weight_decay: Weight of the squared L2 norm of the latents.
-    sparsity_structure: `"slice"`, `"out_channel"` or `"in_channel"`.
+    sparsity_structure: `"slice"`, `"out_channel"`, `"in_channel"`, or
+      several joined by "+" (`"slice+out_channel"`: whole channels, which
+      export removes, and slices inside the kept ones).
     sparsity_norm: `"l2"`, `"l1"` or `"linf"`.
     sparsity_groups: Kernel groups the sparsity term applies to; default:
       every group with more than one kernel position (`conv3x3`,
@@ -120,85 +112,37 @@ class LilNetXModel(interval.IntervalTraining, keras.Model):
                compression_interval=1, reference=False, grid_bits=None,
                initialize=True, seed=None, **kwargs):
     super().__init__(**kwargs)
-    if not isinstance(network, keras.Model):
-      raise TypeError(f"`network` must be a Keras model, got "
-                      f"{type(network).__name__}.")
-    if not network.built:
-      raise ValueError("`network` must be built (give it an input shape).")
+    layers = model_args.checked_latent_layers(network)
+    model_args.check_objective(
+        sparsity_structure, sparsity_norm, lambda_rate=lambda_rate,
+        lambda_sparsity=lambda_sparsity, weight_decay=weight_decay,
+        latent_init_bound=latent_init_bound)
     self.network = network
-    layers = latent_layers(network)
-    if not layers:
-      raise ValueError(
-          f"Model {network.name!r} has no latent layers; convert it with "
-          "lilnetx_tf.compressible(model) first.")
-    names = [l.name for l in layers]
-    clashes = sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-      raise ValueError(f"Latent layers must have distinct names (kernels are "
-                       f"stored by name); {clashes} occur more than once.")
-    # Fail early on bad names; sparsity.block_norms validates the same way.
-    sparsity.block_norms(tf.zeros((1, 1)), sparsity_structure, sparsity_norm)
-    for name, value in (("lambda_rate", lambda_rate),
-                        ("lambda_sparsity", lambda_sparsity),
-                        ("weight_decay", weight_decay),
-                        ("latent_init_bound", latent_init_bound)):
-      if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"`{name}` must be finite and >= 0, got {value}.")
-
-    group_layers = {}
-    for layer in layers:
-      group_layers.setdefault(layer.group, []).append(layer)
     self._latent_layers = layers
-    self.group_layers = group_layers
-    present = sorted(self.group_layers)
+    self.group_layers = {}
+    for layer in layers:
+      self.group_layers.setdefault(layer.group, []).append(layer)
     positions = {g: groups.num_positions(kernel_shape(ls[0]))
                  for g, ls in self.group_layers.items()}
-    if sparsity_groups is None:
-      sparsity_groups = [g for g in present if positions[g] > 1]
-    unknown = sorted(set(sparsity_groups) - set(present))
-    if unknown:
-      raise ValueError(f"sparsity_groups {unknown} are not in this model; "
-                       f"its groups are {present}.")
-
+    self.sparsity_groups = model_args.sparsity_groups(sparsity_groups,
+                                                      positions)
     self.lambda_rate_target = float(lambda_rate)
     self.lambda_sparsity_target = float(lambda_sparsity)
     self.weight_decay = float(weight_decay)
     self.sparsity_structure = sparsity_structure
     self.sparsity_norm = sparsity_norm
-    self.sparsity_groups = sorted(sparsity_groups)
     self.decoder_initializer = decoder_initializer
     self.latent_init_bound = float(latent_init_bound)
     self.prior_init_scale = float(prior_init_scale)
-    for name, value, least in (("prior_steps", prior_steps, 0),
-                               ("initial_prior_steps", initial_prior_steps, 0),
-                               ("compression_interval", compression_interval,
-                                1)):
-      if isinstance(value, bool) or int(value) != value or value < least:
-        raise ValueError(
-            f"`{name}` must be an integer >= {least}, got {value!r}.")
-    self.prior_steps = int(prior_steps)
-    self.initial_prior_steps = int(initial_prior_steps)
-    self.compression_interval = int(compression_interval)
+    self.prior_steps, self.initial_prior_steps, self.compression_interval = (
+        model_args.checked_counts(prior_steps=prior_steps,
+                                  initial_prior_steps=initial_prior_steps,
+                                  compression_interval=compression_interval))
     self.seed = seed
     if grid_bits is None:
       grid_bits = 0 if reference else grid.DEFAULT_GRID_BITS
     self.grid_bits = grid_bits  # KernelDecoder checks it.
-
-    self.decoders = {}
-    self.priors = {}
-    for g in present:
-      decoder = KernelDecoder(positions[g], initializer=decoder_initializer,
-                              seed=seed, grid_bits=self.grid_bits,
-                              name=f"decoder_{g}")
-      decoder.build()
-      prior = GroupPrior(positions[g], init_scale=prior_init_scale,
-                         name=f"prior_{g}")
-      prior.build()
-      self.decoders[g] = decoder
-      self.priors[g] = prior
-    for layer in layers:
-      layer.attach_decoder(self.decoders[layer.group])
-
+    self._make_decoders_and_priors(positions)
     self.lambda_rate = tf.Variable(float(lambda_rate), trainable=False,
                                    dtype=tf.float32, name="lambda_rate")
     self.lambda_sparsity = tf.Variable(float(lambda_sparsity), trainable=False,
@@ -219,6 +163,21 @@ class LilNetXModel(interval.IntervalTraining, keras.Model):
     if initialize:
       self.initialize_latents()
     self.built = True
+
+  def _make_decoders_and_priors(self, positions):
+    """One decoder and one prior per group; each latent layer's decoder."""
+    self.decoders, self.priors = {}, {}
+    for g in sorted(positions):
+      self.decoders[g] = KernelDecoder(
+          positions[g], initializer=self.decoder_initializer, seed=self.seed,
+          grid_bits=self.grid_bits, name=f"decoder_{g}")
+      self.decoders[g].build()
+      self.priors[g] = GroupPrior(positions[g],
+                                  init_scale=self.prior_init_scale,
+                                  name=f"prior_{g}")
+      self.priors[g].build()
+    for layer in self._latent_layers:
+      layer.attach_decoder(self.decoders[layer.group])
 
   # -- Initialisation -------------------------------------------------------
 
@@ -241,8 +200,21 @@ class LilNetXModel(interval.IntervalTraining, keras.Model):
     return [v for p in self.priors.values() for v in p.trainable_weights]
 
   def network_variables(self):
-    prior_ids = {id(v) for v in self.prior_variables()}
-    return [v for v in self.trainable_variables if id(v) not in prior_ids]
+    """The variables the task loss trains: all trainable ones but the priors'.
+
+    A decoder trains while a latent of its group does: the decoder of a
+    group whose latent layers are all frozen (`base.trainable = False`) is
+    frozen too, so their kernels stay as they are. A frozen layer in a group
+    with trainable ones keeps its latents, but its kernel follows the shared
+    decoder.
+    """
+    trainable = self.trainable_variables
+    ids = {id(v) for v in trainable}
+    frozen = {id(v) for v in self.prior_variables()}
+    for g, layers in self.group_layers.items():
+      if not any(id(l.latent) in ids for l in layers):
+        frozen.update(id(v) for v in self.decoders[g].trainable_weights)
+    return [v for v in trainable if id(v) not in frozen]
 
   def _group_positions(self, group):
     """The position-major latents of a group's layers, one tensor each.
@@ -301,6 +273,14 @@ class LilNetXModel(interval.IntervalTraining, keras.Model):
 
     Raises:
       TypeError: if `distillation` is not a `Distillation`.
+
+    Usage:
+
+      model = lilnetx_tf.compressible(keras_model, lambda_rate=2.0)
+      model.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"],
+                    loss=keras.losses.SparseCategoricalCrossentropy(
+                        from_logits=True))
+      model.fit(x, y, epochs=10, callbacks=[lilnetx_tf.RateWarmup(1)])
     """
     if distillation is not None and not isinstance(
         distillation, distillation_lib.Distillation):
