@@ -151,3 +151,19 @@ def test_subpackage_docstrings_list_their_modules(package):
   assert listed == modules, (f"docstring of lilnetx_tf.{package} lists "
                              f"{sorted(listed)}, the modules are "
                              f"{sorted(modules)}")
+
+
+def test_readme_is_a_short_product_page():
+  lines = (ROOT / "README.md").read_text().splitlines()
+  assert len(lines) <= 200
+  in_code, long = False, []
+  for number, line in enumerate(lines, 1):
+    if line.startswith("```"):
+      in_code = not in_code
+    elif not in_code and not line.startswith("|") and len(line) > 100:
+      long.append(number)
+  assert not long, f"README.md lines over 100 characters: {long}"
+  text = "\n".join(lines)
+  for needed in ("## Install", "## Quickstart", "## The knobs", "## Results",
+                 "## Citing", "tflite.convert("):
+    assert needed in text
