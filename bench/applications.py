@@ -108,7 +108,10 @@ class _Failed(Exception):
 def _build(constructor):
   """The model at the smallest size of `--sizes` that builds, and the size."""
   kwargs = dict(weights=None, classes=_CLASSES)
-  if "classifier_activation" in inspect.signature(constructor).parameters:
+  parameters = inspect.signature(constructor).parameters.values()
+  # ResNet50, 101 and 152 take it through **kwargs.
+  if any(p.name == "classifier_activation" or p.kind == p.VAR_KEYWORD
+         for p in parameters):
     kwargs["classifier_activation"] = None
   reasons = []
   for size in map(int, _SIZES.value):
