@@ -107,7 +107,8 @@ def test_pretrained_init_decodes_to_the_pretrained_weights():
                                   base.get_layer(layer.name).bias.numpy())
 
 
-def test_subclassed_models_are_refused_clearly():
+def test_subclassed_model_inside_a_functional_one_is_refused_clearly():
+  """Converted alone (in place, tests/test_subclassed.py), not inside."""
   class Net(tf.keras.Model):
 
     def __init__(self):
@@ -119,8 +120,12 @@ def test_subclassed_models_are_refused_clearly():
 
   net = Net()
   net(np.ones((1, 3), np.float32))
-  with pytest.raises(ValueError, match="subclassed"):
-    lilnetx_tf.compressible(net)
+  inputs = tf.keras.Input((3,))
+  outer = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(net(inputs)))
+  with pytest.raises(ValueError, match="subclassed Keras model inside a "
+                     "functional or Sequential one.*convert the subclassed "
+                     "model itself"):
+    lilnetx_tf.compressible(outer)
 
 
 def test_rate_warmup_ramps_lambda_and_logger_adds_figures():
